@@ -1,0 +1,3 @@
+//! The `erldist` command line.
+
+fn main() {}

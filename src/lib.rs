@@ -1,0 +1,28 @@
+//! # erldist
+//!
+//! A Rust node for Erlang and Elixir clusters. erldist speaks the Erlang
+//! distribution protocol natively; this crate is built in layers, each usable
+//! on its own:
+//!
+//! - [`term`]: Erlang terms in Rust ([`Term`], [`Atom`], [`Pid`], ...) and the
+//!   External Term Format, the bytes `term_to_binary/1` writes.
+//!
+//! The protocol logic is sans-IO: codecs and state machines over bytes,
+//! testable without sockets; tokio appears only at the edges.
+//!
+//! ```
+//! use erldist::{term, Term};
+//! let t = term!({ok, [1, 2], #{name => <<"kate">>}});
+//! let bytes = t.encode().unwrap();
+//! assert_eq!(Term::decode(&bytes).unwrap(), t);
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod term;
+
+pub use term::{
+    Atom, BitBinary, ConvertError, DecodeError, DecodeErrorKind, DecodeOptions, Decoder,
+    EncodeError, Encoder, Fun, ImproperList, LocalFun, Map, ParseError, Pid, Port, Reference,
+    Term,
+};

@@ -1,0 +1,206 @@
+//! Interned atoms.
+//!
+//! Every distinct atom text is stored once, for the life of the process, in a
+//! global table, exactly as the BEAM keeps its atom table. An [`Atom`] is a
+//! pointer into that table: copying it is free, and two atoms are equal exactly
+//! when they point at the same entry. Like the BEAM, the table has a limit
+//! ([`ATOM_TABLE_LIMIT`]); decoders use [`Atom::try_new`], which refuses to
+//! create new atoms past it, so a peer cannot exhaust memory with fresh atoms.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{OnceLock, RwLock};
+
+/// The most atoms the table holds before [`Atom::try_new`] refuses new ones
+/// (the BEAM's default `+t` limit).
+pub const ATOM_TABLE_LIMIT: usize = 1_048_576;
+
+/// The longest atom, in characters, that Erlang accepts.
+pub const MAX_ATOM_CHARS: usize = 255;
+
+/// An Erlang atom: an interned, immutable name.
+///
+/// ```
+/// use erldist::Atom;
+/// let ok = Atom::from("ok");
+/// assert_eq!(ok, Atom::from(String::from("ok")));
+/// assert_eq!(ok.as_str(), "ok");
+/// ```
+#[derive(Clone, Copy)]
+pub struct Atom(&'static Entry);
+
+struct Entry {
+    name: Box<str>,
+}
+
+type Table = HashMap<&'static str, &'static Entry, foldhash::fast::RandomState>;
+
+struct Interner {
+    // Keys borrow from the leaked entries they map to.
+    names: RwLock<Table>,
+    count: AtomicUsize,
+}
+
+fn interner() -> &'static Interner {
+    static INTERNER: OnceLock<Interner> = OnceLock::new();
+    INTERNER.get_or_init(|| Interner {
+        names: RwLock::new(Table::default()),
+        count: AtomicUsize::new(0),
+    })
+}
+
+/// Why an atom could not be created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AtomError {
+    /// The atom has more than [`MAX_ATOM_CHARS`] characters.
+    #[error("atom too long: {chars} characters, at most 255 allowed")]
+    TooLong {
+        /// Its length in characters.
+        chars: usize,
+    },
+    /// The atom table is full (see [`ATOM_TABLE_LIMIT`]).
+    #[error("atom table full ({ATOM_TABLE_LIMIT} atoms)")]
+    TableFull,
+}
+
+impl Atom {
+    /// Interns `name`, refusing names longer than 255 characters and new
+    /// atoms once the table holds [`ATOM_TABLE_LIMIT`] atoms. Decoders of
+    /// peer data use this.
+    pub fn try_new(name: &str) -> Result<Atom, AtomError> {
+        if name.len() > MAX_ATOM_CHARS {
+            let chars = name.chars().count();
+            if chars > MAX_ATOM_CHARS {
+                return Err(AtomError::TooLong { chars });
+            }
+        }
+        Self::intern(name, true)
+    }
+
+    /// Interns `name` without the length and table limits. For names
+    /// written by the program itself; use [`Atom::try_new`] for data that
+    /// comes from elsewhere. An atom over 255 characters cannot be encoded.
+    pub fn new(name: &str) -> Atom {
+        match Self::intern(name, false) {
+            Ok(atom) => atom,
+            // Unreachable: `intern` only fails when asked to check the limit.
+            Err(_) => unreachable!("unlimited interning cannot fail"),
+        }
+    }
+
+    fn intern(name: &str, limited: bool) -> Result<Atom, AtomError> {
+        let table = interner();
+        {
+            let guard = table.names.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(entry) = guard.get(name) {
+                return Ok(Atom(entry));
+            }
+        }
+        let mut guard = table.names.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = guard.get(name) {
+            return Ok(Atom(entry));
+        }
+        if limited && table.count.load(Ordering::Relaxed) >= ATOM_TABLE_LIMIT {
+            return Err(AtomError::TableFull);
+        }
+        // Atoms live as long as the process, as in the BEAM.
+        let entry: &'static Entry = Box::leak(Box::new(Entry { name: name.into() }));
+        guard.insert(&entry.name, entry);
+        table.count.fetch_add(1, Ordering::Relaxed);
+        Ok(Atom(entry))
+    }
+
+    /// The atom's text.
+    #[inline]
+    pub fn as_str(&self) -> &'static str {
+        &self.0.name
+    }
+
+    /// How many atoms the process has interned so far.
+    pub fn table_size() -> usize {
+        interner().count.load(Ordering::Relaxed)
+    }
+
+    /// Whether the atom's text is entirely Latin-1 (so old `ATOM_EXT`
+    /// consumers could read it).
+    pub fn is_latin1(&self) -> bool {
+        self.as_str().chars().all(|c| (c as u32) < 256)
+    }
+}
+
+impl PartialEq for Atom {
+    #[inline]
+    fn eq(&self, other: &Atom) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for Atom {}
+
+impl Hash for Atom {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self.0 as *const Entry as usize).hash(state)
+    }
+}
+
+impl PartialOrd for Atom {
+    fn partial_cmp(&self, other: &Atom) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Atoms order by their text, byte by byte in UTF-8 (which is code point
+/// order), as Erlang orders them.
+impl Ord for Atom {
+    fn cmp(&self, other: &Atom) -> std::cmp::Ordering {
+        if self == other {
+            return std::cmp::Ordering::Equal;
+        }
+        self.as_str().as_bytes().cmp(other.as_str().as_bytes())
+    }
+}
+
+impl fmt::Debug for Atom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Atom({:?})", self.as_str())
+    }
+}
+
+impl From<&str> for Atom {
+    fn from(name: &str) -> Atom {
+        Atom::new(name)
+    }
+}
+
+impl From<String> for Atom {
+    fn from(name: String) -> Atom {
+        Atom::new(&name)
+    }
+}
+
+impl From<&String> for Atom {
+    fn from(name: &String) -> Atom {
+        Atom::new(name)
+    }
+}
+
+impl AsRef<str> for Atom {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq<str> for Atom {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Atom {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}

@@ -1,0 +1,926 @@
+//! Decoding the External Term Format (`binary_to_term/1`).
+//!
+//! The decoder is iterative: nested tuples, lists and maps live on an
+//! explicit stack bounded by [`DecodeOptions::max_depth`], so no input can
+//! overflow the machine stack. Every length field is checked against the
+//! bytes that remain before anything is allocated for it, and the total
+//! capacity reserved for elements never exceeds the input's length, so a
+//! small input cannot make the decoder allocate much. Binaries share the
+//! input buffer when it is given as [`Bytes`].
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use bytes::Bytes;
+use num_bigint::{BigInt, Sign};
+use num_traits::ToPrimitive;
+
+use super::atom::{Atom, AtomError};
+use super::tags::*;
+use super::{BitBinary, Fun, ImproperList, LocalFun, Map, Pid, Port, Reference, Term};
+
+/// Limits for decoding.
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeOptions {
+    /// The deepest nesting of tuples, lists, maps and funs accepted.
+    pub max_depth: usize,
+    /// The largest size a compressed term may declare for its contents.
+    pub max_decompressed: usize,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_decompressed: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// The default nesting limit.
+pub const DEFAULT_MAX_DEPTH: usize = 4096;
+
+/// A decoding failure: what was wrong, and at which byte of the input.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{kind} at byte {offset}")]
+pub struct DecodeError {
+    /// The byte offset in the input where the problem was found (inside a
+    /// compressed term, the offset in its decompressed contents).
+    pub offset: usize,
+    /// What was wrong.
+    pub kind: DecodeErrorKind,
+}
+
+/// What made decoding fail.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeErrorKind {
+    /// The input ended inside a term.
+    #[error("unexpected end of input ({needed} more bytes needed)")]
+    UnexpectedEnd {
+        /// How many more bytes were needed at least.
+        needed: usize,
+    },
+    /// The input does not start with the version byte 131.
+    #[error("bad version byte {0} (expected 131)")]
+    BadVersion(u8),
+    /// An unknown or unsupported tag.
+    #[error("unknown tag {0}")]
+    UnknownTag(u8),
+    /// A tag that is known but not accepted here.
+    #[error("unsupported tag {tag}: {why}")]
+    Unsupported {
+        /// The tag.
+        tag: u8,
+        /// Why it is refused.
+        why: &'static str,
+    },
+    /// A field that must hold one kind of term held another tag.
+    #[error("expected {expected}, found tag {tag}")]
+    Expected {
+        /// What was expected (atom, pid, integer...).
+        expected: &'static str,
+        /// The tag found.
+        tag: u8,
+    },
+    /// Nesting deeper than the limit.
+    #[error("nesting deeper than {0}")]
+    TooDeep(usize),
+    /// A length that the rest of the input cannot hold.
+    #[error("{what} claims {claimed} elements but only {available} bytes remain")]
+    LengthTooLarge {
+        /// What the length counts.
+        what: &'static str,
+        /// The length claimed.
+        claimed: u64,
+        /// The bytes that remain.
+        available: usize,
+    },
+    /// An atom's text is not valid UTF-8.
+    #[error("atom is not valid UTF-8")]
+    InvalidUtf8Atom,
+    /// An atom could not be created.
+    #[error("{0}")]
+    Atom(AtomError),
+    /// An atom cache reference without a cache entry.
+    #[error("atom cache reference {0} has no entry")]
+    AtomCacheMiss(u8),
+    /// A bitstring's bit count is outside 1..=8.
+    #[error("bit count {0} not in 1..=8")]
+    BadBitCount(u8),
+    /// A big integer's sign byte is neither 0 nor 1.
+    #[error("big integer sign byte {0} is neither 0 nor 1")]
+    BadSign(u8),
+    /// A float that is not finite, or text that is not a float.
+    #[error("invalid float")]
+    BadFloat,
+    /// A reference with no words or more than five.
+    #[error("reference has {0} words (1..=5 allowed)")]
+    BadReference(u16),
+    /// A map with a key twice.
+    #[error("duplicate map key")]
+    DuplicateMapKey,
+    /// A fun's size field disagrees with its contents.
+    #[error("fun size field says {claimed} bytes, contents take {actual}")]
+    BadFunSize {
+        /// The size field.
+        claimed: u32,
+        /// The size of what was decoded.
+        actual: usize,
+    },
+    /// A compressed term that does not inflate to its declared size.
+    #[error("compressed term: {0}")]
+    Compression(String),
+    /// Bytes after the end of the term.
+    #[error("{0} bytes after the end of the term")]
+    TrailingBytes(usize),
+}
+
+/// A configured decoder.
+///
+/// ```
+/// use erldist::{Decoder, Term};
+/// let bytes = [131, 104, 2, 119, 2, b'o', b'k', 97, 42];
+/// let t = Decoder::new().decode(&bytes).unwrap();
+/// assert_eq!(t.to_string(), "{ok,42}");
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Decoder<'c> {
+    opts: DecodeOptions,
+    atom_cache: Option<&'c [Atom]>,
+}
+
+impl<'c> Decoder<'c> {
+    /// A decoder with the default limits.
+    pub fn new() -> Decoder<'static> {
+        Decoder::default()
+    }
+
+    /// Sets the limits.
+    pub fn options(mut self, opts: DecodeOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// Sets the nesting limit.
+    pub fn max_depth(mut self, depth: usize) -> Self {
+        self.opts.max_depth = depth;
+        self
+    }
+
+    /// Resolves `ATOM_CACHE_REF` indexes through `cache` (the atoms of a
+    /// distribution header, in reference order).
+    pub fn atom_cache<'d>(self, cache: &'d [Atom]) -> Decoder<'d> {
+        Decoder {
+            opts: self.opts,
+            atom_cache: Some(cache),
+        }
+    }
+
+    /// Decodes a whole term that starts with the version byte 131 (as
+    /// `binary_to_term/1` does), copying binaries out of `input`.
+    pub fn decode(&self, input: &[u8]) -> Result<Term, DecodeError> {
+        self.decode_versioned(input, None)
+    }
+
+    /// Decodes a whole term that starts with the version byte 131; binaries
+    /// share `input`'s buffer.
+    pub fn decode_bytes(&self, input: &Bytes) -> Result<Term, DecodeError> {
+        self.decode_versioned(input, Some(input))
+    }
+
+    fn decode_versioned(&self, input: &[u8], owner: Option<&Bytes>) -> Result<Term, DecodeError> {
+        match input.first() {
+            None => return Err(err(0, DecodeErrorKind::UnexpectedEnd { needed: 1 })),
+            Some(&VERSION) => {}
+            Some(&v) => return Err(err(0, DecodeErrorKind::BadVersion(v))),
+        }
+        if input.get(1) == Some(&COMPRESSED) {
+            let inflated = self.inflate(input, 2)?;
+            let owner = Bytes::from(inflated);
+            let (t, used) = self.decode_at(&owner, 0, Some(&owner))?;
+            if used != owner.len() {
+                return Err(err(used, DecodeErrorKind::TrailingBytes(owner.len() - used)));
+            }
+            return Ok(t);
+        }
+        let (t, used) = self.decode_at(input, 1, owner)?;
+        if used != input.len() {
+            return Err(err(used, DecodeErrorKind::TrailingBytes(input.len() - used)));
+        }
+        Ok(t)
+    }
+
+    /// Decodes one term without a version byte starting at `offset` of
+    /// `input` (as terms follow a distribution header), returning it and
+    /// the offset just past it. Binaries share `input`'s buffer.
+    pub fn decode_body(&self, input: &Bytes, offset: usize) -> Result<(Term, usize), DecodeError> {
+        self.decode_at(input, offset, Some(input))
+    }
+
+    fn inflate(&self, input: &[u8], at: usize) -> Result<Vec<u8>, DecodeError> {
+        let size = input
+            .get(at..at + 4)
+            .ok_or_else(|| {
+                err(
+                    input.len(),
+                    DecodeErrorKind::UnexpectedEnd {
+                        needed: at + 4 - input.len(),
+                    },
+                )
+            })
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
+        if size > self.opts.max_decompressed {
+            return Err(err(
+                at,
+                DecodeErrorKind::Compression(format!(
+                    "declares {size} bytes, more than the limit of {}",
+                    self.opts.max_decompressed
+                )),
+            ));
+        }
+        let data = &input[at + 4..];
+        // zlib expands at most about 1032:1; never reserve more than that.
+        let mut out = Vec::with_capacity(size.min(data.len().saturating_mul(1032)));
+        let mut z = flate2::read::ZlibDecoder::new(data).take(size as u64 + 1);
+        z.read_to_end(&mut out)
+            .map_err(|e| err(at + 4, DecodeErrorKind::Compression(e.to_string())))?;
+        if out.len() != size {
+            return Err(err(
+                at + 4,
+                DecodeErrorKind::Compression(format!(
+                    "declares {size} bytes, inflates to {}{}",
+                    out.len().min(size),
+                    if out.len() > size { " or more" } else { "" }
+                )),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn decode_at(
+        &self,
+        input: &[u8],
+        offset: usize,
+        owner: Option<&Bytes>,
+    ) -> Result<(Term, usize), DecodeError> {
+        let mut st = State {
+            r: Reader {
+                data: input,
+                pos: offset,
+            },
+            owner,
+            cache: self.atom_cache,
+            budget: input.len(),
+            opts: &self.opts,
+        };
+        let t = st.run()?;
+        Ok((t, st.r.pos))
+    }
+}
+
+impl Term {
+    /// Decodes a term written by `term_to_binary` (starting with 131,
+    /// compressed or not), copying binaries out of `input`.
+    ///
+    /// # Errors
+    /// A [`DecodeError`] naming the problem and its byte offset.
+    pub fn decode(input: &[u8]) -> Result<Term, DecodeError> {
+        Decoder::new().decode(input)
+    }
+
+    /// Decodes like [`Term::decode`], but binaries in the result share
+    /// `input`'s buffer instead of being copied.
+    pub fn decode_bytes(input: &Bytes) -> Result<Term, DecodeError> {
+        Decoder::new().decode_bytes(input)
+    }
+}
+
+fn err(offset: usize, kind: DecodeErrorKind) -> DecodeError {
+    DecodeError { offset, kind }
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    #[inline]
+    fn remaining(&self) -> usize {
+        self.data.len() - self.pos
+    }
+
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        match self.data.get(self.pos..self.pos.wrapping_add(n)) {
+            Some(s) if self.pos.checked_add(n).is_some() => {
+                self.pos += n;
+                Ok(s)
+            }
+            _ => Err(err(
+                self.data.len(),
+                DecodeErrorKind::UnexpectedEnd {
+                    needed: n - self.remaining(),
+                },
+            )),
+        }
+    }
+
+    #[inline]
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        match self.data.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
+                Ok(b)
+            }
+            None => Err(err(self.pos, DecodeErrorKind::UnexpectedEnd { needed: 1 })),
+        }
+    }
+
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    #[inline]
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    #[inline]
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    #[inline]
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+}
+
+/// A partly decoded compound term.
+enum Frame {
+    Tuple(Vec<Term>, usize),
+    List(Vec<Term>, usize),
+    ListTail(Vec<Term>),
+    Map {
+        entries: Vec<(Term, Term)>,
+        key: Option<Term>,
+        left: usize,
+        at: usize,
+    },
+    Fun {
+        fun: Box<LocalFun>,
+        left: usize,
+        start: usize,
+        size: u32,
+    },
+}
+
+struct State<'a, 'o> {
+    r: Reader<'a>,
+    owner: Option<&'o Bytes>,
+    cache: Option<&'o [Atom]>,
+    /// Elements that may still be reserved ahead of decoding them.
+    budget: usize,
+    opts: &'o DecodeOptions,
+}
+
+/// What reading one tag gave: a finished term, or a compound to fill.
+enum Step {
+    Done(Term),
+    Open(Frame),
+}
+
+impl State<'_, '_> {
+    fn run(&mut self) -> Result<Term, DecodeError> {
+        let mut stack: Vec<Frame> = Vec::new();
+        loop {
+            let mut value = match self.step()? {
+                Step::Done(t) => t,
+                Step::Open(frame) => {
+                    if stack.len() >= self.opts.max_depth {
+                        return Err(err(self.r.pos, DecodeErrorKind::TooDeep(self.opts.max_depth)));
+                    }
+                    stack.push(frame);
+                    continue;
+                }
+            };
+            // Hand the finished value to the frames it completes.
+            loop {
+                let Some(frame) = stack.pop() else {
+                    return Ok(value);
+                };
+                match frame {
+                    Frame::Tuple(mut items, left) => {
+                        items.push(value);
+                        if left > 1 {
+                            stack.push(Frame::Tuple(items, left - 1));
+                            break;
+                        }
+                        value = Term::Tuple(items);
+                    }
+                    Frame::List(mut items, left) => {
+                        items.push(value);
+                        // After the last element, the tail comes next.
+                        stack.push(if left > 1 {
+                            Frame::List(items, left - 1)
+                        } else {
+                            Frame::ListTail(items)
+                        });
+                        break;
+                    }
+                    Frame::ListTail(items) => value = Term::list_with_tail(items, value),
+                    Frame::Map {
+                        mut entries,
+                        key,
+                        left,
+                        at,
+                    } => match key {
+                        None => {
+                            stack.push(Frame::Map {
+                                entries,
+                                key: Some(value),
+                                left,
+                                at,
+                            });
+                            break;
+                        }
+                        Some(k) => {
+                            entries.push((k, value));
+                            if left > 1 {
+                                stack.push(Frame::Map {
+                                    entries,
+                                    key: None,
+                                    left: left - 1,
+                                    at,
+                                });
+                                break;
+                            }
+                            value = Term::Map(check_map(entries, at)?);
+                        }
+                    },
+                    Frame::Fun {
+                        mut fun,
+                        left,
+                        start,
+                        size,
+                    } => {
+                        fun.free_vars.push(value);
+                        if left > 1 {
+                            stack.push(Frame::Fun {
+                                fun,
+                                left: left - 1,
+                                start,
+                                size,
+                            });
+                            break;
+                        }
+                        value = self.finish_fun(*fun, start, size)?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reserves room for `n` elements of at least `min_size` bytes each,
+    /// after checking that the input can hold them.
+    fn reserve<T>(&mut self, n: usize, min_size: usize, what: &'static str) -> Result<Vec<T>, DecodeError> {
+        let available = self.r.remaining();
+        if n.saturating_mul(min_size) > available {
+            return Err(err(
+                self.r.pos,
+                DecodeErrorKind::LengthTooLarge {
+                    what,
+                    claimed: n as u64,
+                    available,
+                },
+            ));
+        }
+        let cap = n.min(self.budget);
+        self.budget -= cap;
+        Ok(Vec::with_capacity(cap))
+    }
+
+    fn bytes(&self, s: &[u8]) -> Bytes {
+        match self.owner {
+            Some(owner) => owner.slice_ref(s),
+            None => Bytes::copy_from_slice(s),
+        }
+    }
+
+    fn step(&mut self) -> Result<Step, DecodeError> {
+        let at = self.r.pos;
+        let tag = self.r.u8()?;
+        let t = match tag {
+            SMALL_INTEGER_EXT => Term::Int(i64::from(self.r.u8()?)),
+            INTEGER_EXT => Term::Int(i64::from(self.r.u32()? as i32)),
+            SMALL_ATOM_UTF8_EXT | ATOM_UTF8_EXT | ATOM_EXT | SMALL_ATOM_EXT | ATOM_CACHE_REF => {
+                Term::Atom(self.atom_after(tag, at)?)
+            }
+            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => {
+                let n = if tag == SMALL_TUPLE_EXT {
+                    usize::from(self.r.u8()?)
+                } else {
+                    self.r.u32()? as usize
+                };
+                if n == 0 {
+                    Term::Tuple(Vec::new())
+                } else {
+                    let v = self.reserve(n, 1, "tuple")?;
+                    return Ok(Step::Open(Frame::Tuple(v, n)));
+                }
+            }
+            NIL_EXT => Term::NIL,
+            STRING_EXT => {
+                let n = usize::from(self.r.u16()?);
+                let s = self.r.take(n)?;
+                Term::ByteList(self.bytes(s))
+            }
+            LIST_EXT => {
+                let n = self.r.u32()? as usize;
+                // Each element and the tail take at least a byte.
+                let v = self.reserve(n, 1, "list")?;
+                if n == 0 {
+                    return Ok(Step::Open(Frame::ListTail(v)));
+                }
+                return Ok(Step::Open(Frame::List(v, n)));
+            }
+            BINARY_EXT => {
+                let n = self.r.u32()? as usize;
+                let s = self.r.take(n)?;
+                Term::Binary(self.bytes(s))
+            }
+            BIT_BINARY_EXT => {
+                let n = self.r.u32()? as usize;
+                let bits = self.r.u8()?;
+                if !(1..=8).contains(&bits) {
+                    return Err(err(at + 5, DecodeErrorKind::BadBitCount(bits)));
+                }
+                let s = self.r.take(n)?;
+                match s.last() {
+                    None => Term::Binary(Bytes::new()),
+                    Some(_) if bits == 8 => Term::Binary(self.bytes(s)),
+                    Some(&last) => {
+                        let mask = 0xffu8 << (8 - bits);
+                        let bytes = if last & !mask == 0 {
+                            self.bytes(s)
+                        } else {
+                            // Clear the unused bits, as the BEAM ignores them.
+                            let mut v = s.to_vec();
+                            if let Some(l) = v.last_mut() {
+                                *l &= mask;
+                            }
+                            Bytes::from(v)
+                        };
+                        Term::BitBinary(Box::new(BitBinary { bytes, bits }))
+                    }
+                }
+            }
+            NEW_FLOAT_EXT => {
+                let f = f64::from_bits(self.r.u64()?);
+                if !f.is_finite() {
+                    return Err(err(at, DecodeErrorKind::BadFloat));
+                }
+                Term::Float(f)
+            }
+            FLOAT_EXT => {
+                let s = self.r.take(31)?;
+                let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+                let f = std::str::from_utf8(&s[..end])
+                    .ok()
+                    .and_then(|t| t.trim().parse::<f64>().ok())
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| err(at, DecodeErrorKind::BadFloat))?;
+                Term::Float(f)
+            }
+            SMALL_BIG_EXT | LARGE_BIG_EXT => {
+                let n = if tag == SMALL_BIG_EXT {
+                    usize::from(self.r.u8()?)
+                } else {
+                    self.r.u32()? as usize
+                };
+                let sign = self.r.u8()?;
+                if sign > 1 {
+                    return Err(err(at, DecodeErrorKind::BadSign(sign)));
+                }
+                let digits = self.r.take(n)?;
+                big_term(sign == 1, digits)
+            }
+            MAP_EXT => {
+                let n = self.r.u32()? as usize;
+                if n == 0 {
+                    Term::Map(Map::new())
+                } else {
+                    let entries = self.reserve(n, 2, "map")?;
+                    return Ok(Step::Open(Frame::Map {
+                        entries,
+                        key: None,
+                        left: n,
+                        at,
+                    }));
+                }
+            }
+            NEW_PID_EXT | PID_EXT => Term::Pid(self.pid_after(tag)?),
+            NEW_PORT_EXT | PORT_EXT | V4_PORT_EXT => {
+                let node = self.atom()?;
+                let id = if tag == V4_PORT_EXT {
+                    self.r.u64()?
+                } else {
+                    u64::from(self.r.u32()?)
+                };
+                let creation = if tag == PORT_EXT {
+                    u32::from(self.r.u8()?)
+                } else {
+                    self.r.u32()?
+                };
+                Term::Port(Port { node, id, creation })
+            }
+            NEWER_REFERENCE_EXT | NEW_REFERENCE_EXT => {
+                let len = self.r.u16()?;
+                if len == 0 || usize::from(len) > Reference::MAX_WORDS {
+                    return Err(err(at + 1, DecodeErrorKind::BadReference(len)));
+                }
+                let node = self.atom()?;
+                let creation = if tag == NEWER_REFERENCE_EXT {
+                    self.r.u32()?
+                } else {
+                    u32::from(self.r.u8()?)
+                };
+                let mut ids = [0u32; 5];
+                for id in ids.iter_mut().take(usize::from(len)) {
+                    *id = self.r.u32()?;
+                }
+                let r = Reference::new(node, creation, &ids[..usize::from(len)])
+                    .ok_or_else(|| err(at, DecodeErrorKind::BadReference(len)))?;
+                Term::Ref(Box::new(r))
+            }
+            REFERENCE_EXT => {
+                let node = self.atom()?;
+                let id = self.r.u32()?;
+                let creation = u32::from(self.r.u8()?);
+                let r = Reference::new(node, creation, &[id])
+                    .ok_or_else(|| err(at, DecodeErrorKind::BadReference(1)))?;
+                Term::Ref(Box::new(r))
+            }
+            EXPORT_EXT => {
+                let module = self.atom()?;
+                let function = self.atom()?;
+                let tag_at = self.r.pos;
+                let t = self.r.u8()?;
+                if t != SMALL_INTEGER_EXT {
+                    return Err(err(
+                        tag_at,
+                        DecodeErrorKind::Expected {
+                            expected: "small integer arity",
+                            tag: t,
+                        },
+                    ));
+                }
+                let arity = self.r.u8()?;
+                Term::Fun(Box::new(Fun::Export {
+                    module,
+                    function,
+                    arity,
+                }))
+            }
+            NEW_FUN_EXT => {
+                let start = self.r.pos;
+                let size = self.r.u32()?;
+                if size as usize > self.r.remaining() + 4 {
+                    return Err(err(
+                        start,
+                        DecodeErrorKind::LengthTooLarge {
+                            what: "fun",
+                            claimed: u64::from(size),
+                            available: self.r.remaining() + 4,
+                        },
+                    ));
+                }
+                let arity = self.r.u8()?;
+                let uniq = self.r.array::<16>()?;
+                let index = self.r.u32()?;
+                let num_free = self.r.u32()? as usize;
+                let module = self.atom()?;
+                let old_index = self.u32_int()?;
+                let old_uniq = self.u32_int()?;
+                let pid_at = self.r.pos;
+                let pid_tag = self.r.u8()?;
+                if pid_tag != NEW_PID_EXT && pid_tag != PID_EXT {
+                    return Err(err(
+                        pid_at,
+                        DecodeErrorKind::Expected {
+                            expected: "pid",
+                            tag: pid_tag,
+                        },
+                    ));
+                }
+                let pid = self.pid_after(pid_tag)?;
+                let free_vars = self.reserve(num_free, 1, "fun environment")?;
+                let fun = Box::new(LocalFun {
+                    arity,
+                    uniq,
+                    index,
+                    module,
+                    old_index,
+                    old_uniq,
+                    pid,
+                    free_vars,
+                });
+                if num_free == 0 {
+                    self.finish_fun(*fun, start, size)?
+                } else {
+                    return Ok(Step::Open(Frame::Fun {
+                        fun,
+                        left: num_free,
+                        start,
+                        size,
+                    }));
+                }
+            }
+            FUN_EXT => {
+                return Err(err(
+                    at,
+                    DecodeErrorKind::Unsupported {
+                        tag,
+                        why: "the old fun format, not decoded by OTP since OTP 23",
+                    },
+                ))
+            }
+            LOCAL_EXT => {
+                return Err(err(
+                    at,
+                    DecodeErrorKind::Unsupported {
+                        tag,
+                        why: "LOCAL_EXT is only meaningful to the node that wrote it",
+                    },
+                ))
+            }
+            COMPRESSED => {
+                return Err(err(
+                    at,
+                    DecodeErrorKind::Unsupported {
+                        tag,
+                        why: "a compressed term may only appear at the top level",
+                    },
+                ))
+            }
+            other => return Err(err(at, DecodeErrorKind::UnknownTag(other))),
+        };
+        Ok(Step::Done(t))
+    }
+
+    fn finish_fun(&self, fun: LocalFun, start: usize, size: u32) -> Result<Term, DecodeError> {
+        let actual = self.r.pos - start;
+        if actual != size as usize {
+            return Err(err(start, DecodeErrorKind::BadFunSize { claimed: size, actual }));
+        }
+        Ok(Term::Fun(Box::new(Fun::Local(fun))))
+    }
+
+    /// An integer field of a fun that must fit in 32 bits.
+    fn u32_int(&mut self) -> Result<u32, DecodeError> {
+        let at = self.r.pos;
+        let tag = self.r.u8()?;
+        let v: i64 = match tag {
+            SMALL_INTEGER_EXT => i64::from(self.r.u8()?),
+            INTEGER_EXT => i64::from(self.r.u32()? as i32),
+            SMALL_BIG_EXT => {
+                let n = usize::from(self.r.u8()?);
+                let sign = self.r.u8()?;
+                let digits = self.r.take(n)?;
+                match big_term(sign == 1, digits) {
+                    Term::Int(i) => i,
+                    _ => -1,
+                }
+            }
+            _ => {
+                return Err(err(
+                    at,
+                    DecodeErrorKind::Expected {
+                        expected: "integer",
+                        tag,
+                    },
+                ))
+            }
+        };
+        // OTP writes the unsigned 32-bit value; some encoders wrote the
+        // signed reading of it.
+        u32::try_from(v)
+            .or_else(|_| i32::try_from(v).map(|i| i as u32))
+            .map_err(|_| {
+                err(
+                    at,
+                    DecodeErrorKind::Expected {
+                        expected: "32-bit integer",
+                        tag,
+                    },
+                )
+            })
+    }
+
+    fn pid_after(&mut self, tag: u8) -> Result<Pid, DecodeError> {
+        let node = self.atom()?;
+        let id = self.r.u32()?;
+        let serial = self.r.u32()?;
+        let creation = if tag == PID_EXT {
+            u32::from(self.r.u8()?)
+        } else {
+            self.r.u32()?
+        };
+        Ok(Pid {
+            node,
+            id,
+            serial,
+            creation,
+        })
+    }
+
+    /// An atom field (node, module, function).
+    fn atom(&mut self) -> Result<Atom, DecodeError> {
+        let at = self.r.pos;
+        let tag = self.r.u8()?;
+        match tag {
+            SMALL_ATOM_UTF8_EXT | ATOM_UTF8_EXT | ATOM_EXT | SMALL_ATOM_EXT | ATOM_CACHE_REF => {
+                self.atom_after(tag, at)
+            }
+            _ => Err(err(
+                at,
+                DecodeErrorKind::Expected {
+                    expected: "atom",
+                    tag,
+                },
+            )),
+        }
+    }
+
+    fn atom_after(&mut self, tag: u8, at: usize) -> Result<Atom, DecodeError> {
+        let (len, latin1) = match tag {
+            SMALL_ATOM_UTF8_EXT => (usize::from(self.r.u8()?), false),
+            ATOM_UTF8_EXT => (usize::from(self.r.u16()?), false),
+            ATOM_EXT => (usize::from(self.r.u16()?), true),
+            SMALL_ATOM_EXT => (usize::from(self.r.u8()?), true),
+            _ => {
+                let i = self.r.u8()?;
+                return self
+                    .cache
+                    .and_then(|c| c.get(usize::from(i)).copied())
+                    .ok_or_else(|| err(at, DecodeErrorKind::AtomCacheMiss(i)));
+            }
+        };
+        let raw = self.r.take(len)?;
+        let text: Cow<'_, str> = if latin1 && !raw.is_ascii() {
+            Cow::Owned(raw.iter().map(|&b| char::from(b)).collect())
+        } else {
+            Cow::Borrowed(
+                std::str::from_utf8(raw).map_err(|_| err(at, DecodeErrorKind::InvalidUtf8Atom))?,
+            )
+        };
+        Atom::try_new(&text).map_err(|e| err(at, DecodeErrorKind::Atom(e)))
+    }
+}
+
+/// An integer from little-endian magnitude bytes, as `Int` when it fits.
+fn big_term(negative: bool, digits: &[u8]) -> Term {
+    if digits.len() <= 8 {
+        let mut m: u64 = 0;
+        for (i, &d) in digits.iter().enumerate() {
+            m |= u64::from(d) << (8 * i);
+        }
+        if !negative {
+            if let Ok(i) = i64::try_from(m) {
+                return Term::Int(i);
+            }
+        } else if m <= 1u64 << 63 {
+            return Term::Int((m as i64).wrapping_neg());
+        }
+    }
+    let sign = if negative { Sign::Minus } else { Sign::Plus };
+    let b = BigInt::from_bytes_le(sign, digits);
+    match b.to_i64() {
+        Some(i) => Term::Int(i),
+        None => Term::BigInt(Box::new(b)),
+    }
+}
+
+/// Checks a decoded map for duplicate keys (which `binary_to_term`
+/// rejects). Maps from OTP with up to 32 keys arrive sorted, which makes
+/// the check a single pass.
+fn check_map(entries: Vec<(Term, Term)>, at: usize) -> Result<Map, DecodeError> {
+    use std::cmp::Ordering;
+    let sorted = entries
+        .windows(2)
+        .all(|w| w[0].0.exact_cmp(&w[1].0) == Ordering::Less);
+    if !sorted {
+        let mut keys: Vec<&Term> = entries.iter().map(|(k, _)| k).collect();
+        keys.sort_by(|a, b| a.exact_cmp(b));
+        if keys.windows(2).any(|w| w[0].exact_eq(w[1])) {
+            return Err(err(at, DecodeErrorKind::DuplicateMapKey));
+        }
+    }
+    Ok(Map { entries })
+}
