@@ -1,3 +1,207 @@
 //! The `erldist` command line.
+//!
+//! - `erldist term decode [--hex]`: external-format bytes on stdin, terms as
+//!   text on stdout (`~w` syntax).
+//! - `erldist term encode [--hex]`: terms as text on stdin, external format on
+//!   stdout.
+//! - `erldist epmd [--port N] [--address A]`: runs an EPMD server.
+//! - `erldist names [--host H] [--port N]`: lists the names an EPMD holds.
 
-fn main() {}
+use std::io::{self, BufRead, Read, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use erldist::Term;
+
+/// erldist: a Rust node for Erlang and Elixir clusters.
+#[derive(Parser)]
+#[command(name = "erldist", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert terms between the external format and text.
+    Term {
+        #[command(subcommand)]
+        action: TermAction,
+    },
+    /// Run an EPMD (port mapper) server in the foreground.
+    Epmd(EpmdArgs),
+    /// List the names registered with an EPMD, like `epmd -names`.
+    Names(NamesArgs),
+}
+
+#[derive(Subcommand)]
+enum TermAction {
+    /// Read an external-format term on stdin and print it as text.
+    Decode {
+        /// Read one hex-encoded term per line; print one answer per line.
+        #[arg(long)]
+        hex: bool,
+    },
+    /// Read a term as text on stdin and write its external format.
+    Encode {
+        /// Read one term per line; write one hex line per term.
+        #[arg(long)]
+        hex: bool,
+    },
+}
+
+/// Arguments of `erldist epmd`.
+#[derive(clap::Args)]
+struct EpmdArgs {
+    /// The port to listen on (default: $ERL_EPMD_PORT, else 4369).
+    #[arg(long)]
+    port: Option<u16>,
+    /// The address to bind (default: all interfaces, as epmd).
+    #[arg(long)]
+    address: Option<String>,
+}
+
+/// Arguments of `erldist names`.
+#[derive(clap::Args)]
+struct NamesArgs {
+    /// The host whose EPMD to ask.
+    #[arg(long, default_value = "localhost")]
+    host: String,
+    /// The EPMD port (default: $ERL_EPMD_PORT, else 4369).
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Term { action } => match action {
+            TermAction::Decode { hex } => term_decode(hex),
+            TermAction::Encode { hex } => term_encode(hex),
+        },
+        Command::Epmd(args) => epmd(args),
+        Command::Names(args) => names(args),
+    }
+}
+
+fn term_decode(hex: bool) -> ExitCode {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    if !hex {
+        let mut input = Vec::new();
+        if let Err(e) = io::stdin().read_to_end(&mut input) {
+            eprintln!("erldist: reading stdin: {e}");
+            return ExitCode::FAILURE;
+        }
+        return match Term::decode_bytes(&input.into()) {
+            Ok(t) => {
+                let _ = writeln!(out, "{t}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut failed = false;
+    for line in io::stdin().lock().lines() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("erldist: reading stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let answer = hex::decode(line.trim())
+            .map_err(|e| format!("bad hex: {e}"))
+            .and_then(|bytes| Term::decode_bytes(&bytes.into()).map_err(|e| e.to_string()));
+        let written = match answer {
+            Ok(t) => writeln!(out, "{t}"),
+            Err(e) => {
+                failed = true;
+                writeln!(out, "error: {e}")
+            }
+        };
+        if written.is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+    let _ = out.flush();
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn term_encode(hex: bool) -> ExitCode {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    if !hex {
+        let mut input = String::new();
+        if let Err(e) = io::stdin().read_to_string(&mut input) {
+            eprintln!("erldist: reading stdin: {e}");
+            return ExitCode::FAILURE;
+        }
+        let encoded = input
+            .parse::<Term>()
+            .map_err(|e| e.to_string())
+            .and_then(|t| t.encode().map_err(|e| e.to_string()));
+        return match encoded {
+            Ok(bytes) => {
+                if out.write_all(&bytes).and_then(|_| out.flush()).is_err() {
+                    return ExitCode::FAILURE;
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut failed = false;
+    for line in io::stdin().lock().lines() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("erldist: reading stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let encoded = line
+            .parse::<Term>()
+            .map_err(|e| e.to_string())
+            .and_then(|t| t.encode().map_err(|e| e.to_string()));
+        let written = match encoded {
+            Ok(bytes) => writeln!(out, "{}", hex::encode(bytes)),
+            Err(e) => {
+                failed = true;
+                writeln!(out, "error: {e}")
+            }
+        };
+        if written.is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+    let _ = out.flush();
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn epmd(_args: EpmdArgs) -> ExitCode {
+    eprintln!("erldist epmd: not implemented yet");
+    ExitCode::FAILURE
+}
+
+fn names(_args: NamesArgs) -> ExitCode {
+    eprintln!("erldist names: not implemented yet");
+    ExitCode::FAILURE
+}
