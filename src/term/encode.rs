@@ -112,7 +112,9 @@ impl Encoder {
                 out.put_u8(VERSION);
                 if packed.len() + 5 < body.len() {
                     out.put_u8(COMPRESSED);
-                    out.put_u32(u32::try_from(body.len()).map_err(|_| EncodeError::TooLarge("term"))?);
+                    out.put_u32(
+                        u32::try_from(body.len()).map_err(|_| EncodeError::TooLarge("term"))?,
+                    );
                     out.put_slice(&packed);
                 } else {
                     out.put_slice(&body);
@@ -142,7 +144,6 @@ impl Term {
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         Encoder::new().encode(self)
     }
-
 }
 
 struct Writer<'a, B> {
@@ -226,10 +227,11 @@ impl<B: BufMut> Writer<'_, B> {
             Term::Map(m) => self.map(m, depth)?,
             Term::Pid(p) => self.pid(p)?,
             Term::Port(p) => {
-                if let Ok(id) = u32::try_from(p.id) {
+                // OTP writes port numbers of up to 28 bits in the old form.
+                if p.id < 1 << 28 {
                     self.out.put_u8(NEW_PORT_EXT);
                     self.atom(p.node)?;
-                    self.out.put_u32(id);
+                    self.out.put_u32(p.id as u32);
                 } else {
                     self.out.put_u8(V4_PORT_EXT);
                     self.atom(p.node)?;
@@ -348,7 +350,12 @@ impl<B: BufMut> Writer<'_, B> {
         Ok(())
     }
 
-    fn list(&mut self, elems: &[Term], tail: Option<&Term>, depth: usize) -> Result<(), EncodeError> {
+    fn list(
+        &mut self,
+        elems: &[Term],
+        tail: Option<&Term>,
+        depth: usize,
+    ) -> Result<(), EncodeError> {
         if elems.is_empty() {
             return match tail {
                 None => {

@@ -20,6 +20,8 @@ mod text;
 
 pub use atom::{Atom, AtomError, ATOM_TABLE_LIMIT, MAX_ATOM_CHARS};
 pub use convert::ConvertError;
+#[doc(hidden)]
+pub use convert::{__binary, BinPart};
 pub use decode::{DecodeError, DecodeErrorKind, DecodeOptions, Decoder};
 pub use encode::{EncodeError, Encoder};
 pub use text::ParseError;
@@ -209,10 +211,10 @@ impl Reference {
     /// The most words a reference has.
     pub const MAX_WORDS: usize = 5;
 
-    /// A reference from its words (1 to 5, in wire order); `None` when
-    /// there are none or too many.
+    /// A reference from its words (up to 5, in wire order; OTP accepts
+    /// even none); `None` when there are too many.
     pub fn new(node: Atom, creation: u32, ids: &[u32]) -> Option<Reference> {
-        if ids.is_empty() || ids.len() > Self::MAX_WORDS {
+        if ids.len() > Self::MAX_WORDS {
             return None;
         }
         let mut words = [0; 5];

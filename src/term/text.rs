@@ -27,6 +27,10 @@ impl fmt::Display for Term {
 impl FromStr for Term {
     type Err = ParseError;
     fn from_str(_s: &str) -> Result<Term, ParseError> {
-        Err(ParseError { line: 1, column: 1, message: "not yet".into() })
+        Err(ParseError {
+            line: 1,
+            column: 1,
+            message: "not yet".into(),
+        })
     }
 }
