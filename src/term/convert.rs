@@ -534,7 +534,7 @@ pub fn __binary(parts: impl FnOnce(&mut Vec<u8>)) -> Term {
 /// use erldist::term;
 /// let name = "kate";
 /// let t = term!({ok, [1, 2], #{name => (name), age => -3, tags => [a | b]}});
-/// assert_eq!(t.to_string(), "{ok,[1,2],#{name=><<107,97,116,101>>,age=>-3,tags=>[a|b]}}");
+/// assert_eq!(t.to_string(), "{ok,[1,2],#{name => <<107,97,116,101>>,age => -3,tags => [a|b]}}");
 /// ```
 #[macro_export]
 macro_rules! term {
@@ -543,6 +543,16 @@ macro_rules! term {
     (@seq [$($done:expr),*] [$($cur:tt)+]) => { ::std::vec![$($done,)* $crate::term!($($cur)+)] };
     (@seq [$($done:expr),*] [$($cur:tt)+] , $($rest:tt)*) => {
         $crate::term!(@seq [$($done,)* $crate::term!($($cur)+)] [] $($rest)*)
+    };
+    // A binary's commas do not separate elements: take it whole.
+    (@seq [$($done:expr),*] [$($cur:tt)*] << $($rest:tt)*) => {
+        $crate::term!(@seqbin [$($done),*] [$($cur)*] [] $($rest)*)
+    };
+    (@seqbin [$($done:expr),*] [$($cur:tt)*] [$($bin:tt)*] >> $($rest:tt)*) => {
+        $crate::term!(@seq [$($done),*] [$($cur)* << $($bin)* >>] $($rest)*)
+    };
+    (@seqbin [$($done:expr),*] [$($cur:tt)*] [$($bin:tt)*] $next:tt $($rest:tt)*) => {
+        $crate::term!(@seqbin [$($done),*] [$($cur)*] [$($bin)* $next] $($rest)*)
     };
     (@seq [$($done:expr),*] [$($cur:tt)*] $next:tt $($rest:tt)*) => {
         $crate::term!(@seq [$($done),*] [$($cur)* $next] $($rest)*)
@@ -561,6 +571,15 @@ macro_rules! term {
     (@mapk [$($done:expr),*] [$($k:tt)+] => $($rest:tt)*) => {
         $crate::term!(@mapv [$($done),*] [$($k)+] [] $($rest)*)
     };
+    (@mapk [$($done:expr),*] [$($k:tt)*] << $($rest:tt)*) => {
+        $crate::term!(@mapkbin [$($done),*] [$($k)*] [] $($rest)*)
+    };
+    (@mapkbin [$($done:expr),*] [$($k:tt)*] [$($bin:tt)*] >> $($rest:tt)*) => {
+        $crate::term!(@mapk [$($done),*] [$($k)* << $($bin)* >>] $($rest)*)
+    };
+    (@mapkbin [$($done:expr),*] [$($k:tt)*] [$($bin:tt)*] $next:tt $($rest:tt)*) => {
+        $crate::term!(@mapkbin [$($done),*] [$($k)*] [$($bin)* $next] $($rest)*)
+    };
     (@mapk [$($done:expr),*] [$($k:tt)*] $next:tt $($rest:tt)*) => {
         $crate::term!(@mapk [$($done),*] [$($k)* $next] $($rest)*)
     };
@@ -569,6 +588,15 @@ macro_rules! term {
     };
     (@mapv [$($done:expr),*] [$($k:tt)+] [$($v:tt)+] , $($rest:tt)*) => {
         $crate::term!(@mapk [$($done,)* ($crate::term!($($k)+), $crate::term!($($v)+))] [] $($rest)*)
+    };
+    (@mapv [$($done:expr),*] [$($k:tt)+] [$($v:tt)*] << $($rest:tt)*) => {
+        $crate::term!(@mapvbin [$($done),*] [$($k)+] [$($v)*] [] $($rest)*)
+    };
+    (@mapvbin [$($done:expr),*] [$($k:tt)+] [$($v:tt)*] [$($bin:tt)*] >> $($rest:tt)*) => {
+        $crate::term!(@mapv [$($done),*] [$($k)+] [$($v)* << $($bin)* >>] $($rest)*)
+    };
+    (@mapvbin [$($done:expr),*] [$($k:tt)+] [$($v:tt)*] [$($bin:tt)*] $next:tt $($rest:tt)*) => {
+        $crate::term!(@mapvbin [$($done),*] [$($k)+] [$($v)*] [$($bin)* $next] $($rest)*)
     };
     (@mapv [$($done:expr),*] [$($k:tt)+] [$($v:tt)*] $next:tt $($rest:tt)*) => {
         $crate::term!(@mapv [$($done),*] [$($k)+] [$($v)* $next] $($rest)*)

@@ -157,6 +157,17 @@ impl<B: BufMut> Writer<'_, B> {
             return Err(EncodeError::TooDeep(self.max_depth));
         }
         match t {
+            Term::Tuple(_)
+            | Term::List(_)
+            | Term::ImproperList(_)
+            | Term::Map(_)
+            | Term::Fun(_) => super::deep(|| self.term_at(t, depth)),
+            _ => self.term_at(t, depth),
+        }
+    }
+
+    fn term_at(&mut self, t: &Term, depth: usize) -> Result<(), EncodeError> {
+        match t {
             Term::Int(i) => self.int(*i),
             Term::BigInt(b) => self.big(b),
             Term::Float(f) => {

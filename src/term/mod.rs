@@ -22,12 +22,20 @@ pub use atom::{Atom, AtomError, ATOM_TABLE_LIMIT, MAX_ATOM_CHARS};
 pub use convert::ConvertError;
 #[doc(hidden)]
 pub use convert::{__binary, BinPart};
-pub use decode::{DecodeError, DecodeErrorKind, DecodeOptions, Decoder};
+pub use decode::{DecodeError, DecodeErrorKind, DecodeOptions, Decoder, DEFAULT_MAX_DEPTH};
 pub use encode::{EncodeError, Encoder};
 pub use text::ParseError;
 
 use bytes::Bytes;
 use num_bigint::BigInt;
+
+/// Runs `f`, first moving to a fresh stack segment when less than 64 KiB of
+/// stack remain. Every recursive walk over terms goes through this at each
+/// compound term, so no depth of nesting can overflow the stack.
+#[inline]
+pub(crate) fn deep<R>(f: impl FnOnce() -> R) -> R {
+    stacker::maybe_grow(64 * 1024, 1024 * 1024, f)
+}
 
 /// An Erlang term.
 ///
@@ -45,11 +53,10 @@ use num_bigint::BigInt;
 /// ```
 /// use erldist::{term, Term};
 /// let t = term!({ok, [1, 2], #{name => <<"kate">>}});
-/// assert_eq!(t.to_string(), "{ok,[1,2],#{name=><<107,97,116,101>>}}");
+/// assert_eq!(t.to_string(), "{ok,[1,2],#{name => <<107,97,116,101>>}}");
 /// let back = Term::decode(&t.encode().unwrap()).unwrap();
 /// assert!(back.exact_eq(&t));
 /// ```
-#[derive(Clone, Debug)]
 pub enum Term {
     /// An integer that fits in 64 bits.
     Int(i64),
@@ -83,6 +90,50 @@ pub enum Term {
     Ref(Box<Reference>),
     /// A fun: external (`fun M:F/A`) or local (a closure, kept as received).
     Fun(Box<Fun>),
+}
+
+impl Clone for Term {
+    fn clone(&self) -> Term {
+        match self {
+            Term::Int(i) => Term::Int(*i),
+            Term::BigInt(b) => Term::BigInt(b.clone()),
+            Term::Float(f) => Term::Float(*f),
+            Term::Atom(a) => Term::Atom(*a),
+            Term::Binary(b) => Term::Binary(b.clone()),
+            Term::BitBinary(b) => Term::BitBinary(b.clone()),
+            Term::ByteList(b) => Term::ByteList(b.clone()),
+            Term::Pid(p) => Term::Pid(*p),
+            Term::Port(p) => Term::Port(*p),
+            Term::Ref(r) => Term::Ref(r.clone()),
+            Term::Tuple(v) => deep(|| Term::Tuple(v.clone())),
+            Term::List(v) => deep(|| Term::List(v.clone())),
+            Term::ImproperList(l) => deep(|| Term::ImproperList(l.clone())),
+            Term::Map(m) => deep(|| Term::Map(m.clone())),
+            Term::Fun(f) => deep(|| Term::Fun(f.clone())),
+        }
+    }
+}
+
+impl std::fmt::Debug for Term {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Term::Int(i) => f.debug_tuple("Int").field(i).finish(),
+            Term::BigInt(b) => f.debug_tuple("BigInt").field(b).finish(),
+            Term::Float(x) => f.debug_tuple("Float").field(x).finish(),
+            Term::Atom(a) => f.debug_tuple("Atom").field(a).finish(),
+            Term::Binary(b) => f.debug_tuple("Binary").field(b).finish(),
+            Term::BitBinary(b) => f.debug_tuple("BitBinary").field(b).finish(),
+            Term::ByteList(b) => f.debug_tuple("ByteList").field(b).finish(),
+            Term::Pid(p) => f.debug_tuple("Pid").field(p).finish(),
+            Term::Port(p) => f.debug_tuple("Port").field(p).finish(),
+            Term::Ref(r) => f.debug_tuple("Ref").field(r).finish(),
+            Term::Tuple(v) => deep(|| f.debug_tuple("Tuple").field(v).finish()),
+            Term::List(v) => deep(|| f.debug_tuple("List").field(v).finish()),
+            Term::ImproperList(l) => deep(|| f.debug_tuple("ImproperList").field(l).finish()),
+            Term::Map(m) => deep(|| f.debug_tuple("Map").field(m).finish()),
+            Term::Fun(x) => deep(|| f.debug_tuple("Fun").field(x).finish()),
+        }
+    }
 }
 
 /// A bitstring: `bytes`, of which the last byte holds only `bits` bits

@@ -137,17 +137,17 @@ pub(crate) fn compare(a: &Term, b: &Term, exact: bool) -> Ordering {
         }
         (Atom(x), Atom(y)) => x.cmp(y),
         (Ref(x), Ref(y)) => cmp_refs(x, y),
-        (Fun(x), Fun(y)) => cmp_funs(x, y, exact),
+        (Fun(x), Fun(y)) => super::deep(|| cmp_funs(x, y, exact)),
         (Port(x), Port(y)) => cmp_ports(x, y),
         (Pid(x), Pid(y)) => cmp_pids(x, y),
         (Tuple(x), Tuple(y)) => x
             .len()
             .cmp(&y.len())
-            .then_with(|| cmp_seq(x.iter(), y.iter(), exact)),
-        (Map(x), Map(y)) => cmp_maps(x, y, exact),
+            .then_with(|| super::deep(|| cmp_seq(x.iter(), y.iter(), exact))),
+        (Map(x), Map(y)) => super::deep(|| cmp_maps(x, y, exact)),
         (Binary(_) | BitBinary(_), _) => cmp_bits(a, b),
         _ if ca == 8 => Ordering::Equal,
-        _ => cmp_lists(a, b, exact),
+        _ => super::deep(|| cmp_lists(a, b, exact)),
     }
 }
 
@@ -417,81 +417,93 @@ impl PartialEq for Map {
 /// Hashing agrees with `==`: an integral float hashes as the integer.
 impl Hash for Term {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        class(self).hash(state);
         match self {
-            Term::Int(i) => hash_int(*i, state),
-            Term::BigInt(b) => match b.to_i64() {
-                Some(i) => hash_int(i, state),
-                None => b.hash(state),
-            },
-            Term::Float(f) => {
-                if f.fract() == 0.0 && f.is_finite() {
-                    if let Some(i) = f.to_i64() {
-                        hash_int(i, state);
-                    } else if let Some(b) = BigInt::from_f64(*f) {
-                        b.hash(state);
-                    }
-                } else {
-                    f.to_bits().hash(state);
+            Term::Tuple(_)
+            | Term::List(_)
+            | Term::ImproperList(_)
+            | Term::Map(_)
+            | Term::Fun(_) => super::deep(|| hash_term(self, state)),
+            _ => hash_term(self, state),
+        }
+    }
+}
+
+fn hash_term<H: Hasher>(this: &Term, state: &mut H) {
+    class(this).hash(state);
+    match this {
+        Term::Int(i) => hash_int(*i, state),
+        Term::BigInt(b) => match b.to_i64() {
+            Some(i) => hash_int(i, state),
+            None => b.hash(state),
+        },
+        Term::Float(f) => {
+            if f.fract() == 0.0 && f.is_finite() {
+                if let Some(i) = f.to_i64() {
+                    hash_int(i, state);
+                } else if let Some(b) = BigInt::from_f64(*f) {
+                    b.hash(state);
+                }
+            } else {
+                f.to_bits().hash(state);
+            }
+        }
+        Term::Atom(a) => a.hash(state),
+        Term::Binary(_) | Term::BitBinary(_) => {
+            let (bytes, bits) = bits_of(this);
+            bytes.hash(state);
+            bits.hash(state);
+        }
+        Term::Tuple(v) => {
+            for t in v {
+                t.hash(state);
+            }
+        }
+        Term::List(_) | Term::ByteList(_) | Term::ImproperList(_) => match view(this) {
+            ListView::Bytes(b) => {
+                for &c in b {
+                    hash_int(i64::from(c), state);
                 }
             }
-            Term::Atom(a) => a.hash(state),
-            Term::Binary(_) | Term::BitBinary(_) => {
-                let (bytes, bits) = bits_of(self);
-                bytes.hash(state);
-                bits.hash(state);
-            }
-            Term::Tuple(v) => {
+            ListView::Terms(v, tail) => {
                 for t in v {
                     t.hash(state);
                 }
+                if let Some(t) = tail {
+                    0xffu8.hash(state);
+                    t.hash(state);
+                }
             }
-            Term::List(_) | Term::ByteList(_) | Term::ImproperList(_) => match view(self) {
-                ListView::Bytes(b) => {
-                    for &c in b {
-                        hash_int(i64::from(c), state);
-                    }
-                }
-                ListView::Terms(v, tail) => {
-                    for t in v {
-                        t.hash(state);
-                    }
-                    if let Some(t) = tail {
-                        0xffu8.hash(state);
-                        t.hash(state);
-                    }
-                }
-            },
-            Term::Map(m) => {
-                for (k, v) in sorted_entries(m) {
-                    k.hash(state);
+        },
+        Term::Map(m) => {
+            for (k, v) in sorted_entries(m) {
+                k.hash(state);
+                v.hash(state);
+            }
+        }
+        Term::Pid(p) => p.hash(state),
+        Term::Port(p) => p.hash(state),
+        Term::Ref(r) => r.hash(state),
+        Term::Fun(f) => match &**f {
+            Fun::Export {
+                module,
+                function,
+                arity,
+            } => {
+                module.hash(state);
+                function.hash(state);
+                arity.hash(state);
+            }
+            Fun::Local(l) => {
+                // The fields the order compares, and no others.
+                l.module.hash(state);
+                l.old_index.hash(state);
+                l.old_uniq.hash(state);
+                l.pid.hash(state);
+                for v in &l.free_vars {
                     v.hash(state);
                 }
             }
-            Term::Pid(p) => p.hash(state),
-            Term::Port(p) => p.hash(state),
-            Term::Ref(r) => r.hash(state),
-            Term::Fun(f) => match &**f {
-                Fun::Export {
-                    module,
-                    function,
-                    arity,
-                } => {
-                    module.hash(state);
-                    function.hash(state);
-                    arity.hash(state);
-                }
-                Fun::Local(l) => {
-                    l.module.hash(state);
-                    l.index.hash(state);
-                    l.uniq.hash(state);
-                    l.pid.hash(state);
-                    for v in &l.free_vars {
-                        v.hash(state);
-                    }
-                }
-            },
-        }
+        },
     }
 }
 

@@ -1,0 +1,259 @@
+//! Properties and limits of the codec that need no other implementation:
+//! round trips, bounded decoding of hostile input, and conversions.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+
+use common::arb_term;
+use erldist::{term, Atom, DecodeErrorKind, DecodeOptions, Decoder, Pid, Term};
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn decode_of_encode_is_the_same_term(t in arb_term()) {
+        let bytes = t.encode().unwrap();
+        let back = Term::decode(&bytes).unwrap();
+        prop_assert!(back.exact_eq(&t), "{t:?} came back as {back:?}");
+        // And encoding is stable: the decoded term writes the same bytes.
+        prop_assert_eq!(back.encode().unwrap(), bytes);
+    }
+
+    #[test]
+    fn compressed_round_trips(t in arb_term()) {
+        let bytes = erldist::Encoder::new().compressed(6).encode(&t).unwrap();
+        prop_assert!(Term::decode(&bytes).unwrap().exact_eq(&t));
+    }
+
+    #[test]
+    fn every_strict_prefix_of_an_encoding_fails(t in arb_term()) {
+        let bytes = t.encode().unwrap();
+        // Every prefix of a big term costs quadratic time; a few hundred
+        // prefixes of each term are enough.
+        let step = (bytes.len() / 300).max(1);
+        for n in (0..bytes.len()).step_by(step) {
+            prop_assert!(Term::decode(&bytes[..n]).is_err(), "prefix {n} of {bytes:?} decoded");
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(mut bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        if let Some(b) = bytes.first_mut() { *b = 131; }
+        let _ = Term::decode(&bytes);
+    }
+
+    #[test]
+    fn order_is_total_and_consistent(a in arb_term(), b in arb_term()) {
+        prop_assert_eq!(a.cmp(&b), b.cmp(&a).reverse());
+        prop_assert_eq!(a == b, a.cmp(&b).is_eq());
+        if a.exact_eq(&b) { prop_assert!(a == b); }
+    }
+}
+
+#[test]
+fn binaries_share_the_input_buffer() {
+    let payload = vec![7u8; 4096];
+    let bytes = bytes::Bytes::from(
+        term!({data, (bytes::Bytes::from(payload))})
+            .encode()
+            .unwrap(),
+    );
+    let t = Term::decode_bytes(&bytes).unwrap();
+    let bin = t.as_tuple().unwrap()[1].as_binary().unwrap();
+    let range = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
+    assert!(
+        range.contains(&(bin.as_ptr() as usize)),
+        "binary was copied"
+    );
+}
+
+#[test]
+fn huge_length_fields_are_errors_not_allocations() {
+    // Each claims 4 GiB of elements in a few bytes.
+    for tag in [104u8, 105, 107, 108, 109, 110, 111, 116, 77] {
+        let input = [131, tag, 0xff, 0xff, 0xff, 0xff, 0, 0, 0];
+        assert!(Term::decode(&input).is_err(), "tag {tag}");
+    }
+    let e = Term::decode(&[131, 108, 0xff, 0xff, 0xff, 0xff, 106]).unwrap_err();
+    assert!(matches!(
+        e.kind,
+        DecodeErrorKind::LengthTooLarge {
+            claimed: 0xffff_ffff,
+            ..
+        }
+    ));
+    // A compressed term that claims far more than it inflates to.
+    let e = Term::decode(&[131, 80, 0xff, 0xff, 0xff, 0xff, 0x78, 0x9c, 3, 0]).unwrap_err();
+    assert!(matches!(e.kind, DecodeErrorKind::Compression(_)), "{e}");
+}
+
+#[test]
+fn nested_lists_cannot_reserve_more_than_the_input() {
+    // 1000 nested lists, each claiming as many elements as bytes remain.
+    let mut input = vec![131];
+    for i in 0..1000u32 {
+        let remaining = (1000 - i) * 5 + 1;
+        input.push(108);
+        input.extend_from_slice(&remaining.to_be_bytes());
+    }
+    input.push(106);
+    // It is malformed (the lists are short of elements) and fails quickly.
+    assert!(Term::decode(&input).is_err());
+}
+
+/// Drops, prints, compares and encodes a term of the given depth on a
+/// thread with a 2 MiB stack (what tokio gives its workers).
+fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+fn nested(depth: usize) -> Vec<u8> {
+    let mut v = vec![131];
+    for _ in 0..depth {
+        v.extend_from_slice(&[104, 1]);
+    }
+    v.extend_from_slice(&[97, 1]);
+    v
+}
+
+#[test]
+fn nesting_is_bounded_and_safe_at_the_default_depth() {
+    on_small_stack(|| {
+        let deepest = erldist::term::DEFAULT_MAX_DEPTH;
+        let t = Term::decode(&nested(deepest)).unwrap();
+        let again = t.clone();
+        assert_eq!(t, again);
+        assert_eq!(t.encode().unwrap(), nested(deepest));
+        let _ = t.to_string();
+        drop(t);
+        let e = Term::decode(&nested(deepest + 1)).unwrap_err();
+        assert_eq!(e.kind, DecodeErrorKind::TooDeep(deepest));
+        // A million levels fail fast, without recursion.
+        let e = Term::decode(&nested(1_000_000)).unwrap_err();
+        assert_eq!(e.kind, DecodeErrorKind::TooDeep(deepest));
+    });
+    let shallow = Decoder::new().options(DecodeOptions {
+        max_depth: 3,
+        ..DecodeOptions::default()
+    });
+    assert!(shallow.decode(&nested(3)).is_ok());
+    assert!(shallow.decode(&nested(4)).is_err());
+}
+
+#[test]
+fn atom_cache_references_resolve_through_the_given_cache() {
+    let cache = [Atom::from("net_kernel"), Atom::from("ok")];
+    let body = bytes::Bytes::from_static(&[104, 2, 82, 0, 82, 1]);
+    let (t, end) = Decoder::new()
+        .atom_cache(&cache)
+        .decode_body(&body, 0)
+        .unwrap();
+    assert_eq!(t, term!({net_kernel, ok}));
+    assert_eq!(end, body.len());
+    let e = Decoder::new().decode_body(&body, 0).unwrap_err();
+    assert_eq!((e.offset, e.kind), (2, DecodeErrorKind::AtomCacheMiss(0)));
+}
+
+#[test]
+fn integers_take_the_smallest_form() {
+    let enc = |i: i64| Term::from(i).encode().unwrap();
+    assert_eq!(enc(0), [131, 97, 0]);
+    assert_eq!(enc(255), [131, 97, 255]);
+    assert_eq!(enc(256), [131, 98, 0, 0, 1, 0]);
+    assert_eq!(enc(-1), [131, 98, 255, 255, 255, 255]);
+    assert_eq!(enc(1 << 31), [131, 110, 4, 0, 0, 0, 0, 128]);
+    assert_eq!(enc(i64::MIN), [131, 110, 8, 1, 0, 0, 0, 0, 0, 0, 0, 128]);
+    let big = Term::from(num_bigint::BigInt::from(1) << 3000u32);
+    assert_eq!(&big.encode().unwrap()[..3], [131, 111, 0]);
+    assert!(Term::decode(&big.encode().unwrap()).unwrap().exact_eq(&big));
+}
+
+#[test]
+fn equality_is_erlangs_and_exactness_is_separate() {
+    assert_eq!(Term::from(1), Term::from(1.0));
+    assert!(!Term::from(1).exact_eq(&Term::from(1.0)));
+    assert!(Term::from(1) < Term::atom("a"));
+    assert_eq!(
+        Term::ByteList(bytes::Bytes::from_static(b"ab")),
+        term!([97, 98])
+    );
+    // Maps keep 1 and 1.0 apart, as Erlang's do.
+    let m = Term::map([(Term::from(1), term!(a)), (Term::from(1.0), term!(b))]);
+    assert_eq!(m.as_map().unwrap().len(), 2);
+    // Small maps are written in key order whatever the insertion order.
+    let a = term!(#{b => 2, a => 1}).encode().unwrap();
+    let b = term!(#{a => 1, b => 2}).encode().unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn conversions_both_ways() {
+    assert_eq!(i32::try_from(Term::from(-5)).unwrap(), -5);
+    assert!(u8::try_from(Term::from(300)).is_err());
+    assert!(bool::try_from(Term::atom("true")).unwrap());
+    assert_eq!(String::try_from(Term::from("kate")).unwrap(), "kate");
+    assert_eq!(String::try_from(term!([104, 105])).unwrap(), "hi");
+    assert_eq!(
+        Vec::<i64>::try_from(term!([1, 2, 3])).unwrap(),
+        vec![1, 2, 3]
+    );
+    let (a, b): (Atom, f64) = term!({ok, 1.5}).try_into().unwrap();
+    assert_eq!((a.as_str(), b), ("ok", 1.5));
+    let m: HashMap<String, i64> = HashMap::from([("a".into(), 1)]);
+    let back: HashMap<String, i64> = Term::from(m.clone()).try_into().unwrap();
+    assert_eq!(back, m);
+    let bm: BTreeMap<i64, bool> = BTreeMap::from([(1, true)]);
+    assert_eq!(
+        BTreeMap::<i64, bool>::try_from(Term::from(bm.clone())).unwrap(),
+        bm
+    );
+    assert_eq!(Term::from(None::<i32>), Term::atom("nil"));
+    assert_eq!(Term::from(Some(3)), Term::from(3));
+    assert_eq!(
+        Term::atom("undefined").try_into_option::<i64>().unwrap(),
+        None
+    );
+    let pid = Pid {
+        node: Atom::from("a@b"),
+        id: 1,
+        serial: 2,
+        creation: 3,
+    };
+    assert_eq!(Pid::try_from(Term::from(pid)).unwrap(), pid);
+    let e = i64::try_from(Term::atom("oops")).unwrap_err();
+    assert_eq!(e.expected, "integer fitting i64");
+    assert!(e.found.starts_with("atom"), "{e}");
+    let e = <(i64, i64)>::try_from(term!({1, 2, 3})).unwrap_err();
+    assert_eq!(e.expected, "tuple of 2");
+    assert_eq!(u128::try_from(Term::from(u128::MAX)).unwrap(), u128::MAX);
+}
+
+#[test]
+fn the_term_macro_builds_every_shape() {
+    let name = String::from("kate");
+    let t = term!({ok, [1, -2, 3.5], #{name => (name.clone()), "k" => <<1, 2>>}, [a | b], <<"hi">>, <<>>, true, []});
+    let v = t.as_tuple().unwrap();
+    assert!(v[0].is_atom("ok"));
+    assert_eq!(
+        v[1],
+        Term::List(vec![Term::from(1), Term::from(-2), Term::from(3.5)])
+    );
+    let m = v[2].as_map().unwrap();
+    assert_eq!(m.get(&Term::atom("name")), Some(&Term::from("kate")));
+    assert_eq!(m.get(&Term::from("k")), Some(&Term::binary(vec![1u8, 2])));
+    assert_eq!(
+        v[3],
+        Term::list_with_tail(vec![Term::atom("a")], Term::atom("b"))
+    );
+    assert_eq!(v[4], Term::from("hi"));
+    assert_eq!(v[5], Term::binary(Vec::<u8>::new()));
+    assert!(v[6].is_atom("true"));
+    assert!(v[7].is_nil());
+}
