@@ -23,6 +23,5 @@ pub mod term;
 
 pub use term::{
     Atom, BitBinary, ConvertError, DecodeError, DecodeErrorKind, DecodeOptions, Decoder,
-    EncodeError, Encoder, Fun, ImproperList, LocalFun, Map, ParseError, Pid, Port, Reference,
-    Term,
+    EncodeError, Encoder, Fun, ImproperList, LocalFun, Map, ParseError, Pid, Port, Reference, Term,
 };

@@ -200,13 +200,19 @@ impl<'c> Decoder<'c> {
             let owner = Bytes::from(inflated);
             let (t, used) = self.decode_at(&owner, 0, Some(&owner))?;
             if used != owner.len() {
-                return Err(err(used, DecodeErrorKind::TrailingBytes(owner.len() - used)));
+                return Err(err(
+                    used,
+                    DecodeErrorKind::TrailingBytes(owner.len() - used),
+                ));
             }
             return Ok(t);
         }
         let (t, used) = self.decode_at(input, 1, owner)?;
         if used != input.len() {
-            return Err(err(used, DecodeErrorKind::TrailingBytes(input.len() - used)));
+            return Err(err(
+                used,
+                DecodeErrorKind::TrailingBytes(input.len() - used),
+            ));
         }
         Ok(t)
     }
@@ -404,7 +410,10 @@ impl State<'_, '_> {
                 Step::Done(t) => t,
                 Step::Open(frame) => {
                     if stack.len() >= self.opts.max_depth {
-                        return Err(err(self.r.pos, DecodeErrorKind::TooDeep(self.opts.max_depth)));
+                        return Err(err(
+                            self.r.pos,
+                            DecodeErrorKind::TooDeep(self.opts.max_depth),
+                        ));
                     }
                     stack.push(frame);
                     continue;
@@ -489,7 +498,12 @@ impl State<'_, '_> {
 
     /// Reserves room for `n` elements of at least `min_size` bytes each,
     /// after checking that the input can hold them.
-    fn reserve<T>(&mut self, n: usize, min_size: usize, what: &'static str) -> Result<Vec<T>, DecodeError> {
+    fn reserve<T>(
+        &mut self,
+        n: usize,
+        min_size: usize,
+        what: &'static str,
+    ) -> Result<Vec<T>, DecodeError> {
         let available = self.r.remaining();
         if n.saturating_mul(min_size) > available {
             return Err(err(
@@ -777,7 +791,13 @@ impl State<'_, '_> {
     fn finish_fun(&self, fun: LocalFun, start: usize, size: u32) -> Result<Term, DecodeError> {
         let actual = self.r.pos - start;
         if actual != size as usize {
-            return Err(err(start, DecodeErrorKind::BadFunSize { claimed: size, actual }));
+            return Err(err(
+                start,
+                DecodeErrorKind::BadFunSize {
+                    claimed: size,
+                    actual,
+                },
+            ));
         }
         Ok(Term::Fun(Box::new(Fun::Local(fun))))
     }

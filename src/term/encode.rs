@@ -112,7 +112,9 @@ impl Encoder {
                 out.put_u8(VERSION);
                 if packed.len() + 5 < body.len() {
                     out.put_u8(COMPRESSED);
-                    out.put_u32(u32::try_from(body.len()).map_err(|_| EncodeError::TooLarge("term"))?);
+                    out.put_u32(
+                        u32::try_from(body.len()).map_err(|_| EncodeError::TooLarge("term"))?,
+                    );
                     out.put_slice(&packed);
                 } else {
                     out.put_slice(&body);
@@ -142,7 +144,6 @@ impl Term {
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         Encoder::new().encode(self)
     }
-
 }
 
 struct Writer<'a, B> {
@@ -348,7 +349,12 @@ impl<B: BufMut> Writer<'_, B> {
         Ok(())
     }
 
-    fn list(&mut self, elems: &[Term], tail: Option<&Term>, depth: usize) -> Result<(), EncodeError> {
+    fn list(
+        &mut self,
+        elems: &[Term],
+        tail: Option<&Term>,
+        depth: usize,
+    ) -> Result<(), EncodeError> {
         if elems.is_empty() {
             return match tail {
                 None => {

@@ -359,7 +359,10 @@ fn cmp_maps(a: &Map, b: &Map, exact: bool) -> Ordering {
 /// A map's entries in key order (exact order, as maps sort their keys).
 pub(crate) fn sorted_entries(m: &Map) -> Vec<(&Term, &Term)> {
     let mut v: Vec<(&Term, &Term)> = m.entries.iter().map(|(k, v)| (k, v)).collect();
-    if !v.windows(2).all(|w| compare(w[0].0, w[1].0, true) == Ordering::Less) {
+    if !v
+        .windows(2)
+        .all(|w| compare(w[0].0, w[1].0, true) == Ordering::Less)
+    {
         v.sort_by(|x, y| compare(x.0, y.0, true));
     }
     v

@@ -45,7 +45,7 @@
 //!   `#Fun<Module,Arity,Index,16#Uniq,OldIndex,OldUniq,Pid,[FreeVar,...]>`,
 //!   `Uniq` being the 16-byte MD5 as 32 hexadecimal digits.
 //!
-//! Floats that Erlang cannot hold (NaN, infinities) print as `nan`, `inf`
+//! Floats that Erlang cannot hold (NaN, infinities) print as `NaN`, `inf`
 //! and `-inf`, which do not read back.
 //!
 //! Printing does not recurse, so any nesting depth is safe.
@@ -685,8 +685,11 @@ fn is_midpoint(x: f64, prefix: &[u8], low: u8, exp: i32) -> bool {
 impl FromStr for Term {
     type Err = ParseError;
 
-    /// Parses a term written as [`Term`]'s `Display` prints it, or as an
-    /// Erlang term literal (see the [module documentation](self)).
+    /// Parses a term written as [`Term`]'s `Display` (or `{:#}`) prints it,
+    /// or as an Erlang term literal: `"strings"`, `$c`, `16#ff`, `1.5e3`,
+    /// `<<"bin"/utf8>>`, `<<1:3>>`, quoted atoms with escapes, `#{k => v}`,
+    /// `[a|b]`, `%` comments and an optional trailing `.`. Containers nest
+    /// at most 4096 deep.
     fn from_str(s: &str) -> Result<Term, ParseError> {
         let mut p = Parser { src: s, pos: 0 };
         let t = p.term()?;
