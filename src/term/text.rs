@@ -604,7 +604,11 @@ fn shortest_digits(x: f64) -> Result<([u8; 24], usize, i32), fmt::Error> {
     let last = digits[n - 1] - b'0';
     // The neighbour whose last digit is even, if it also reads back as x
     // and x lies exactly between the two.
-    if last % 2 == 1 {
+    // x = m * 2^q can be a midpoint `...d5 * 10^(exp - n)` only if its
+    // lowest set bit is that of 10^(exp - n) (the midpoint's digits end
+    // in 5, an odd number): a cheap test that rules out nearly all floats.
+    let (m, q) = mantissa_exponent(x.abs());
+    if last % 2 == 1 && m != 0 && q + m.trailing_zeros() as i32 == exp - n as i32 {
         for d in [last - 1, last + 1] {
             if d > 9 || (d == 0 && n == 1) {
                 continue;
@@ -642,6 +646,18 @@ fn reads_back(digits: &[u8], exp: i32, x: f64) -> bool {
             == Some(x)
 }
 
+/// `(m, q)` with `x = m * 2^q` exactly, for finite non-negative `x`.
+fn mantissa_exponent(x: f64) -> (u64, i32) {
+    let bits = x.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    let frac = bits & ((1u64 << 52) - 1);
+    if biased == 0 {
+        (frac, -1074)
+    } else {
+        (frac | (1u64 << 52), biased - 1075)
+    }
+}
+
 /// Whether `x` is exactly `(prefix, low, 5) * 10^(exp)`, i.e. the midpoint
 /// between the digit strings `prefix low` and `prefix low+1` (whose last
 /// digit has exponent `exp + 1`).
@@ -652,15 +668,7 @@ fn is_midpoint(x: f64, prefix: &[u8], low: u8, exp: i32) -> bool {
         k = k * 10u32 + u32::from(b - b'0');
     }
     k = (k * 10u32 + u32::from(low)) * 10u32 + 5u32;
-    // x = m * 2^q exactly.
-    let bits = x.to_bits();
-    let biased = ((bits >> 52) & 0x7ff) as i32;
-    let frac = bits & ((1u64 << 52) - 1);
-    let (m, q) = if biased == 0 {
-        (frac, -1074)
-    } else {
-        (frac | (1u64 << 52), biased - 1075)
-    };
+    let (m, q) = mantissa_exponent(x);
     // Compare m * 2^q with k * 10^exp, both sides made integers.
     let mut left = BigInt::from(m);
     let mut right = k;
