@@ -127,7 +127,7 @@ fn prints_and_parses_the_otp_corpus_as_w() {
 }
 
 #[test]
-fn alternate_display_matches_p_on_one_line() {
+fn alternate_display_matches_tp_on_one_line() {
     if !erl_available() {
         return;
     }

@@ -10,8 +10,9 @@
 //! - the exact order (`=:=`, and the key order of maps), where every integer
 //!   sorts before every float: [`Term::exact_cmp`] and [`Term::exact_eq`].
 //!
-//! Pids, ports and references compare by their numbers first and their node
-//! (name, then creation) last, as the BEAM compares them.
+//! Pids compare by serial, number, then node (name, then creation); ports
+//! and references by node first, then their numbers: as the BEAM compares
+//! them (checked against OTP 25 by the golden tests).
 
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
@@ -290,9 +291,10 @@ fn cmp_pids(a: &Pid, b: &Pid) -> Ordering {
         .then_with(|| cmp_node(&a.node, a.creation, &b.node, b.creation))
 }
 
+/// Ports compare by node first, then number (unlike pids), as the BEAM
+/// orders them.
 fn cmp_ports(a: &Port, b: &Port) -> Ordering {
-    a.id.cmp(&b.id)
-        .then_with(|| cmp_node(&a.node, a.creation, &b.node, b.creation))
+    cmp_node(&a.node, a.creation, &b.node, b.creation).then(a.id.cmp(&b.id))
 }
 
 fn cmp_refs(a: &Reference, b: &Reference) -> Ordering {

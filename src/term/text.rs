@@ -126,9 +126,23 @@ enum Frame<'a> {
     },
     /// Map entries; `value` is the value of the key just printed.
     Map {
-        rest: std::slice::Iter<'a, (Term, Term)>,
+        rest: std::vec::IntoIter<&'a (Term, Term)>,
         value: Option<&'a Term>,
     },
+}
+
+/// A map's entries in the order OTP prints them: key order for up to 32
+/// keys (how OTP stores small maps); for larger maps (OTP's hash maps), the
+/// reverse of the order `term_to_binary` writes, which is how OTP iterates
+/// them. Maps decoded from OTP therefore print exactly as OTP prints them.
+fn print_order(m: &Map) -> Vec<&(Term, Term)> {
+    let mut v: Vec<&(Term, Term)> = m.entries.iter().collect();
+    if v.len() > 32 {
+        v.reverse();
+    } else if !v.windows(2).all(|w| w[0].0.exact_cmp(&w[1].0).is_lt()) {
+        v.sort_by(|a, b| a.0.exact_cmp(&b.0));
+    }
+    v
 }
 
 fn write_term<W: fmt::Write>(out: &mut W, root: &Term, style: Style) -> fmt::Result {
@@ -237,7 +251,7 @@ fn open<'a, W: fmt::Write>(
             return seq(out, stack, "[", &l.elems, Some(&l.tail), "]");
         }
         Term::Map(m) => {
-            let mut rest = m.entries.iter();
+            let mut rest = print_order(m).into_iter();
             match rest.next() {
                 Some((k, v)) => {
                     out.write_str("#{")?;
@@ -1097,7 +1111,7 @@ impl<'s> Parser<'s> {
             nums.push(self.uint("reference word")?);
         }
         let Some((&creation, ids)) = nums.split_last() else {
-            return Err(self.error_at(start, "a reference needs words and a creation".into()));
+            return Err(self.error_at(start, "a reference needs a creation".into()));
         };
         Reference::new(node, creation, ids)
             .map(|r| Term::Ref(Box::new(r)))
@@ -2367,7 +2381,7 @@ mod tests {
             ("-a", 1, 2),
             ("#Pid<a.1.2>", 1, 11),
             ("#Pid<a.1.2.4294967296>", 1, 12),
-            ("#Ref<a.1>", 1, 1),
+            ("#Ref<a>", 1, 1),
             ("#Ref<a.1.2.3.4.5.6.7>", 1, 19),
             ("fun a:b/256", 1, 9),
             ("fun a:b", 1, 8),
