@@ -198,15 +198,14 @@ fn term_encode(hex: bool) -> ExitCode {
 
 fn epmd(args: EpmdArgs) -> ExitCode {
     use erldist::epmd::{EpmdServer, EpmdServerConfig};
-    // As `epmd -address`: a comma- or space-separated list of addresses.
-    let mut addresses = Vec::new();
-    for token in args
+    // As `epmd -address` (default: $ERL_EPMD_ADDRESS, as epmd): a comma-
+    // or space-separated list of addresses.
+    let address = args
         .address
-        .as_deref()
-        .unwrap_or("")
-        .split([',', ' '])
-        .filter(|t| !t.is_empty())
-    {
+        .or_else(|| std::env::var("ERL_EPMD_ADDRESS").ok())
+        .unwrap_or_default();
+    let mut addresses = Vec::new();
+    for token in address.split([',', ' ']).filter(|t| !t.is_empty()) {
         match token.trim_matches(|c| c == '[' || c == ']').parse() {
             Ok(ip) => addresses.push(ip),
             Err(_) => {
