@@ -19,7 +19,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod epmd;
 pub mod term;
+pub mod testing;
 
 pub use bytes;
 

@@ -196,12 +196,89 @@ fn term_encode(hex: bool) -> ExitCode {
     }
 }
 
-fn epmd(_args: EpmdArgs) -> ExitCode {
-    eprintln!("erldist epmd: not implemented yet");
-    ExitCode::FAILURE
+fn epmd(args: EpmdArgs) -> ExitCode {
+    use erldist::epmd::{EpmdServer, EpmdServerConfig};
+    // As `epmd -address` (default: $ERL_EPMD_ADDRESS, as epmd): a comma-
+    // or space-separated list of addresses.
+    let address = args
+        .address
+        .or_else(|| std::env::var("ERL_EPMD_ADDRESS").ok())
+        .unwrap_or_default();
+    let mut addresses = Vec::new();
+    for token in address.split([',', ' ']).filter(|t| !t.is_empty()) {
+        match token.trim_matches(|c| c == '[' || c == ']').parse() {
+            Ok(ip) => addresses.push(ip),
+            Err(_) => {
+                eprintln!("erldist epmd: cannot parse IP address {token:?}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let config = EpmdServerConfig {
+        addresses,
+        port: args.port.unwrap_or_else(erldist::epmd::default_port),
+        // As epmd: the environment variable being set turns it on.
+        relaxed_command_check: std::env::var_os("ERL_EPMD_RELAXED_COMMAND_CHECK").is_some(),
+        ..EpmdServerConfig::default()
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("erldist epmd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let mut server = match EpmdServer::start(config).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("erldist epmd: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+        eprintln!("erldist epmd: listening on {}", addrs.join(", "));
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("erldist epmd: interrupted, stopping");
+                server.shutdown().await;
+            }
+            () = server.stopped() => eprintln!("erldist epmd: killed"),
+        }
+        ExitCode::SUCCESS
+    })
 }
 
-fn names(_args: NamesArgs) -> ExitCode {
-    eprintln!("erldist names: not implemented yet");
-    ExitCode::FAILURE
+fn names(args: NamesArgs) -> ExitCode {
+    let port = args.port.unwrap_or_else(erldist::epmd::default_port);
+    let client = erldist::epmd::EpmdClient::with_address(args.host, port);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("erldist names: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(client.names()) {
+        Ok(names) => {
+            // The same output as `epmd -names`.
+            print!(
+                "epmd: up and running on port {} with data:\n{}",
+                names.epmd_port,
+                names.text()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("erldist names: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,456 @@
+//! Helpers for tests against the real Erlang tools, for erldist's own tests
+//! and yours.
+//!
+//! Each helper starts a real program on private resources (a free port, a
+//! unique node name) and kills it when dropped, so tests can run in
+//! parallel and clean up even when they panic:
+//!
+//! - [`RealEpmd`]: the real `epmd -port N` on a free port;
+//! - [`ErlNode`]: a real `erl -sname` node registered with the EPMD on a
+//!   given port, which can evaluate Erlang expressions for you;
+//! - [`require_erl`]: whether to run such tests at all.
+//!
+//! Binaries are found through `PATH`.
+//!
+//! These helpers block (they use threads, not tokio). From a tokio test
+//! that also runs an erldist server, use a multi-threaded runtime
+//! (`#[tokio::test(flavor = "multi_thread")]`) so the server keeps running
+//! while a helper waits.
+//!
+//! ```no_run
+//! use erldist::testing::{require_erl, ErlNode, RealEpmd};
+//! if !require_erl() {
+//!     return;
+//! }
+//! let epmd = RealEpmd::start().unwrap();
+//! let mut node = ErlNode::start("demo", epmd.port(), "secret").unwrap();
+//! assert_eq!(node.eval("1 + 2.").unwrap(), "3");
+//! ```
+
+use std::env;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long [`ErlNode::start`] waits for a node to come up.
+pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long [`ErlNode::eval`] waits for a result.
+pub const EVAL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Finds `program` in `PATH`.
+pub fn find_executable(program: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Whether interop tests must run: `ERLDIST_REQUIRE_INTEROP=1` or
+/// `CI=true`.
+pub fn interop_required() -> bool {
+    env::var("ERLDIST_REQUIRE_INTEROP").is_ok_and(|v| v == "1")
+        || env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Whether the real `erl` and `epmd` are available.
+///
+/// Returns `true` when both are in `PATH`. When one is missing: if
+/// interop tests are required ([`interop_required`]: CI), **panics** with a
+/// clear message, so the test fails instead of silently skipping;
+/// otherwise prints a skip notice and returns `false`, and the test should
+/// return early.
+pub fn require_erl() -> bool {
+    require_programs(&["erl", "epmd"])
+}
+
+/// As [`require_erl`], for any set of programs (e.g. `["elixir"]`).
+pub fn require_programs(programs: &[&str]) -> bool {
+    let missing: Vec<&str> = programs
+        .iter()
+        .copied()
+        .filter(|p| find_executable(p).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if interop_required() {
+        panic!(
+            "interop test needs {missing:?} in PATH, and ERLDIST_REQUIRE_INTEROP=1 or CI=true \
+             forbids skipping: install Erlang/OTP (e.g. `apt-get install erlang`)"
+        );
+    }
+    eprintln!(
+        "SKIPPED: {missing:?} not found in PATH (set ERLDIST_REQUIRE_INTEROP=1 to fail instead)"
+    );
+    false
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A node name unique across processes and calls: `prefix` plus the
+/// process id, a counter and the time.
+pub fn unique_name(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() % 1_000_000);
+    format!("{prefix}_{}_{n}_{t}", std::process::id())
+}
+
+/// A TCP port free right now on all interfaces (the OS picks it). Another
+/// process may take it before you bind it: retry on collision.
+pub fn free_port() -> io::Result<u16> {
+    let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Sends a raw EPMD `NAMES` request to `127.0.0.1:port` and returns the
+/// whole reply (blocking, with `timeout` per step).
+pub fn raw_names(port: u16, timeout: Duration) -> io::Result<Vec<u8>> {
+    raw_request(port, &[0, 1, b'n'], timeout)
+}
+
+/// Sends `bytes` to `127.0.0.1:port` and reads until the peer closes.
+pub fn raw_request(port: u16, bytes: &[u8], timeout: Duration) -> io::Result<Vec<u8>> {
+    let addr = (Ipv4Addr::LOCALHOST, port).into();
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(bytes)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Runs the real `epmd -port <port> <args>` as a client (e.g. `-names`,
+/// `-kill`, `-stop name`) and returns its exit success and output
+/// (stdout, then stderr).
+pub fn epmd_command(port: u16, args: &[&str]) -> io::Result<(bool, String)> {
+    let out = Command::new("epmd")
+        .arg("-port")
+        .arg(port.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns
+/// whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The real `epmd`, in the foreground on a private port; killed on drop.
+#[derive(Debug)]
+pub struct RealEpmd {
+    child: Child,
+    port: u16,
+}
+
+impl RealEpmd {
+    /// Starts `epmd -port N` on a free port and waits until it answers.
+    pub fn start() -> io::Result<RealEpmd> {
+        Self::start_with(&[])
+    }
+
+    /// Starts `epmd -relaxed_command_check` (KILL with nodes alive, STOP).
+    pub fn start_relaxed() -> io::Result<RealEpmd> {
+        Self::start_with(&["-relaxed_command_check"])
+    }
+
+    /// Starts `epmd -port N <args>` on a free port, retrying on port
+    /// collisions.
+    pub fn start_with(args: &[&str]) -> io::Result<RealEpmd> {
+        let mut last_err = io::Error::other("epmd did not start");
+        for _ in 0..10 {
+            let port = free_port()?;
+            let child = Command::new("epmd")
+                .arg("-port")
+                .arg(port.to_string())
+                .args(args)
+                .env_remove("ERL_EPMD_RELAXED_COMMAND_CHECK")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            let mut epmd = RealEpmd { child, port };
+            let up = wait_until(Duration::from_secs(5), || {
+                epmd.exited()
+                    || raw_names(port, Duration::from_millis(500))
+                        .is_ok_and(|r| r.get(..4) == Some(&u32::from(port).to_be_bytes()[..]))
+            });
+            // Still ours? (epmd exits at once if the port was taken.)
+            thread::sleep(Duration::from_millis(30));
+            if up && !epmd.exited() {
+                return Ok(epmd);
+            }
+            last_err = io::Error::other(format!("epmd on port {port} did not start"));
+        }
+        Err(last_err)
+    }
+
+    fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// What `epmd -port N -names` prints.
+    pub fn names_text(&self) -> io::Result<String> {
+        epmd_command(self.port, &["-names"]).map(|(_, text)| text)
+    }
+}
+
+impl Drop for RealEpmd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Erlang code an [`ErlNode`] runs: print a ready line, then read one
+/// expression per line from stdin, print `ERLDIST_RESULT {ok,V}` or
+/// `ERLDIST_RESULT {error,...}`, and halt at end of input (so the node
+/// dies with the test process even if it is not killed).
+const EVAL_LOOP: &str = r#"io:format("ERLDIST_READY~n"),
+Loop = fun L() ->
+    case io:get_line('') of
+        eof -> halt();
+        {error, _} -> halt();
+        Line ->
+            R = try
+                    {ok, Ts, _} = erl_scan:string(Line),
+                    {ok, Es} = erl_parse:parse_exprs(Ts),
+                    {value, V, _} = erl_eval:exprs(Es, []),
+                    {ok, V}
+                catch C:E -> {error, {C, E}}
+                end,
+            io:format("ERLDIST_RESULT ~w~n", [R]),
+            L()
+    end
+end,
+Loop()."#;
+
+/// A real `erl -sname <unique>@localhost` node; killed on drop.
+///
+/// It runs with `ERL_EPMD_PORT` set to the given port and `-start_epmd
+/// false` (so it never starts an `epmd` of its own: the EPMD under test is
+/// the one it uses).
+pub struct ErlNode {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    name: String,
+}
+
+impl std::fmt::Debug for ErlNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ErlNode").field("name", &self.name).finish()
+    }
+}
+
+impl ErlNode {
+    /// Starts a node named `<unique_name(prefix)>@localhost` with `cookie`,
+    /// registering with the EPMD on `epmd_port`, and waits until it is up
+    /// (distribution started, so registered).
+    pub fn start(prefix: &str, epmd_port: u16, cookie: &str) -> io::Result<ErlNode> {
+        Self::start_with(prefix, epmd_port, cookie, &[])
+    }
+
+    /// As [`start`](Self::start), with extra `erl` arguments.
+    pub fn start_with(
+        prefix: &str,
+        epmd_port: u16,
+        cookie: &str,
+        extra_args: &[&str],
+    ) -> io::Result<ErlNode> {
+        let alive = unique_name(prefix);
+        let name = format!("{alive}@localhost");
+        let mut child = Command::new("erl")
+            .args(["-sname", &name, "-setcookie", cookie, "-noshell"])
+            .args(["-start_epmd", "false"])
+            .args(extra_args)
+            .args(["-eval", EVAL_LOOP])
+            .env("ERL_EPMD_PORT", epmd_port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout"))?;
+        let stderr_pipe = child
+            .stderr
+            .take()
+            .ok_or_else(|| io::Error::other("no stderr"))?;
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(mut s) = sink.lock() {
+                    if s.len() < 64 * 1024 {
+                        s.push_str(&line);
+                        s.push('\n');
+                    }
+                }
+            }
+        });
+        let mut node = ErlNode {
+            child,
+            stdin,
+            lines,
+            stderr,
+            name,
+        };
+        node.expect_line("ERLDIST_READY", NODE_START_TIMEOUT)?;
+        Ok(node)
+    }
+
+    fn expect_line(&mut self, prefix: &str, timeout: Duration) -> io::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return Ok(line),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "node {}: no {prefix:?} line in time; stderr: {}",
+                            self.name,
+                            self.stderr_text()
+                        ),
+                    ))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(io::Error::other(format!(
+                        "node {} exited; stderr: {}",
+                        self.name,
+                        self.stderr_text()
+                    )))
+                }
+            }
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        // Give the reader thread a moment to collect the last words.
+        thread::sleep(Duration::from_millis(50));
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The full node name, `name@localhost`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The alive part of the name (what EPMD lists).
+    pub fn alive_name(&self) -> &str {
+        self.name.split('@').next().unwrap_or(&self.name)
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Evaluates Erlang expressions on the node (one line, ending with a
+    /// `.`), and returns the value printed with `~w`, or `Err` with the
+    /// exception or I/O problem.
+    ///
+    /// ```no_run
+    /// # let mut node: erldist::testing::ErlNode = unimplemented!();
+    /// assert_eq!(node.eval("lists:sum([1,2,3]).").unwrap(), "6");
+    /// ```
+    pub fn eval(&mut self, expr: &str) -> io::Result<String> {
+        let expr = expr.replace('\n', " ");
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| io::Error::other("node stdin closed"))?;
+        writeln!(stdin, "{expr}")?;
+        stdin.flush()?;
+        let line = self.expect_line("ERLDIST_RESULT ", EVAL_TIMEOUT)?;
+        let result = line.trim_start_matches("ERLDIST_RESULT ");
+        match result
+            .strip_prefix("{ok,")
+            .and_then(|r| r.strip_suffix('}'))
+        {
+            Some(value) => Ok(value.to_owned()),
+            None => Err(io::Error::other(format!(
+                "{expr} failed on {}: {result}",
+                self.name
+            ))),
+        }
+    }
+
+    /// Kills the node at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ErlNode {
+    fn drop(&mut self) {
+        self.stdin = None;
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_differ() {
+        assert_ne!(unique_name("a"), unique_name("a"));
+        assert!(unique_name("pre").starts_with("pre_"));
+    }
+
+    #[test]
+    fn free_port_is_nonzero() {
+        assert_ne!(free_port().unwrap(), 0);
+    }
+}
