@@ -534,7 +534,7 @@ pub fn __binary(parts: impl FnOnce(&mut Vec<u8>)) -> Term {
 /// use erldist::term;
 /// let name = "kate";
 /// let t = term!({ok, [1, 2], #{name => (name), age => -3, tags => [a | b]}});
-/// assert_eq!(t.to_string(), "{ok,[1,2],#{name => <<107,97,116,101>>,age => -3,tags => [a|b]}}");
+/// assert_eq!(t.to_string(), "{ok,[1,2],#{age => -3,name => <<107,97,116,101>>,tags => [a|b]}}");
 /// ```
 #[macro_export]
 macro_rules! term {

@@ -143,7 +143,7 @@ fn arb_leaf() -> impl Strategy<Value = Term> {
         3 => arb_int(),
         2 => arb_float(),
         3 => arb_atom().prop_map(Term::Atom),
-        2 => prop::collection::vec(any::<u8>(), 0..20).prop_map(|v| Term::binary(v)),
+        2 => prop::collection::vec(any::<u8>(), 0..20).prop_map(Term::binary),
         1 => (prop::collection::vec(any::<u8>(), 1..6), 1u8..8)
             .prop_map(|(v, bits)| {
                 let mut v = v;
