@@ -19,7 +19,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod connection;
 pub mod epmd;
+pub mod flags;
+pub mod handshake;
 pub mod term;
 pub mod testing;
 

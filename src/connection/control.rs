@@ -1,0 +1,1 @@
+//! Control messages: the tuples of `erl_dist_protocol` §"Protocol between connected nodes".

@@ -1,0 +1,1 @@
+//! The distribution handshake: names, cookies, challenges and flags.
