@@ -28,6 +28,11 @@ pub mod testing;
 
 pub use bytes;
 
+// The README's examples run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use term::{
     Atom, BitBinary, ConvertError, DecodeError, DecodeErrorKind, DecodeOptions, Decoder,
     EncodeError, Encoder, Fun, ImproperList, LocalFun, Map, ParseError, Pid, Port, Reference, Term,

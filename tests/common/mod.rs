@@ -9,28 +9,10 @@ use std::process::{Command, Stdio};
 use erldist::{Atom, Fun, Pid, Port, Reference, Term};
 use proptest::prelude::*;
 
-/// Whether `escript` (real OTP) can be run. When it cannot: fails the test
-/// under CI (`CI=true` or `ERLDIST_REQUIRE_INTEROP=1`), else skips it with a
-/// notice.
+/// Whether `escript` (real OTP) can be run: fails the test under CI when
+/// it cannot, skips it otherwise (see `erldist::testing::require_programs`).
 pub fn erl_available() -> bool {
-    let found = Command::new("escript")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if found {
-        return true;
-    }
-    let required = std::env::var("ERLDIST_REQUIRE_INTEROP").is_ok_and(|v| v == "1")
-        || std::env::var("CI").is_ok_and(|v| v == "true");
-    assert!(
-        !required,
-        "escript (Erlang/OTP) is not installed; interop tests must run in CI: \
-         apt-get install -y erlang-nox erlang-dev erlang-src elixir"
-    );
-    eprintln!("SKIPPED: escript (Erlang/OTP) not installed");
-    false
+    erldist::testing::require_programs(&["escript", "erl"])
 }
 
 fn golden_script() -> PathBuf {
