@@ -71,6 +71,11 @@ pub fn require_erl() -> bool {
 }
 
 /// As [`require_erl`], for any set of programs (e.g. `["elixir"]`).
+///
+/// # Panics
+/// When a program is missing and interop tests are required: failing the
+/// test is the point.
+#[allow(clippy::panic)]
 pub fn require_programs(programs: &[&str]) -> bool {
     let missing: Vec<&str> = programs
         .iter()
