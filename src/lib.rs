@@ -18,12 +18,16 @@
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod connection;
 pub mod epmd;
 pub mod flags;
 pub mod handshake;
+pub mod node;
 pub mod term;
 pub mod testing;
 
@@ -34,6 +38,7 @@ pub use bytes;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub use node::{Dest, Exited, MonitorTarget, Node, Process};
 pub use term::{
     Atom, BitBinary, ConvertError, DecodeError, DecodeErrorKind, DecodeOptions, Decoder,
     EncodeError, Encoder, Fun, ImproperList, LocalFun, Map, ParseError, Pid, Port, Reference, Term,

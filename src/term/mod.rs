@@ -278,6 +278,16 @@ impl Reference {
         })
     }
 
+    /// A reference of three words, as OTP makes them.
+    pub(crate) const fn three(node: Atom, creation: u32, ids: [u32; 3]) -> Reference {
+        Reference {
+            node,
+            creation,
+            len: 3,
+            words: [ids[0], ids[1], ids[2], 0, 0],
+        }
+    }
+
     /// The reference's words, in wire order.
     pub fn ids(&self) -> &[u32] {
         &self.words[..usize::from(self.len).min(Self::MAX_WORDS)]

@@ -1,0 +1,751 @@
+//! The node: Rust processes with PIDs, mailboxes, registered names, links
+//! and monitors.
+//!
+//! A [`Node`] owns a table of live processes. Each process has an
+//! unbounded mailbox (as in Erlang) and a small state under a lock: its
+//! links, the monitors others hold on it, the monitors it holds, its
+//! aliases and whether it traps exits. Signals between processes are
+//! delivered by the sender: a message is pushed onto the receiver's
+//! mailbox, an exit signal either becomes an `{'EXIT', From, Reason}`
+//! message or ends the receiver. Ending a process propagates its exit
+//! reason to its links and monitors exactly once.
+
+mod process;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use futures_util::FutureExt;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+pub use process::{Exited, Process};
+
+use crate::term::{Atom, Pid, Reference, Term};
+
+/// Where a message goes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Dest {
+    /// A process, local or remote.
+    Pid(Pid),
+    /// A name registered on this node.
+    Name(Atom),
+    /// A name registered on a node: `{Name, Node}`.
+    Remote(Atom, Atom),
+    /// A process alias (a reference made by [`Process::alias`]).
+    Alias(Reference),
+}
+
+impl From<Pid> for Dest {
+    fn from(p: Pid) -> Dest {
+        Dest::Pid(p)
+    }
+}
+
+impl From<&Pid> for Dest {
+    fn from(p: &Pid) -> Dest {
+        Dest::Pid(*p)
+    }
+}
+
+impl From<Atom> for Dest {
+    fn from(a: Atom) -> Dest {
+        Dest::Name(a)
+    }
+}
+
+impl From<&str> for Dest {
+    fn from(a: &str) -> Dest {
+        Dest::Name(Atom::from(a))
+    }
+}
+
+impl From<(Atom, Atom)> for Dest {
+    fn from((name, node): (Atom, Atom)) -> Dest {
+        Dest::Remote(name, node)
+    }
+}
+
+impl From<(&str, &str)> for Dest {
+    fn from((name, node): (&str, &str)) -> Dest {
+        Dest::Remote(Atom::from(name), Atom::from(node))
+    }
+}
+
+impl From<Reference> for Dest {
+    fn from(r: Reference) -> Dest {
+        Dest::Alias(r)
+    }
+}
+
+/// What a monitor watches.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MonitorTarget {
+    /// A process by PID.
+    Pid(Pid),
+    /// A name registered on this node.
+    Name(Atom),
+    /// A name registered on a node.
+    Remote(Atom, Atom),
+}
+
+impl From<Pid> for MonitorTarget {
+    fn from(p: Pid) -> MonitorTarget {
+        MonitorTarget::Pid(p)
+    }
+}
+
+impl From<Atom> for MonitorTarget {
+    fn from(a: Atom) -> MonitorTarget {
+        MonitorTarget::Name(a)
+    }
+}
+
+impl From<&str> for MonitorTarget {
+    fn from(a: &str) -> MonitorTarget {
+        MonitorTarget::Name(Atom::from(a))
+    }
+}
+
+impl From<(Atom, Atom)> for MonitorTarget {
+    fn from((name, node): (Atom, Atom)) -> MonitorTarget {
+        MonitorTarget::Remote(name, node)
+    }
+}
+
+/// Why a name could not be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// Another process has the name.
+    #[error("name {0:?} is already registered")]
+    NameTaken(Atom),
+    /// The process already has a name.
+    #[error("the process is already registered as {0:?}")]
+    AlreadyNamed(Atom),
+    /// The process is not alive (or not on this node).
+    #[error("no such process")]
+    NoProc,
+}
+
+/// What a process function's result means as an exit reason: `()` and
+/// `Ok(())` are `normal`; `Err(reason)` is `reason`.
+pub trait IntoExitReason {
+    /// The exit reason.
+    fn into_exit_reason(self) -> Term;
+}
+
+impl IntoExitReason for () {
+    fn into_exit_reason(self) -> Term {
+        Term::atom("normal")
+    }
+}
+
+impl<E: Into<Term>> IntoExitReason for Result<(), E> {
+    fn into_exit_reason(self) -> Term {
+        match self {
+            Ok(()) => Term::atom("normal"),
+            Err(e) => e.into(),
+        }
+    }
+}
+
+/// How an exit signal was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ExitKind {
+    /// Through a link, when the linked process exited.
+    Link,
+    /// By `exit/2`.
+    Exit2,
+}
+
+/// A monitor someone holds on a process.
+#[derive(Clone, Debug)]
+struct Watcher {
+    pid: Pid,
+    /// The name the monitor was made with (`'DOWN'` then names it).
+    by_name: Option<Atom>,
+}
+
+/// What a mailbox carries: messages, then possibly the end.
+pub(crate) enum Signal {
+    /// A message.
+    Message(Term),
+    /// The process has exited: wakes a receiver that would wait forever.
+    Exited,
+}
+
+/// A process's state shared with the node.
+pub(crate) struct ProcEntry {
+    pid: Pid,
+    mailbox: mpsc::UnboundedSender<Signal>,
+    state: Mutex<ProcState>,
+}
+
+#[derive(Default)]
+struct ProcState {
+    exited: Option<Term>,
+    trap_exit: bool,
+    links: HashSet<Pid>,
+    watchers: HashMap<Reference, Watcher>,
+    /// Monitors this process holds: reference → the process watched.
+    watching: HashMap<Reference, Pid>,
+    aliases: HashSet<Reference>,
+    name: Option<Atom>,
+    task: Option<AbortHandle>,
+}
+
+impl ProcEntry {
+    fn state(&self) -> MutexGuard<'_, ProcState> {
+        // A panic never happens while the lock is held; recover anyway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn exit_reason(&self) -> Option<Term> {
+        self.state().exited.clone()
+    }
+
+    fn set_trap_exit(&self, on: bool) -> bool {
+        std::mem::replace(&mut self.state().trap_exit, on)
+    }
+
+    fn deliver(&self, msg: Term) {
+        // A closed mailbox means the process is gone: drop, as Erlang does.
+        let _ = self.mailbox.send(Signal::Message(msg));
+    }
+}
+
+struct NodeInner {
+    name: Atom,
+    creation: u32,
+    procs: RwLock<HashMap<u32, Arc<ProcEntry>>>,
+    names: RwLock<HashMap<Atom, Pid>>,
+    aliases: RwLock<HashMap<Reference, Pid>>,
+    next_id: AtomicU32,
+    next_ref: AtomicU64,
+}
+
+/// A node: the home of Rust processes.
+///
+/// Cloning a `Node` gives another handle to the same node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.inner.name)
+            .field("creation", &self.inner.creation)
+            .finish()
+    }
+}
+
+fn atom(name: &str) -> Term {
+    Term::atom(name)
+}
+
+impl Node {
+    /// A node that is not (yet) connected to anything: its processes talk
+    /// among themselves. The creation is taken from the clock.
+    pub fn local(name: &str) -> Node {
+        let creation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1)
+            .max(4);
+        Node::with_creation(Atom::from(name), creation)
+    }
+
+    pub(crate) fn with_creation(name: Atom, creation: u32) -> Node {
+        Node {
+            inner: Arc::new(NodeInner {
+                name,
+                creation,
+                procs: RwLock::new(HashMap::new()),
+                names: RwLock::new(HashMap::new()),
+                aliases: RwLock::new(HashMap::new()),
+                next_id: AtomicU32::new(1),
+                next_ref: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The node's name, e.g. `alex@localhost`.
+    pub fn name(&self) -> Atom {
+        self.inner.name
+    }
+
+    /// The node's creation (its incarnation number).
+    pub fn creation(&self) -> u32 {
+        self.inner.creation
+    }
+
+    /// A new unique reference (`make_ref/0`).
+    pub fn make_ref(&self) -> Reference {
+        let n = self.inner.next_ref.fetch_add(1, Ordering::Relaxed);
+        let ids = [(n & 0x3_ffff) as u32, (n >> 18) as u32, (n >> 50) as u32];
+        Reference::three(self.inner.name, self.inner.creation, ids)
+    }
+
+    /// Whether `pid` is a live process of this node.
+    pub fn is_alive(&self, pid: Pid) -> bool {
+        self.lookup(pid).is_some()
+    }
+
+    /// How many processes are alive on this node.
+    pub fn process_count(&self) -> usize {
+        self.read_procs().len()
+    }
+
+    /// The PID registered under `name` (`whereis/1`).
+    pub fn whereis(&self, name: impl Into<Atom>) -> Option<Pid> {
+        self.inner
+            .names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&name.into())
+            .copied()
+    }
+
+    /// The names registered on this node (`registered/0`).
+    pub fn registered(&self) -> Vec<Atom> {
+        self.inner
+            .names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Registers `pid` under `name` (`register/2`).
+    ///
+    /// # Errors
+    /// The name is taken, the process already has a name, or is not alive.
+    pub fn register(&self, name: impl Into<Atom>, pid: Pid) -> Result<(), RegisterError> {
+        let name = name.into();
+        let entry = self.lookup(pid).ok_or(RegisterError::NoProc)?;
+        let mut names = self.inner.names.write().unwrap_or_else(|e| e.into_inner());
+        let mut st = entry.state();
+        if st.exited.is_some() {
+            return Err(RegisterError::NoProc);
+        }
+        if let Some(old) = st.name {
+            return Err(RegisterError::AlreadyNamed(old));
+        }
+        if names.contains_key(&name) {
+            return Err(RegisterError::NameTaken(name));
+        }
+        names.insert(name, pid);
+        st.name = Some(name);
+        Ok(())
+    }
+
+    /// Removes a registered name (`unregister/1`); returns whether it was
+    /// registered.
+    pub fn unregister(&self, name: impl Into<Atom>) -> bool {
+        let name = name.into();
+        let pid = self
+            .inner
+            .names
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&name);
+        match pid {
+            Some(pid) => {
+                if let Some(e) = self.lookup(pid) {
+                    e.state().name = None;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A process owned by the caller: it lives until the returned handle
+    /// is dropped (then it exits with reason `normal`), or until an exit
+    /// signal ends it.
+    pub fn process(&self) -> Process {
+        self.new_process(true).0
+    }
+
+    /// Spawns a process running `f` (`spawn/1`). The process exits when
+    /// the future ends: `normal` for `()` or `Ok(())`, the error for
+    /// `Err(reason)`, and `{panic, Message}` if it panics (which never
+    /// takes the node down).
+    pub fn spawn<F, Fut, R>(&self, f: F) -> Pid
+    where
+        F: FnOnce(Process) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoExitReason,
+    {
+        let (p, pid) = self.new_process(false);
+        self.start_task(p, f);
+        pid
+    }
+
+    /// Sends `msg` to `to` from no process in particular (like `erlang:send/2`
+    /// from a process the receiver cannot see).
+    pub fn send(&self, to: impl Into<Dest>, msg: impl Into<Term>) {
+        self.send_from(None, to.into(), msg.into());
+    }
+
+    /// Sends an exit signal to `pid` as `exit(Pid, Reason)` from no
+    /// process; reason `kill` cannot be trapped.
+    pub fn kill(&self, pid: Pid, reason: impl Into<Term>) {
+        let from = Pid {
+            node: self.inner.name,
+            id: 0,
+            serial: 0,
+            creation: self.inner.creation,
+        };
+        self.exit_signal(from, pid, reason.into(), ExitKind::Exit2);
+    }
+
+    // ---- internals ----
+
+    fn read_procs(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u32, Arc<ProcEntry>>> {
+        self.inner.procs.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_local(&self, pid: &Pid) -> bool {
+        pid.node == self.inner.name && pid.creation == self.inner.creation
+    }
+
+    fn lookup(&self, pid: Pid) -> Option<Arc<ProcEntry>> {
+        if !self.is_local(&pid) || pid.serial != 0 {
+            return None;
+        }
+        self.read_procs().get(&pid.id).cloned()
+    }
+
+    pub(crate) fn new_process(&self, exits_on_drop: bool) -> (Process, Pid) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut procs = self.inner.procs.write().unwrap_or_else(|e| e.into_inner());
+        // Process numbers are 32 bits (V4_NC); skip 0 and any still in use
+        // after a wrap.
+        let id = loop {
+            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 && !procs.contains_key(&id) {
+                break id;
+            }
+        };
+        let pid = Pid {
+            node: self.inner.name,
+            id,
+            serial: 0,
+            creation: self.inner.creation,
+        };
+        let entry = Arc::new(ProcEntry {
+            pid,
+            mailbox: tx,
+            state: Mutex::new(ProcState::default()),
+        });
+        procs.insert(id, entry.clone());
+        drop(procs);
+        let p = Process {
+            entry,
+            node: self.clone(),
+            inbox: rx,
+            saved: Default::default(),
+            exits_on_drop,
+            closed: false,
+        };
+        (p, pid)
+    }
+
+    pub(crate) fn start_task<F, Fut, R>(&self, p: Process, f: F)
+    where
+        F: FnOnce(Process) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoExitReason,
+    {
+        let entry = p.entry.clone();
+        let node = self.clone();
+        let guard = ExitGuard {
+            node: self.clone(),
+            entry: entry.clone(),
+        };
+        let handle = tokio::spawn(async move {
+            let guard = guard;
+            let reason = match AssertUnwindSafe(f(p)).catch_unwind().await {
+                Ok(r) => r.into_exit_reason(),
+                Err(panic) => {
+                    let text = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "panic".into());
+                    Term::Tuple(vec![atom("panic"), Term::from(text)])
+                }
+            };
+            node.process_exit(&guard.entry, reason);
+        });
+        let mut st = entry.state();
+        if st.exited.is_some() {
+            // Killed before it started.
+            handle.abort();
+        } else {
+            st.task = Some(handle.abort_handle());
+        }
+    }
+
+    pub(crate) fn send_from(&self, _from: Option<Pid>, to: Dest, msg: Term) {
+        match to {
+            Dest::Pid(pid) => {
+                if let Some(e) = self.lookup(pid) {
+                    e.deliver(msg);
+                }
+            }
+            Dest::Name(name) => {
+                if let Some(pid) = self.whereis(name) {
+                    self.send_from(_from, Dest::Pid(pid), msg);
+                }
+            }
+            Dest::Remote(name, node) if node == self.inner.name => {
+                self.send_from(_from, Dest::Name(name), msg);
+            }
+            Dest::Remote(..) => {}
+            Dest::Alias(r) => {
+                let pid = self
+                    .inner
+                    .aliases
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&r)
+                    .copied();
+                if let Some(pid) = pid {
+                    self.send_from(_from, Dest::Pid(pid), msg);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn link(&self, me: &Arc<ProcEntry>, pid: Pid) {
+        if pid == me.pid {
+            return;
+        }
+        if me.state().exited.is_some() {
+            return;
+        }
+        me.state().links.insert(pid);
+        match self.lookup(pid) {
+            Some(other) => {
+                let mut st = other.state();
+                if st.exited.is_none() {
+                    st.links.insert(me.pid);
+                    return;
+                }
+            }
+            None if !self.is_local(&pid) => {
+                // Remote links are set up by the network layer.
+                return;
+            }
+            None => {}
+        }
+        // The other process is dead: the link breaks at once with noproc.
+        me.state().links.remove(&pid);
+        self.exit_signal(pid, me.pid, atom("noproc"), ExitKind::Link);
+    }
+
+    pub(crate) fn unlink(&self, me: &Arc<ProcEntry>, pid: Pid) {
+        me.state().links.remove(&pid);
+        if let Some(other) = self.lookup(pid) {
+            other.state().links.remove(&me.pid);
+        }
+    }
+
+    /// Delivers an exit signal from `from` to `to`.
+    pub(crate) fn exit_signal(&self, from: Pid, to: Pid, reason: Term, kind: ExitKind) {
+        let Some(target) = self.lookup(to) else {
+            return;
+        };
+        let untrappable = kind == ExitKind::Exit2 && reason.is_atom("kill");
+        let (trap, exited) = {
+            let mut st = target.state();
+            if kind == ExitKind::Link {
+                st.links.remove(&from);
+            }
+            (st.trap_exit, st.exited.is_some())
+        };
+        if exited {
+            return;
+        }
+        if untrappable {
+            self.process_exit(&target, atom("killed"));
+        } else if trap {
+            target.deliver(Term::Tuple(vec![atom("EXIT"), Term::Pid(from), reason]));
+        } else if !reason.is_atom("normal") || from == to {
+            self.process_exit(&target, reason);
+        }
+    }
+
+    pub(crate) fn monitor(&self, me: &Arc<ProcEntry>, target: MonitorTarget) -> Reference {
+        let r = self.make_ref();
+        let (pid, by_name, object) = match target {
+            MonitorTarget::Pid(pid) => (Some(pid), None, Term::Pid(pid)),
+            MonitorTarget::Name(name) => (
+                self.whereis(name),
+                Some(name),
+                Term::Tuple(vec![Term::Atom(name), Term::Atom(self.inner.name)]),
+            ),
+            MonitorTarget::Remote(name, node) if node == self.inner.name => (
+                self.whereis(name),
+                Some(name),
+                Term::Tuple(vec![Term::Atom(name), Term::Atom(node)]),
+            ),
+            MonitorTarget::Remote(name, node) => (
+                None,
+                Some(name),
+                Term::Tuple(vec![Term::Atom(name), Term::Atom(node)]),
+            ),
+        };
+        if let Some(entry) = pid.and_then(|p| self.lookup(p)) {
+            let mut st = entry.state();
+            if st.exited.is_none() {
+                st.watchers.insert(
+                    r,
+                    Watcher {
+                        pid: me.pid,
+                        by_name,
+                    },
+                );
+                drop(st);
+                me.state().watching.insert(r, entry.pid);
+                return r;
+            }
+        }
+        me.deliver(down(&r, object, atom("noproc")));
+        r
+    }
+
+    pub(crate) fn demonitor(&self, me: &Arc<ProcEntry>, r: &Reference) {
+        let watched = me.state().watching.remove(r);
+        if let Some(entry) = watched.and_then(|p| self.lookup(p)) {
+            entry.state().watchers.remove(r);
+        }
+    }
+
+    pub(crate) fn alias(&self, me: &Arc<ProcEntry>) -> Reference {
+        let r = self.make_ref();
+        me.state().aliases.insert(r);
+        self.inner
+            .aliases
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(r, me.pid);
+        r
+    }
+
+    pub(crate) fn unalias(&self, me: &Arc<ProcEntry>, r: &Reference) -> bool {
+        if !me.state().aliases.remove(r) {
+            return false;
+        }
+        self.inner
+            .aliases
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(r);
+        true
+    }
+
+    /// Ends a process with `reason`: once, whoever gets here first.
+    pub(crate) fn process_exit(&self, entry: &Arc<ProcEntry>, reason: Term) {
+        let st = {
+            let mut st = entry.state();
+            if st.exited.is_some() {
+                return;
+            }
+            st.exited = Some(reason.clone());
+            ProcState {
+                exited: None,
+                trap_exit: false,
+                links: std::mem::take(&mut st.links),
+                watchers: std::mem::take(&mut st.watchers),
+                watching: std::mem::take(&mut st.watching),
+                aliases: std::mem::take(&mut st.aliases),
+                name: st.name.take(),
+                task: st.task.take(),
+            }
+        };
+        let pid = entry.pid;
+        let _ = entry.mailbox.send(Signal::Exited);
+        self.inner
+            .procs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid.id);
+        if let Some(name) = st.name {
+            let mut names = self.inner.names.write().unwrap_or_else(|e| e.into_inner());
+            if names.get(&name) == Some(&pid) {
+                names.remove(&name);
+            }
+        }
+        if !st.aliases.is_empty() {
+            let mut aliases = self
+                .inner
+                .aliases
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            for r in &st.aliases {
+                aliases.remove(r);
+            }
+        }
+        for r in st.watching.keys() {
+            self.demonitor_from_dead(r, &st.watching);
+        }
+        for linked in st.links {
+            self.exit_signal(pid, linked, reason.clone(), ExitKind::Link);
+        }
+        for (r, w) in st.watchers {
+            let object = match w.by_name {
+                Some(name) => Term::Tuple(vec![Term::Atom(name), Term::Atom(self.inner.name)]),
+                None => Term::Pid(pid),
+            };
+            self.send_from(
+                Some(pid),
+                Dest::Pid(w.pid),
+                down(&r, object, reason.clone()),
+            );
+        }
+        if let Some(task) = st.task {
+            // Ends the task at its next await, if it is not the one exiting.
+            task.abort();
+        }
+    }
+
+    fn demonitor_from_dead(&self, r: &Reference, watching: &HashMap<Reference, Pid>) {
+        if let Some(entry) = watching.get(r).and_then(|p| self.lookup(*p)) {
+            entry.state().watchers.remove(r);
+        }
+    }
+}
+
+/// `{'DOWN', Ref, process, Object, Reason}`.
+fn down(r: &Reference, object: Term, reason: Term) -> Term {
+    Term::Tuple(vec![
+        atom("DOWN"),
+        Term::Ref(Box::new(*r)),
+        atom("process"),
+        object,
+        reason,
+    ])
+}
+
+/// Ends a spawned process whose task is dropped (aborted, or the runtime
+/// shut down) without reaching its end.
+struct ExitGuard {
+    node: Node,
+    entry: Arc<ProcEntry>,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let reason = self.entry.exit_reason().unwrap_or_else(|| atom("killed"));
+        self.node.process_exit(&self.entry, reason);
+    }
+}
