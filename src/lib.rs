@@ -41,5 +41,6 @@ pub struct ReadmeDoctests;
 pub use node::{Dest, Exited, MonitorTarget, Node, Process};
 pub use term::{
     Atom, BitBinary, ConvertError, DecodeError, DecodeErrorKind, DecodeOptions, Decoder,
-    EncodeError, Encoder, Fun, ImproperList, LocalFun, Map, ParseError, Pid, Port, Reference, Term,
+    EncodeError, Encoder, FromTerm, Fun, ImproperList, LocalFun, Map, ParseError, Pid, Port,
+    Reference, Term,
 };

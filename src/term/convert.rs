@@ -193,7 +193,7 @@ macro_rules! tuple_impls {
             }
         }
 
-        impl<$($t: TryFrom<Term, Error = ConvertError>),+> TryFrom<Term> for ($($t,)+) {
+        impl<$($t: FromTerm),+> TryFrom<Term> for ($($t,)+) {
             type Error = ConvertError;
             fn try_from(t: Term) -> Result<Self, ConvertError> {
                 const N: usize = [$($n),+].len();
@@ -202,7 +202,7 @@ macro_rules! tuple_impls {
                         let mut it = v.into_iter();
                         Ok(($(
                             match it.next() {
-                                Some(e) => $t::try_from(e)?,
+                                Some(e) => <$t as FromTerm>::from_term(e)?,
                                 None => return Err(ConvertError {
                                     expected: concat!("tuple of ", stringify!($n)),
                                     found: String::new(),
@@ -244,6 +244,40 @@ tuple_impls! {
 }
 
 // ---- out of terms ----
+
+/// Conversion out of a term: every `TryFrom<Term>` of this module, and
+/// [`Term`] itself (which always converts), so that `Vec<Term>` or
+/// `(Pid, Term)` convert too.
+pub trait FromTerm: Sized {
+    /// Converts `t`, or says what was expected and found.
+    fn from_term(t: Term) -> Result<Self, ConvertError>;
+}
+
+impl FromTerm for Term {
+    fn from_term(t: Term) -> Result<Term, ConvertError> {
+        Ok(t)
+    }
+}
+
+macro_rules! from_term_via_try_from {
+    ($($t:ty),*) => {$(
+        impl FromTerm for $t {
+            fn from_term(t: Term) -> Result<$t, ConvertError> {
+                <$t>::try_from(t)
+            }
+        }
+    )*};
+}
+from_term_via_try_from!(
+    i8, i16, i32, i64, i128, u8, u16, u32, u64, u128, usize, isize, f64, bool, BigInt, Atom, Pid,
+    Reference, Bytes, Map, String
+);
+
+impl<T: FromTerm> FromTerm for Vec<T> {
+    fn from_term(t: Term) -> Result<Vec<T>, ConvertError> {
+        Vec::try_from(t)
+    }
+}
 
 macro_rules! try_int {
     ($($t:ty),*) => {$(
@@ -417,15 +451,15 @@ impl TryFrom<Term> for String {
     }
 }
 
-impl<T: TryFrom<Term, Error = ConvertError>> TryFrom<Term> for Vec<T> {
+impl<T: FromTerm> TryFrom<Term> for Vec<T> {
     type Error = ConvertError;
     /// The elements of a proper list.
     fn try_from(t: Term) -> Result<Vec<T>, ConvertError> {
         match t {
-            Term::List(v) => v.into_iter().map(T::try_from).collect(),
+            Term::List(v) => v.into_iter().map(T::from_term).collect(),
             Term::ByteList(b) => b
                 .iter()
-                .map(|&c| T::try_from(Term::Int(i64::from(c))))
+                .map(|&c| T::from_term(Term::Int(i64::from(c))))
                 .collect(),
             other => Err(ConvertError::new("proper list", &other)),
         }
@@ -442,20 +476,18 @@ impl Term {
     /// assert_eq!(Term::atom("nil").try_into_option::<i64>().unwrap(), None);
     /// assert_eq!(Term::from(5).try_into_option::<i64>().unwrap(), Some(5));
     /// ```
-    pub fn try_into_option<T: TryFrom<Term, Error = ConvertError>>(
-        self,
-    ) -> Result<Option<T>, ConvertError> {
+    pub fn try_into_option<T: FromTerm>(self) -> Result<Option<T>, ConvertError> {
         if self.is_atom("nil") || self.is_atom("undefined") {
             return Ok(None);
         }
-        T::try_from(self).map(Some)
+        T::from_term(self).map(Some)
     }
 }
 
 impl<K, V, S> TryFrom<Term> for HashMap<K, V, S>
 where
-    K: TryFrom<Term, Error = ConvertError> + Eq + Hash,
-    V: TryFrom<Term, Error = ConvertError>,
+    K: FromTerm + Eq + Hash,
+    V: FromTerm,
     S: BuildHasher + Default,
 {
     type Error = ConvertError;
@@ -464,7 +496,7 @@ where
             Term::Map(m) => m
                 .entries
                 .into_iter()
-                .map(|(k, v)| Ok((K::try_from(k)?, V::try_from(v)?)))
+                .map(|(k, v)| Ok((K::from_term(k)?, V::from_term(v)?)))
                 .collect(),
             other => Err(ConvertError::new("map", &other)),
         }
@@ -473,8 +505,8 @@ where
 
 impl<K, V> TryFrom<Term> for BTreeMap<K, V>
 where
-    K: TryFrom<Term, Error = ConvertError> + Ord,
-    V: TryFrom<Term, Error = ConvertError>,
+    K: FromTerm + Ord,
+    V: FromTerm,
 {
     type Error = ConvertError;
     fn try_from(t: Term) -> Result<BTreeMap<K, V>, ConvertError> {
@@ -482,7 +514,7 @@ where
             Term::Map(m) => m
                 .entries
                 .into_iter()
-                .map(|(k, v)| Ok((K::try_from(k)?, V::try_from(v)?)))
+                .map(|(k, v)| Ok((K::from_term(k)?, V::from_term(v)?)))
                 .collect(),
             other => Err(ConvertError::new("map", &other)),
         }

@@ -19,9 +19,9 @@ mod tags;
 mod text;
 
 pub use atom::{Atom, AtomError, ATOM_TABLE_LIMIT, MAX_ATOM_CHARS};
-pub use convert::ConvertError;
 #[doc(hidden)]
 pub use convert::{__binary, BinPart};
+pub use convert::{ConvertError, FromTerm};
 pub use decode::{DecodeError, DecodeErrorKind, DecodeOptions, Decoder, DEFAULT_MAX_DEPTH};
 pub use encode::{EncodeError, Encoder};
 pub use text::ParseError;
