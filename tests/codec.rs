@@ -257,3 +257,26 @@ fn the_term_macro_builds_every_shape() {
     assert!(v[6].is_atom("true"));
     assert!(v[7].is_nil());
 }
+
+#[test]
+fn atom_cache_references_are_written_for_the_atoms_asked() {
+    let t = term!({net_kernel, [ok, other], #{ok => net_kernel}});
+    let cache = [Atom::from("net_kernel"), Atom::from("ok")];
+    let mut out = Vec::new();
+    erldist::Encoder::new()
+        .encode_body_with_atom_refs(&t, &mut out, &mut |a| {
+            cache.iter().position(|c| *c == a).map(|i| i as u8)
+        })
+        .unwrap();
+    assert_eq!(
+        &out[..4],
+        [104, 3, 82, 0],
+        "the first atom is a cache reference"
+    );
+    let (back, end) = Decoder::new()
+        .atom_cache(&cache)
+        .decode_body(&bytes::Bytes::from(out.clone()), 0)
+        .unwrap();
+    assert!(back.exact_eq(&t));
+    assert_eq!(end, out.len());
+}

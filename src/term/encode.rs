@@ -130,6 +130,25 @@ impl Encoder {
         Writer {
             out,
             max_depth: self.max_depth,
+            cache: None,
+        }
+        .term(term, 0)
+    }
+
+    /// Appends `term` without a version byte, writing `ATOM_CACHE_REF i`
+    /// for each atom for which `atom_ref` returns `Some(i)` (the index of
+    /// the atom in a distribution header's atom cache references) and the
+    /// atom's text otherwise.
+    pub fn encode_body_with_atom_refs<B: BufMut>(
+        &self,
+        term: &Term,
+        out: &mut B,
+        atom_ref: &mut dyn FnMut(Atom) -> Option<u8>,
+    ) -> Result<(), EncodeError> {
+        Writer {
+            out,
+            max_depth: self.max_depth,
+            cache: Some(atom_ref),
         }
         .term(term, 0)
     }
@@ -146,12 +165,17 @@ impl Term {
     }
 }
 
-struct Writer<'a, B> {
-    out: &'a mut B,
+/// Decides, per atom, whether to write `ATOM_CACHE_REF` with the given
+/// index instead of the atom's text.
+type AtomRefs<'a> = Option<&'a mut dyn FnMut(Atom) -> Option<u8>>;
+
+struct Writer<'o, 'a, B> {
+    out: &'o mut B,
     max_depth: usize,
+    cache: AtomRefs<'a>,
 }
 
-impl<B: BufMut> Writer<'_, B> {
+impl<B: BufMut> Writer<'_, '_, B> {
     fn term(&mut self, t: &Term, depth: usize) -> Result<(), EncodeError> {
         if depth > self.max_depth {
             return Err(EncodeError::TooDeep(self.max_depth));
@@ -279,6 +303,7 @@ impl<B: BufMut> Writer<'_, B> {
                         let mut w = Writer {
                             out: &mut body,
                             max_depth: self.max_depth,
+                            cache: self.cache.take(),
                         };
                         w.out.put_u8(l.arity);
                         w.out.put_slice(&l.uniq);
@@ -288,9 +313,9 @@ impl<B: BufMut> Writer<'_, B> {
                         w.int(i64::from(l.old_index));
                         w.int(i64::from(l.old_uniq));
                         w.pid(&l.pid)?;
-                        for v in &l.free_vars {
-                            w.term(v, depth + 1)?;
-                        }
+                        let written = l.free_vars.iter().try_for_each(|v| w.term(v, depth + 1));
+                        self.cache = w.cache.take();
+                        written?;
                     }
                     self.out.put_u8(NEW_FUN_EXT);
                     self.out.put_u32(len32(body.len() + 4, "fun")?);
@@ -336,6 +361,11 @@ impl<B: BufMut> Writer<'_, B> {
     }
 
     fn atom(&mut self, a: Atom) -> Result<(), EncodeError> {
+        if let Some(i) = self.cache.as_mut().and_then(|f| f(a)) {
+            self.out.put_u8(ATOM_CACHE_REF);
+            self.out.put_u8(i);
+            return Ok(());
+        }
         let s = a.as_str();
         if s.len() < 256 {
             self.out.put_u8(SMALL_ATOM_UTF8_EXT);
