@@ -22,6 +22,16 @@ proptest! {
     }
 
     #[test]
+    fn parse_of_display_is_the_same_term(t in arb_term()) {
+        let text = t.to_string();
+        let back: Term = text.parse().map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+        prop_assert!(back.exact_eq(&t), "{text} parsed as {back}");
+        let alt = format!("{t:#}");
+        let back: Term = alt.parse().map_err(|e| TestCaseError::fail(format!("{alt}: {e}")))?;
+        prop_assert!(back.exact_eq(&t), "{alt} parsed as {back}");
+    }
+
+    #[test]
     fn compressed_round_trips(t in arb_term()) {
         let bytes = erldist::Encoder::new().compressed(6).encode(&t).unwrap();
         prop_assert!(Term::decode(&bytes).unwrap().exact_eq(&t));
