@@ -10,6 +10,7 @@
 //! message or ends the receiver. Ending a process propagates its exit
 //! reason to its links and monitors exactly once.
 
+pub mod io;
 mod process;
 
 use std::collections::{HashMap, HashSet};
