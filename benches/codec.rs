@@ -380,8 +380,8 @@ fn main() {
     let mut c = Criterion::default()
         .output_directory(&out)
         .sample_size(10)
-        .warm_up_time(Duration::from_millis(400))
-        .measurement_time(Duration::from_millis(1200))
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_millis(2000))
         .nresamples(10_000)
         .without_plots()
         .configure_from_args();
