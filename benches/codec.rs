@@ -1,1 +1,427 @@
-fn main() {}
+//! Decode and encode throughput of erldist on a fixed corpus, side by side
+//! with the two other Rust ETF codecs, `eetf` and `erltf`, on the same bytes
+//! in the same run.
+//!
+//! `cargo bench --bench codec` runs criterion (short settings, so the whole
+//! run stays within a few minutes on a small machine) and then prints one
+//! line per scenario and direction:
+//!
+//! ```text
+//! scenario=<name>_<decode|encode> erldist=<MB/s> eetf=<MB/s> erltf=<MB/s> ratio=<erldist / faster peer>
+//! ```
+//!
+//! MB/s is ETF bytes per second / 1e6 (the bytes erldist writes for the
+//! scenario's messages, the same count for all three), from criterion's
+//! median estimate. `cargo test --benches` (criterion's test mode) runs
+//! every routine once and prints no figures.
+//!
+//! The APIs measured, each crate's fastest public one:
+//! - decode: erldist `Term::decode_bytes` (binaries share the input),
+//!   eetf `Term::decode(&[u8])`, erltf `decode_borrowed` (binaries and
+//!   atoms borrow the input). The copying variants, erldist `Term::decode`
+//!   and erltf `decode`, are measured too (`erldist_copy`, `erltf_owned`) and
+//!   printed on `# variants` lines.
+//! - encode: erldist `Encoder::encode_to` and eetf `Term::encode` into a
+//!   reused `Vec<u8>`; erltf has only `encode(&term) -> Vec<u8>`
+//!   (`encode_to_writer` encodes to a `Vec` and then copies), so its output
+//!   allocation is part of its figure.
+//!
+//! Before measuring, every message is decoded by each peer and re-encoded;
+//! the re-encoding must be the same bytes or decode (with erldist) to an
+//! `exact_eq` term. Disagreements are printed on `# check` lines, and a
+//! peer that cannot decode a scenario is shown as `n/a` for it.
+
+#[path = "codec/corpus.rs"]
+mod corpus;
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use criterion::{Criterion, Throughput};
+use erldist::{Encoder, Term};
+
+use corpus::Scenario;
+
+/// How a peer's reading of a scenario compares with erldist's.
+#[derive(Debug)]
+enum Agreement {
+    /// Decodes every message; re-encodes to the same bytes.
+    Identical,
+    /// Decodes every message; re-encodes to other bytes that decode to the
+    /// same terms.
+    Equivalent(String),
+    /// Decodes every message, but to something else.
+    Mismatch(String),
+    /// Decodes every message but cannot encode some back.
+    EncodeFailed(String),
+    /// Cannot decode some message.
+    DecodeFailed(String),
+}
+
+impl std::fmt::Display for Agreement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Agreement::Identical => write!(f, "identical"),
+            Agreement::Equivalent(why) => write!(f, "equivalent({why})"),
+            Agreement::Mismatch(why) => write!(f, "MISMATCH({why})"),
+            Agreement::EncodeFailed(why) => write!(f, "CANNOT-ENCODE({why})"),
+            Agreement::DecodeFailed(why) => write!(f, "CANNOT-DECODE({why})"),
+        }
+    }
+}
+
+impl Agreement {
+    fn rank(&self) -> u8 {
+        match self {
+            Agreement::Identical => 0,
+            Agreement::Equivalent(_) => 1,
+            Agreement::EncodeFailed(_) => 2,
+            Agreement::Mismatch(_) => 3,
+            Agreement::DecodeFailed(_) => 4,
+        }
+    }
+
+    fn decodes(&self) -> bool {
+        !matches!(self, Agreement::DecodeFailed(_))
+    }
+
+    fn encodes(&self) -> bool {
+        self.decodes() && !matches!(self, Agreement::EncodeFailed(_))
+    }
+
+    fn worst(self, other: Agreement) -> Agreement {
+        if other.rank() > self.rank() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// Compares a peer's re-encoding of message `i` with erldist's bytes.
+fn compare(i: usize, original: &Term, ours: &[u8], theirs: &[u8]) -> Agreement {
+    if ours == theirs {
+        return Agreement::Identical;
+    }
+    match Term::decode(theirs) {
+        Ok(t) if t.exact_eq(original) => Agreement::Equivalent(format!(
+            "message {i}: {} bytes from erldist, {} different bytes from the peer",
+            ours.len(),
+            theirs.len()
+        )),
+        Ok(_) => Agreement::Mismatch(format!("message {i} re-encodes to a different term")),
+        Err(e) => Agreement::Mismatch(format!(
+            "message {i} re-encodes to bytes erldist cannot decode: {e}"
+        )),
+    }
+}
+
+/// What the peers made of one scenario, and their native terms for the
+/// encode benchmark.
+struct Peers {
+    eetf: Agreement,
+    eetf_terms: Vec<eetf::Term>,
+    erltf: Agreement,
+    erltf_terms: Vec<erltf::OwnedTerm>,
+}
+
+fn check_peers(s: &Scenario) -> Peers {
+    let mut eetf_agree = Agreement::Identical;
+    let mut eetf_terms = Vec::new();
+    let mut erltf_agree = Agreement::Identical;
+    let mut erltf_terms = Vec::new();
+    for (i, (term, bytes)) in s.terms.iter().zip(&s.encoded).enumerate() {
+        // eetf
+        if eetf_agree.decodes() {
+            let a = match eetf::Term::decode(&bytes[..]) {
+                Err(e) => Agreement::DecodeFailed(format!("message {i}: {e}")),
+                Ok(t) => {
+                    let mut out = Vec::new();
+                    let a = match t.encode(&mut out) {
+                        Err(e) => Agreement::EncodeFailed(format!("message {i}: {e}")),
+                        Ok(()) => compare(i, term, bytes, &out),
+                    };
+                    eetf_terms.push(t);
+                    a
+                }
+            };
+            eetf_agree = eetf_agree.worst(a);
+        }
+        // erltf: the owned decoder, and the borrowed one the bench uses.
+        if erltf_agree.decodes() {
+            let a = match (erltf::decode(bytes), erltf::decode_borrowed(bytes)) {
+                (Err(e), _) => Agreement::DecodeFailed(format!("message {i}: decode: {e}")),
+                (_, Err(e)) => {
+                    Agreement::DecodeFailed(format!("message {i}: decode_borrowed: {e}"))
+                }
+                (Ok(owned), Ok(borrowed)) => {
+                    let a = if borrowed.to_owned() != owned {
+                        Agreement::Mismatch(format!(
+                            "message {i}: decode and decode_borrowed disagree"
+                        ))
+                    } else {
+                        match erltf::encode(&owned) {
+                            Err(e) => Agreement::EncodeFailed(format!("message {i}: {e}")),
+                            Ok(out) => compare(i, term, bytes, &out),
+                        }
+                    };
+                    erltf_terms.push(owned);
+                    a
+                }
+            };
+            erltf_agree = erltf_agree.worst(a);
+        }
+    }
+    Peers {
+        eetf: eetf_agree,
+        eetf_terms,
+        erltf: erltf_agree,
+        erltf_terms,
+    }
+}
+
+/// Asserts that `decode_bytes` shares the input buffer for binaries (and
+/// that `decode` copies), on the scenario's largest binary.
+fn check_zero_copy(s: &Scenario) -> String {
+    let input = s.encoded.iter().max_by_key(|b| b.len()).expect("messages");
+    let range = input.as_ptr() as usize..input.as_ptr() as usize + input.len();
+    let shared = Term::decode_bytes(input).expect("decodes");
+    let bin = shared.as_binary().expect("a binary");
+    assert!(
+        range.contains(&(bin.as_ptr() as usize)),
+        "decode_bytes copied a {}-byte binary",
+        bin.len()
+    );
+    let copied = Term::decode(input).expect("decodes");
+    let copied_inside = range.contains(&(copied.as_binary().expect("a binary").as_ptr() as usize));
+    format!(
+        "# zero-copy: decode_bytes of a {}-byte binary points into the input buffer: yes; \
+         Term::decode copies it: {}",
+        bin.len(),
+        if copied_inside { "no" } else { "yes" }
+    )
+}
+
+fn bench_scenario(c: &mut Criterion, s: &Scenario, peers: &Peers) {
+    let bytes = s.total_bytes();
+    let slices: Vec<&[u8]> = s.encoded.iter().map(|b| &b[..]).collect();
+
+    let mut g = c.benchmark_group(format!("decode_{}", s.name));
+    g.throughput(Throughput::Bytes(bytes));
+    g.bench_function("erldist", |b| {
+        b.iter(|| {
+            for m in &s.encoded {
+                black_box(Term::decode_bytes(black_box(m)).unwrap());
+            }
+        })
+    });
+    g.bench_function("erldist_copy", |b| {
+        b.iter(|| {
+            for m in &slices {
+                black_box(Term::decode(black_box(m)).unwrap());
+            }
+        })
+    });
+    if peers.eetf.decodes() {
+        g.bench_function("eetf", |b| {
+            b.iter(|| {
+                for m in &slices {
+                    black_box(eetf::Term::decode(black_box(*m)).unwrap());
+                }
+            })
+        });
+    }
+    if peers.erltf.decodes() {
+        g.bench_function("erltf", |b| {
+            b.iter(|| {
+                for m in &slices {
+                    black_box(erltf::decode_borrowed(black_box(m)).unwrap());
+                }
+            })
+        });
+        g.bench_function("erltf_owned", |b| {
+            b.iter(|| {
+                for m in &slices {
+                    black_box(erltf::decode(black_box(m)).unwrap());
+                }
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("encode_{}", s.name));
+    g.throughput(Throughput::Bytes(bytes));
+    let mut buf = Vec::new();
+    g.bench_function("erldist", |b| {
+        let enc = Encoder::new();
+        b.iter(|| {
+            for t in &s.terms {
+                buf.clear();
+                enc.encode_to(black_box(t), &mut buf).unwrap();
+                black_box(&buf);
+            }
+        })
+    });
+    if peers.eetf.encodes() {
+        g.bench_function("eetf", |b| {
+            b.iter(|| {
+                for t in &peers.eetf_terms {
+                    buf.clear();
+                    black_box(t).encode(&mut buf).unwrap();
+                    black_box(&buf);
+                }
+            })
+        });
+    }
+    if peers.erltf.encodes() {
+        g.bench_function("erltf", |b| {
+            b.iter(|| {
+                for t in &peers.erltf_terms {
+                    black_box(erltf::encode(black_box(t)).unwrap());
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Where criterion writes its results: `$CRITERION_HOME`, else
+/// `<target dir>/criterion`.
+fn criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(target).join("criterion");
+    }
+    // The bench runs as <target>/<profile>/deps/codec-<hash>.
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(|p| p.join("criterion")))
+        .unwrap_or_else(|| PathBuf::from("target/criterion"))
+}
+
+/// Whether criterion measures in this run (`cargo bench`), as opposed to
+/// its test mode (`cargo test --benches`, `--test`), `--list` or
+/// `--profile-time`.
+fn measuring() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let has = |flag: &str| {
+        args.iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    has("--bench") && !has("--test") && !has("--list") && !has("--profile-time")
+}
+
+/// The MB/s of one benchmark measured in this run (its estimates written
+/// since `since`), from criterion's median time per iteration.
+fn throughput(dir: &std::path::Path, id: &str, bytes: u64, since: SystemTime) -> Option<f64> {
+    let path = dir.join(id).join("new").join("estimates.json");
+    let fresh = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t >= since);
+    if !fresh {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    let ns = json["median"]["point_estimate"].as_f64()?;
+    (ns > 0.0).then(|| bytes as f64 / ns * 1e3)
+}
+
+fn fmt_mbs(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.1}"))
+}
+
+fn print_summary(scenarios: &[Scenario], out: &std::path::Path, since: SystemTime) {
+    let mut variants = Vec::new();
+    println!();
+    for s in scenarios {
+        for dir in ["decode", "encode"] {
+            let group = out.join(format!("{dir}_{}", s.name));
+            let get = |id: &str| throughput(&group, id, s.total_bytes(), since);
+            let (ours, eetf, erltf) = (get("erldist"), get("eetf"), get("erltf"));
+            if ours.is_none() && eetf.is_none() && erltf.is_none() {
+                continue; // filtered out of this run
+            }
+            let best_peer = match (eetf, erltf) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            let ratio = match (ours, best_peer) {
+                (Some(o), Some(p)) => format!("{:.2}", o / p),
+                _ => "n/a".to_string(),
+            };
+            println!(
+                "scenario={}_{dir} erldist={} eetf={} erltf={} ratio={ratio}",
+                s.name,
+                fmt_mbs(ours),
+                fmt_mbs(eetf),
+                fmt_mbs(erltf),
+            );
+            if dir == "decode" {
+                variants.push(format!(
+                    "# variants scenario={}_decode erldist_copy={} erltf_owned={}",
+                    s.name,
+                    fmt_mbs(get("erldist_copy")),
+                    fmt_mbs(get("erltf_owned")),
+                ));
+            }
+        }
+    }
+    for v in variants {
+        println!("{v}");
+    }
+}
+
+fn main() {
+    let since = SystemTime::now();
+    let out = criterion_dir();
+    let mut c = Criterion::default()
+        .output_directory(&out)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_millis(2000))
+        .nresamples(10_000)
+        .without_plots()
+        .configure_from_args();
+
+    let scenarios = corpus::scenarios();
+    let mut notes = Vec::new();
+    for s in &scenarios {
+        notes.push(format!(
+            "# corpus scenario={} messages={} etf_bytes={}",
+            s.name,
+            s.encoded.len(),
+            s.total_bytes()
+        ));
+    }
+    let large = scenarios
+        .iter()
+        .find(|s| s.name == "large_binaries")
+        .expect("large_binaries scenario");
+    notes.push(check_zero_copy(large));
+    let peers: Vec<Peers> = scenarios.iter().map(check_peers).collect();
+    for (s, p) in scenarios.iter().zip(&peers) {
+        notes.push(format!(
+            "# check scenario={} eetf={} erltf={}",
+            s.name, p.eetf, p.erltf
+        ));
+    }
+    for n in &notes {
+        println!("{n}");
+    }
+
+    for (s, p) in scenarios.iter().zip(&peers) {
+        bench_scenario(&mut c, s, p);
+    }
+    c.final_summary();
+
+    if measuring() {
+        print_summary(&scenarios, &out, since);
+        // Repeat the notes next to the figures, criterion's output being long.
+        for n in &notes {
+            println!("{n}");
+        }
+    }
+}
