@@ -395,3 +395,54 @@ fn rejects_what_otp_rejects() {
     let e = Term::decode(&[131, 200]).unwrap_err();
     assert_eq!((e.offset, e.kind), (1, DecodeErrorKind::UnknownTag(200)));
 }
+
+/// Every input the fuzzers kept (`fuzz/regressions/`): OTP and erldist
+/// accept the same ones and read them as the same term. The one deliberate
+/// difference: OTP ignores bytes after the term, erldist refuses them.
+#[test]
+fn fuzz_regressions_decode_as_otp_does() {
+    if !erl_available() {
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let mut files = Vec::new();
+    for dir in std::fs::read_dir(&root).expect("fuzz/regressions") {
+        let dir = dir.expect("entry").path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&dir).expect("dir") {
+            let f = f.expect("entry").path();
+            if f.extension().is_none() {
+                files.push(f);
+            }
+        }
+    }
+    assert!(files.len() >= 6, "regression inputs missing: {files:?}");
+    let inputs: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(f).expect("read"))
+        .collect();
+    let answer_lines = golden(
+        &["reencode"],
+        &inputs
+            .iter()
+            .map(|i| hex::encode(i) + "\n")
+            .collect::<String>(),
+    );
+    for ((file, input), answer) in files.iter().zip(&inputs).zip(answer_lines.lines()) {
+        let ours = Term::decode(input);
+        let cols: Vec<&str> = answer.split('\t').collect();
+        match (cols[0], ours) {
+            ("error", Ok(t)) => panic!("{file:?}: OTP rejects, we read {t}"),
+            ("error", Err(_)) => {}
+            (_, Err(e)) if matches!(e.kind, DecodeErrorKind::TrailingBytes(_)) => {}
+            (_, Err(e)) => panic!("{file:?}: OTP reads it, we fail: {e}"),
+            (otp, Ok(t)) => assert_eq!(
+                hex::encode_upper(t.encode().expect("encode")),
+                otp,
+                "{file:?}"
+            ),
+        }
+    }
+}

@@ -105,12 +105,9 @@ pub enum DecodeErrorKind {
     /// An atom cache reference without a cache entry.
     #[error("atom cache reference {0} has no entry")]
     AtomCacheMiss(u8),
-    /// A bitstring's bit count is outside 1..=8.
-    #[error("bit count {0} not in 1..=8")]
+    /// A bitstring's bit count is outside 1..=8 (or not 0 when empty).
+    #[error("bit count {0} not in 1..=8 (0 for an empty bitstring)")]
     BadBitCount(u8),
-    /// A big integer's sign byte is neither 0 nor 1.
-    #[error("big integer sign byte {0} is neither 0 nor 1")]
-    BadSign(u8),
     /// A float that is not finite, or text that is not a float.
     #[error("invalid float")]
     BadFloat,
@@ -572,7 +569,14 @@ impl State<'_, '_> {
             BIT_BINARY_EXT => {
                 let n = self.r.u32()? as usize;
                 let bits = self.r.u8()?;
-                if !(1..=8).contains(&bits) {
+                // As binary_to_term: an empty bitstring has 0 bits, any
+                // other 1..=8 in its last byte.
+                let valid = if n == 0 {
+                    bits == 0
+                } else {
+                    (1..=8).contains(&bits)
+                };
+                if !valid {
                     return Err(err(at + 5, DecodeErrorKind::BadBitCount(bits)));
                 }
                 let s = self.r.take(n)?;
@@ -607,7 +611,7 @@ impl State<'_, '_> {
                 let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
                 let f = std::str::from_utf8(&s[..end])
                     .ok()
-                    .and_then(|t| t.trim().parse::<f64>().ok())
+                    .and_then(|t| t.parse::<f64>().ok())
                     .filter(|f| f.is_finite())
                     .ok_or_else(|| err(at, DecodeErrorKind::BadFloat))?;
                 Term::Float(f)
@@ -618,12 +622,10 @@ impl State<'_, '_> {
                 } else {
                     self.r.u32()? as usize
                 };
+                // Any non-zero sign byte means negative, as binary_to_term reads it.
                 let sign = self.r.u8()?;
-                if sign > 1 {
-                    return Err(err(at, DecodeErrorKind::BadSign(sign)));
-                }
                 let digits = self.r.take(n)?;
-                big_term(sign == 1, digits)
+                big_term(sign != 0, digits)
             }
             MAP_EXT => {
                 let n = self.r.u32()? as usize;
