@@ -51,6 +51,28 @@ fn interner() -> &'static Interner {
     })
 }
 
+thread_local! {
+    static RECENT: [std::cell::Cell<Option<Atom>>; 256] =
+        const { [const { std::cell::Cell::new(None) }; 256] };
+}
+
+fn recent_slot(bytes: &[u8]) -> usize {
+    let mut h = bytes.len() as u32;
+    for &b in bytes.iter().take(16) {
+        h = h.wrapping_mul(31).wrapping_add(u32::from(b));
+    }
+    ((h ^ (h >> 8)) & 255) as usize
+}
+
+/// Why bytes could not become an atom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AtomFromBytesError {
+    /// Not UTF-8.
+    Utf8,
+    /// Too long, or the table is full.
+    Atom(AtomError),
+}
+
 /// Why an atom could not be created.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AtomError {
@@ -110,6 +132,25 @@ impl Atom {
         guard.insert(&entry.name, entry);
         table.count.fetch_add(1, Ordering::Relaxed);
         Ok(Atom(entry))
+    }
+
+    /// Interns UTF-8 `bytes` as [`Atom::try_new`] does, first looking in
+    /// a small per-thread cache of recently decoded atoms, which spares the
+    /// table's lock and hash for the atoms a stream repeats.
+    pub(crate) fn try_from_utf8(bytes: &[u8]) -> Result<Atom, AtomFromBytesError> {
+        let slot = recent_slot(bytes);
+        let hit = RECENT.with(|r| {
+            r[slot]
+                .get()
+                .filter(|a| a.as_str().as_bytes() == bytes)
+        });
+        if let Some(a) = hit {
+            return Ok(a);
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| AtomFromBytesError::Utf8)?;
+        let a = Atom::try_new(text).map_err(AtomFromBytesError::Atom)?;
+        RECENT.with(|r| r[slot].set(Some(a)));
+        Ok(a)
     }
 
     /// The atom's text.

@@ -8,14 +8,13 @@
 //! small input cannot make the decoder allocate much. Binaries share the
 //! input buffer when it is given as [`Bytes`].
 
-use std::borrow::Cow;
 use std::io::Read;
 
 use bytes::Bytes;
 use num_bigint::{BigInt, Sign};
 use num_traits::ToPrimitive;
 
-use super::atom::{Atom, AtomError};
+use super::atom::{Atom, AtomError, AtomFromBytesError};
 use super::tags::*;
 use super::{BitBinary, Fun, LocalFun, Map, Pid, Port, Reference, Term};
 
@@ -416,79 +415,73 @@ impl State<'_, '_> {
                     continue;
                 }
             };
-            // Hand the finished value to the frames it completes.
+            // Hand the finished value to the frames it completes. The top
+            // frame is updated in place; it leaves the stack only when done.
             loop {
-                let Some(frame) = stack.pop() else {
+                let Some(top) = stack.last_mut() else {
                     return Ok(value);
                 };
-                match frame {
-                    Frame::Tuple(mut items, left) => {
+                match top {
+                    Frame::Tuple(items, left) => {
                         items.push(value);
-                        if left > 1 {
-                            stack.push(Frame::Tuple(items, left - 1));
+                        *left -= 1;
+                        if *left > 0 {
                             break;
                         }
-                        value = Term::Tuple(items);
+                        value = Term::Tuple(std::mem::take(items));
                     }
-                    Frame::List(mut items, left) => {
+                    Frame::List(items, left) => {
                         items.push(value);
-                        // After the last element, the tail comes next.
-                        stack.push(if left > 1 {
-                            Frame::List(items, left - 1)
-                        } else {
-                            Frame::ListTail(items)
-                        });
+                        *left -= 1;
+                        if *left == 0 {
+                            // The elements are done; the tail comes next.
+                            *top = Frame::ListTail(std::mem::take(items));
+                        }
                         break;
                     }
-                    Frame::ListTail(items) => value = Term::list_with_tail(items, value),
+                    Frame::ListTail(items) => {
+                        value = Term::list_with_tail(std::mem::take(items), value);
+                    }
                     Frame::Map {
-                        mut entries,
+                        entries,
                         key,
                         left,
                         at,
-                    } => match key {
+                    } => match key.take() {
                         None => {
-                            stack.push(Frame::Map {
-                                entries,
-                                key: Some(value),
-                                left,
-                                at,
-                            });
+                            *key = Some(value);
                             break;
                         }
                         Some(k) => {
                             entries.push((k, value));
-                            if left > 1 {
-                                stack.push(Frame::Map {
-                                    entries,
-                                    key: None,
-                                    left: left - 1,
-                                    at,
-                                });
+                            *left -= 1;
+                            if *left > 0 {
                                 break;
                             }
-                            value = Term::Map(check_map(entries, at)?);
+                            value = Term::Map(check_map(std::mem::take(entries), *at)?);
                         }
                     },
                     Frame::Fun {
-                        mut fun,
+                        fun,
                         left,
                         start,
                         size,
                     } => {
                         fun.free_vars.push(value);
-                        if left > 1 {
-                            stack.push(Frame::Fun {
-                                fun,
-                                left: left - 1,
-                                start,
-                                size,
-                            });
+                        *left -= 1;
+                        if *left > 0 {
                             break;
                         }
+                        let (start, size) = (*start, *size);
+                        // The top frame is this one, so the pattern matches.
+                        let Some(Frame::Fun { fun, .. }) = stack.pop() else {
+                            break;
+                        };
                         value = self.finish_fun(*fun, start, size)?;
+                        continue;
                     }
                 }
+                stack.pop();
             }
         }
     }
@@ -895,14 +888,14 @@ impl State<'_, '_> {
             }
         };
         let raw = self.r.take(len)?;
-        let text: Cow<'_, str> = if latin1 && !raw.is_ascii() {
-            Cow::Owned(raw.iter().map(|&b| char::from(b)).collect())
-        } else {
-            Cow::Borrowed(
-                std::str::from_utf8(raw).map_err(|_| err(at, DecodeErrorKind::InvalidUtf8Atom))?,
-            )
-        };
-        Atom::try_new(&text).map_err(|e| err(at, DecodeErrorKind::Atom(e)))
+        if latin1 && !raw.is_ascii() {
+            let text: String = raw.iter().map(|&b| char::from(b)).collect();
+            return Atom::try_new(&text).map_err(|e| err(at, DecodeErrorKind::Atom(e)));
+        }
+        Atom::try_from_utf8(raw).map_err(|e| match e {
+            AtomFromBytesError::Utf8 => err(at, DecodeErrorKind::InvalidUtf8Atom),
+            AtomFromBytesError::Atom(e) => err(at, DecodeErrorKind::Atom(e)),
+        })
     }
 }
 

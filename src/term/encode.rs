@@ -181,11 +181,16 @@ impl<B: BufMut> Writer<'_, '_, B> {
             return Err(EncodeError::TooDeep(self.max_depth));
         }
         match t {
-            Term::Tuple(_)
-            | Term::List(_)
-            | Term::ImproperList(_)
-            | Term::Map(_)
-            | Term::Fun(_) => super::deep(|| self.term_at(t, depth)),
+            Term::Int(i) => {
+                self.int(*i);
+                Ok(())
+            }
+            // Checking the stack costs a little; every 16 levels is enough.
+            Term::Tuple(_) | Term::List(_) | Term::ImproperList(_) | Term::Map(_) | Term::Fun(_)
+                if depth % 16 == 0 =>
+            {
+                super::deep(|| self.term_at(t, depth))
+            }
             _ => self.term_at(t, depth),
         }
     }

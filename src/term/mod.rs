@@ -29,12 +29,12 @@ pub use text::ParseError;
 use bytes::Bytes;
 use num_bigint::BigInt;
 
-/// Runs `f`, first moving to a fresh stack segment when less than 64 KiB of
+/// Runs `f`, first moving to a fresh stack segment when less than 128 KiB of
 /// stack remain. Every recursive walk over terms goes through this at each
 /// compound term, so no depth of nesting can overflow the stack.
 #[inline]
 pub(crate) fn deep<R>(f: impl FnOnce() -> R) -> R {
-    stacker::maybe_grow(64 * 1024, 1024 * 1024, f)
+    stacker::maybe_grow(128 * 1024, 2 * 1024 * 1024, f)
 }
 
 /// An Erlang term.
@@ -186,7 +186,18 @@ impl Map {
                 return Some(std::mem::replace(&mut entry.1, value));
             }
         }
-        self.entries.push((key, value));
+        if self.entries.len() < SMALL_MAP {
+            // Small maps stay in key order, as OTP keeps them (and writes
+            // them), so encoding needs no sort.
+            let at = self
+                .entries
+                .iter()
+                .position(|(k, _)| k.exact_cmp(&key).is_gt())
+                .unwrap_or(self.entries.len());
+            self.entries.insert(at, (key, value));
+        } else {
+            self.entries.push((key, value));
+        }
         None
     }
 
@@ -213,12 +224,55 @@ impl Map {
 }
 
 impl FromIterator<(Term, Term)> for Map {
+    /// A map from entries; a later entry with the same key replaces an
+    /// earlier one, as `maps:from_list/1` does.
     fn from_iter<I: IntoIterator<Item = (Term, Term)>>(iter: I) -> Map {
-        let mut map = Map::new();
-        for (k, v) in iter {
-            map.insert(k, v);
+        let mut entries: Vec<(Term, Term)> = iter.into_iter().collect();
+        if entries.len() <= SMALL_MAP {
+            // A stable sort keeps equal keys in input order: keep the last.
+            entries.sort_by(|a, b| a.0.exact_cmp(&b.0));
+            let mut out: Vec<(Term, Term)> = Vec::with_capacity(entries.len());
+            for e in entries {
+                match out.last_mut() {
+                    Some(last) if last.0.exact_eq(&e.0) => *last = e,
+                    _ => out.push(e),
+                }
+            }
+            return Map { entries: out };
         }
-        map
+        // Large maps: drop earlier duplicates, in linear time.
+        let mut seen: std::collections::HashMap<ExactKey<'_>, usize> =
+            std::collections::HashMap::with_capacity(entries.len());
+        let mut keep = vec![true; entries.len()];
+        for (i, (k, _)) in entries.iter().enumerate() {
+            if let Some(prev) = seen.insert(ExactKey(k), i) {
+                keep[prev] = false;
+            }
+        }
+        let mut keep = keep.into_iter();
+        entries.retain(|_| keep.next().unwrap_or(true));
+        Map { entries }
+    }
+}
+
+/// The most keys OTP keeps in a small (sorted) map.
+pub(crate) const SMALL_MAP: usize = 32;
+
+/// A term compared by exact match (`=:=`), as map keys are. Its hash is
+/// the term's, which `=:=` refines, so equal keys hash alike.
+struct ExactKey<'a>(&'a Term);
+
+impl PartialEq for ExactKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.exact_eq(other.0)
+    }
+}
+
+impl Eq for ExactKey<'_> {}
+
+impl std::hash::Hash for ExactKey<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
     }
 }
 
