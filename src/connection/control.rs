@@ -29,7 +29,7 @@
 //! let from = Pid { node: Atom::from("a@h"), id: 85, serial: 0, creation: 1 };
 //! let msg = ControlMessage::RegSend { from, to_name: Atom::from("rex") };
 //! let term = msg.to_term();
-//! assert_eq!(term.to_string(), "{6,<a@h.85.0>,'',rex}");
+//! assert_eq!(term.to_string(), "{6,#Pid<a@h.85.0.1>,'',rex}");
 //! assert_eq!(ControlMessage::from_term(term).unwrap(), msg);
 //! assert_eq!(msg.op(), ControlOp::REG_SEND);
 //! assert!(msg.has_payload());
