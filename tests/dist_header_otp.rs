@@ -49,7 +49,7 @@ fn otp_decodes_what_the_encoder_writes() {
         creation: 7,
     };
     let r = Reference::new(node, 0x6400_0001, &[1, 2, 3]).unwrap();
-    let msgs = vec![
+    let msgs = [
         DistMessage::with_payload(
             ControlMessage::RegSend {
                 from: a,
