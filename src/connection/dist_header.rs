@@ -706,10 +706,18 @@ impl<T> Reassembler<T> {
         if self.pending.contains_key(&sequence_id) {
             return Err(FragmentError::DuplicateSequence { sequence_id });
         }
-        self.check_size(sequence_id, 0, chunk.len())?;
         if fragment_id == 1 {
+            // Complete at once: nothing is buffered, only the size counts.
+            if chunk.len() > self.limits.max_message_size {
+                return Err(FragmentError::TooLarge {
+                    sequence_id,
+                    size: chunk.len(),
+                    limit: self.limits.max_message_size,
+                });
+            }
             return Ok(Some((state, chunk)));
         }
+        self.check_size(sequence_id, 0, chunk.len())?;
         if self.pending.len() >= self.limits.max_pending {
             return Err(FragmentError::TooManyPending {
                 sequence_id,
