@@ -1,1 +1,1653 @@
-//! The distribution header (131, 68), its atom cache, and fragmented messages (131, 69 / 70).
+//! The distribution header (131, 68), its atom cache, and fragmented
+//! messages (131, 69 / 70): how control messages and their payloads are
+//! framed once the handshake is over.
+//!
+//! This module is sans-IO: it turns the payload of one packet (the bytes
+//! after the 4-byte length) into a [`DistMessage`] and back. The connection
+//! cuts packets and handles ticks.
+//!
+//! # Framing
+//!
+//! Which form frames take depends on the flags both nodes agreed on
+//! ([`Framing::from_flags`]):
+//!
+//! - neither `DIST_HDR_ATOM_CACHE` nor `FRAGMENTS`: *pass-through*,
+//!   `112, 131 ControlTerm [131 Payload]`; OTP skips the first byte without
+//!   looking at it, and so does this decoder;
+//! - otherwise, every frame starts with `131, 68` (a whole message),
+//!   `131, 69` (the first fragment of a long one) or `131, 70` (the next
+//!   fragments, `FRAGMENTS` only), and the terms after the header have *no*
+//!   131 of their own. A term that starts with 131, and a compressed term,
+//!   are refused, as OTP refuses them.
+//!
+//! # The header and the atom cache
+//!
+//! `131, 68, N, Flags, Refs`: `N` (0..=255) atom cache references, a
+//! nibble of flags per reference (bit 3: new entry, bits 0–2: segment)
+//! plus one for the whole header (bit 0: long atoms, 2-byte lengths), then
+//! per reference its index in the segment and, for a new entry, the atom's
+//! UTF-8 text. Each direction of each connection has a cache of 2048 slots
+//! (`segment * 256 + index`); a new entry overwrites its slot, a cached
+//! reference reads it. Inside the terms, `ATOM_CACHE_REF k` is the atom of
+//! the *k*-th reference of this header. [`AtomCacheIn`] is the receiver's
+//! cache, [`AtomCacheOut`] the sender's.
+//!
+//! # Fragments
+//!
+//! `131, 69, SequenceId:64, FragmentId:64, N, Flags, Refs, ControlTerm,
+//! start of Payload`, then `131, 70, SequenceId:64, FragmentId:64, more
+//! Payload` frames. FragmentId counts down from the number of fragments to
+//! one. Sequences from different senders may interleave, so
+//! [`Reassembler`] keys them by SequenceId. As in OTP's `dist.c`:
+//!
+//! - the atom cache references of a first fragment update the cache when
+//!   that fragment arrives, since the cache follows frame order and the
+//!   frames after it (of any sequence) may refer to those slots;
+//! - the whole control term must be in the first fragment, and is checked
+//!   there;
+//! - a first fragment whose SequenceId is 0 is a whole message (OTP
+//!   treats it as "not fragmented", whatever its FragmentId);
+//! - a first fragment for a sequence already pending, a continuation of
+//!   an unknown sequence, and a FragmentId out of order are errors (OTP
+//!   drops the connection). FragmentId 0 is an error too.
+//!
+//! Reassembly keeps the fragments as [`Bytes`] slices of the frames and
+//! joins them once, when the last one arrives; [`ReassemblyLimits`] bounds
+//! what a peer can make it hold.
+//!
+//! # Sending
+//!
+//! [`DistEncoder`] writes the header with [`AtomCacheOut`]: atoms of the
+//! control term and payload become `ATOM_CACHE_REF`s (up to 255 per frame;
+//! the rest are written inline). The sender's cache is updated as each
+//! frame is encoded, so frames must be sent in the order they were
+//! encoded. Without `DIST_HDR_ATOM_CACHE` (only `FRAGMENTS`), it writes
+//! `131, 68, 0` headers, as OTP does.
+//!
+//! ```
+//! use erldist::connection::control::{ControlMessage, DistMessage};
+//! use erldist::connection::dist_header::{DistDecoder, DistEncoder};
+//! use erldist::flags::DistFlags;
+//! use erldist::{Atom, Pid, Term};
+//!
+//! let flags = DistFlags::DIST_HDR_ATOM_CACHE | DistFlags::FRAGMENTS;
+//! let (mut tx, mut rx) = (DistEncoder::new(flags), DistDecoder::new(flags));
+//! let from = Pid { node: Atom::from("a@h"), id: 85, serial: 0, creation: 1 };
+//! let msg = DistMessage::with_payload(
+//!     ControlMessage::RegSend { from, to_name: Atom::from("rex") },
+//!     Term::atom("hello"),
+//! ).unwrap();
+//! for frame in tx.encode(&msg).unwrap() {
+//!     assert_eq!(&frame[..2], [131, 68]);
+//!     assert_eq!(rx.decode_frame(frame).unwrap(), Some(msg.clone()));
+//! }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::num::NonZeroU64;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::control::{ControlError, ControlMessage, ControlOp, DistMessage};
+use crate::flags::DistFlags;
+use crate::term::{AtomError, DecodeError, DecodeOptions, EncodeError, MAX_ATOM_CHARS};
+use crate::{Atom, Decoder, Encoder, Term};
+
+/// The version byte that starts external terms and distribution headers.
+pub const VERSION_MAGIC: u8 = 131;
+
+/// The first byte of a pass-through frame (`'p'`).
+pub const PASS_THROUGH: u8 = 112;
+
+/// The number of slots in each direction's atom cache (8 segments of 256).
+pub const ATOM_CACHE_SIZE: usize = 2048;
+
+/// The most atom cache references one header holds.
+pub const MAX_ATOM_CACHE_REFS: usize = 255;
+
+/// OTP's fragment size (`ERTS_DIST_FRAGMENT_SIZE`): payload bytes per
+/// fragment.
+pub const DEFAULT_FRAGMENT_SIZE: usize = 64 * 1024;
+
+/// The bytes of a continuation header: `131, 70, SequenceId, FragmentId`.
+pub const FRAGMENT_CONT_HEADER_SIZE: usize = 18;
+
+/// Flag nibble bit: the reference is a new cache entry.
+const NEW_CACHE_ENTRY: u8 = 0b1000;
+/// Flag nibble bits: the segment.
+const SEGMENT_MASK: u8 = 0b0111;
+/// The header's last nibble, bit 0: atom lengths take two bytes.
+const LONG_ATOMS: u8 = 0b0001;
+
+// The external format tags the sender writes itself (see `CacheWriter`).
+const ATOM_CACHE_REF: u8 = 82;
+const NEW_PID_EXT: u8 = 88;
+const NEW_PORT_EXT: u8 = 89;
+const NEWER_REFERENCE_EXT: u8 = 90;
+const SMALL_TUPLE_EXT: u8 = 104;
+const LARGE_TUPLE_EXT: u8 = 105;
+const NIL_EXT: u8 = 106;
+const LIST_EXT: u8 = 108;
+const V4_PORT_EXT: u8 = 120;
+
+/// The second byte of a header frame.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameTag(pub u8);
+
+impl FrameTag {
+    /// `DIST_HEADER`: a whole message.
+    pub const DIST_HEADER: FrameTag = FrameTag(68);
+    /// `DIST_FRAG_HEADER`: the first fragment of a message.
+    pub const DIST_FRAG_HEADER: FrameTag = FrameTag(69);
+    /// `DIST_FRAG_CONT`: a later fragment.
+    pub const DIST_FRAG_CONT: FrameTag = FrameTag(70);
+}
+
+impl fmt::Debug for FrameTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match *self {
+            FrameTag::DIST_HEADER => "DIST_HEADER",
+            FrameTag::DIST_FRAG_HEADER => "DIST_FRAG_HEADER",
+            FrameTag::DIST_FRAG_CONT => "DIST_FRAG_CONT",
+            _ => return write!(f, "FrameTag({})", self.0),
+        };
+        write!(f, "{name}({})", self.0)
+    }
+}
+
+impl fmt::Display for FrameTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The form frames take on a connection, from the negotiated flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Framing {
+    /// `112, 131 Control [131 Payload]`: no header flag negotiated.
+    PassThrough,
+    /// `131, 68` headers only (`DIST_HDR_ATOM_CACHE` without `FRAGMENTS`).
+    Header,
+    /// `131, 68 / 69 / 70` (`FRAGMENTS`, with or without the atom cache).
+    HeaderWithFragments,
+}
+
+impl Framing {
+    /// The framing OTP uses for these (effective, negotiated) flags.
+    pub fn from_flags(flags: DistFlags) -> Framing {
+        if flags.contains(DistFlags::FRAGMENTS) {
+            Framing::HeaderWithFragments
+        } else if flags.contains(DistFlags::DIST_HDR_ATOM_CACHE) {
+            Framing::Header
+        } else {
+            Framing::PassThrough
+        }
+    }
+
+    /// Whether frames carry a distribution header.
+    pub fn has_header(self) -> bool {
+        self != Framing::PassThrough
+    }
+
+    /// Whether fragments (69, 70) may be sent and received.
+    pub fn has_fragments(self) -> bool {
+        self == Framing::HeaderWithFragments
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/// A malformed distribution header.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{kind} at byte {offset} of the frame")]
+pub struct HeaderError {
+    /// Where in the frame the problem was found.
+    pub offset: usize,
+    /// What was wrong.
+    pub kind: HeaderErrorKind,
+}
+
+/// What was wrong with a distribution header.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderErrorKind {
+    /// The frame ended inside the header.
+    #[error("frame ends inside the header ({needed} more bytes needed)")]
+    UnexpectedEnd {
+        /// How many more bytes were needed at least.
+        needed: usize,
+    },
+    /// The frame does not start with 131 (OTP: "Got message from
+    /// incompatible erlang").
+    #[error("frame starts with {0}, not 131")]
+    BadVersion(u8),
+    /// The byte after 131 is not a header tag.
+    #[error("unknown header tag {0}")]
+    UnknownTag(u8),
+    /// A fragment header on a connection without `FRAGMENTS`.
+    #[error("{0} without the FRAGMENTS flag")]
+    FragmentsNotNegotiated(FrameTag),
+    /// A cached reference to a slot no frame has filled.
+    #[error("atom cache slot {slot} is empty")]
+    EmptySlot {
+        /// The slot (`segment * 256 + index`).
+        slot: u16,
+    },
+    /// A new entry's text is not UTF-8.
+    #[error("atom for cache slot {slot} is not UTF-8")]
+    InvalidUtf8 {
+        /// The slot.
+        slot: u16,
+    },
+    /// A new entry's atom could not be created.
+    #[error("atom for cache slot {slot}: {source}")]
+    Atom {
+        /// The slot.
+        slot: u16,
+        /// Why.
+        source: AtomError,
+    },
+}
+
+/// A fragment that does not fit its sequence, or a limit exceeded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FragmentError {
+    /// FragmentId 0 (fragments count down to 1).
+    #[error("sequence {sequence_id}: fragment id 0")]
+    ZeroFragmentId {
+        /// The sequence.
+        sequence_id: u64,
+    },
+    /// A first fragment for a sequence that is still being reassembled.
+    #[error("sequence {sequence_id}: first fragment while the sequence is pending")]
+    DuplicateSequence {
+        /// The sequence.
+        sequence_id: u64,
+    },
+    /// A continuation for a sequence that has no first fragment.
+    #[error("sequence {sequence_id}: fragment {fragment_id} of an unknown sequence")]
+    UnknownSequence {
+        /// The sequence.
+        sequence_id: u64,
+        /// The fragment's id.
+        fragment_id: u64,
+    },
+    /// A continuation whose FragmentId is not the next one down.
+    #[error("sequence {sequence_id}: fragment {found} where {expected} was due")]
+    OutOfOrder {
+        /// The sequence.
+        sequence_id: u64,
+        /// The FragmentId expected.
+        expected: u64,
+        /// The FragmentId received.
+        found: u64,
+    },
+    /// Too many sequences pending at once.
+    #[error("sequence {sequence_id}: more than {limit} sequences pending")]
+    TooManyPending {
+        /// The sequence that would exceed the limit.
+        sequence_id: u64,
+        /// The limit.
+        limit: usize,
+    },
+    /// A message larger than the limit.
+    #[error("sequence {sequence_id}: message of {size} bytes or more, limit {limit}")]
+    TooLarge {
+        /// The sequence.
+        sequence_id: u64,
+        /// The size reached.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// More bytes pending over all sequences than the limit.
+    #[error("sequence {sequence_id}: {size} bytes pending over all sequences, limit {limit}")]
+    TooMuchPending {
+        /// The sequence whose fragment went over.
+        sequence_id: u64,
+        /// The bytes that would be pending.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Which term of a message a term error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TermRole {
+    /// The control term.
+    Control,
+    /// The payload term.
+    Payload,
+}
+
+impl fmt::Display for TermRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TermRole::Control => "control term",
+            TermRole::Payload => "payload term",
+        })
+    }
+}
+
+/// Why a frame could not be received. Each is a reason for OTP to drop the
+/// connection.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The header is malformed.
+    #[error("distribution header: {0}")]
+    Header(#[from] HeaderError),
+    /// A fragment does not fit, or a limit was exceeded.
+    #[error("fragmented message: {0}")]
+    Fragment(#[from] FragmentError),
+    /// A term after a header starts with 131 (or, in pass-through frames,
+    /// does not).
+    #[error("{role} at byte {offset}: {}", if *.header_mode { "starts with 131 after a distribution header" } else { "does not start with 131" })]
+    VersionMagic {
+        /// Which term.
+        role: TermRole,
+        /// Where it starts, in the frame (control) or in the payload bytes.
+        offset: usize,
+        /// Whether the frame had a header (then 131 is wrong).
+        header_mode: bool,
+    },
+    /// A term could not be decoded. Offsets are in the frame for the
+    /// control term and in the (reassembled) payload bytes for the payload.
+    #[error("{role}: {source}")]
+    Term {
+        /// Which term.
+        role: TermRole,
+        /// The decoder's error.
+        source: DecodeError,
+    },
+    /// The control term is not a valid control message, or the payload is
+    /// missing.
+    #[error("{0}")]
+    Control(#[from] ControlError),
+    /// Bytes after the last term of the message.
+    #[error("{op}: {count} bytes after the end of the message")]
+    TrailingBytes {
+        /// The operation.
+        op: ControlOp,
+        /// How many bytes.
+        count: usize,
+    },
+}
+
+fn header_err(offset: usize, kind: HeaderErrorKind) -> HeaderError {
+    HeaderError { offset, kind }
+}
+
+// ---------------------------------------------------------------------------
+// Receiving: the atom cache and the header
+
+/// The receiving atom cache of one connection: 2048 slots, filled by the
+/// new entries of the headers that arrive.
+#[derive(Clone)]
+pub struct AtomCacheIn {
+    slots: Vec<Option<Atom>>,
+}
+
+impl Default for AtomCacheIn {
+    fn default() -> Self {
+        AtomCacheIn::new()
+    }
+}
+
+impl fmt::Debug for AtomCacheIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AtomCacheIn")
+            .field("filled", &self.slots.iter().filter(|s| s.is_some()).count())
+            .finish()
+    }
+}
+
+impl AtomCacheIn {
+    /// An empty cache.
+    pub fn new() -> AtomCacheIn {
+        AtomCacheIn {
+            slots: vec![None; ATOM_CACHE_SIZE],
+        }
+    }
+
+    /// The atom in `slot` (0..2048), if a header has filled it.
+    pub fn get(&self, slot: usize) -> Option<Atom> {
+        self.slots.get(slot).copied().flatten()
+    }
+
+    /// Empties every slot (a new connection starts empty).
+    pub fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|s| *s = None);
+    }
+
+    /// Reads the atom cache section of a header — `N`, the flags and the
+    /// references — starting at `pos` of `frame` (just after `131, 68`, or
+    /// after the ids of a `131, 69`). New entries update the cache; the
+    /// result is the frame's atoms in reference order (what
+    /// [`Decoder::atom_cache`] takes) and the offset just past the section.
+    ///
+    /// # Errors
+    /// A [`HeaderError`] for a short frame, a reference to an empty slot,
+    /// or an atom that is not UTF-8 or cannot be created. New entries read
+    /// before the error stay in the cache (the connection is lost anyway).
+    pub fn read_refs(
+        &mut self,
+        frame: &[u8],
+        pos: usize,
+    ) -> Result<(Vec<Atom>, usize), HeaderError> {
+        let mut r = HeaderReader { frame, pos };
+        let n = usize::from(r.u8()?);
+        if n == 0 {
+            return Ok((Vec::new(), r.pos));
+        }
+        let flags = r.take(n / 2 + 1)?;
+        let nibble = |i: usize| -> u8 {
+            let byte = flags.get(i / 2).copied().unwrap_or(0);
+            if i % 2 == 0 {
+                byte & 0x0f
+            } else {
+                byte >> 4
+            }
+        };
+        let long_atoms = nibble(n) & LONG_ATOMS != 0;
+        let mut atoms = Vec::with_capacity(n);
+        for i in 0..n {
+            let flag = nibble(i);
+            let at = r.pos;
+            let slot = u16::from(flag & SEGMENT_MASK) * 256 + u16::from(r.u8()?);
+            let atom = if flag & NEW_CACHE_ENTRY != 0 {
+                let len = if long_atoms {
+                    usize::from(r.u16()?)
+                } else {
+                    usize::from(r.u8()?)
+                };
+                let text = std::str::from_utf8(r.take(len)?)
+                    .map_err(|_| header_err(at, HeaderErrorKind::InvalidUtf8 { slot }))?;
+                let atom = Atom::try_new(text)
+                    .map_err(|source| header_err(at, HeaderErrorKind::Atom { slot, source }))?;
+                if let Some(s) = self.slots.get_mut(usize::from(slot)) {
+                    *s = Some(atom);
+                }
+                atom
+            } else {
+                self.get(usize::from(slot))
+                    .ok_or_else(|| header_err(at, HeaderErrorKind::EmptySlot { slot }))?
+            };
+            atoms.push(atom);
+        }
+        Ok((atoms, r.pos))
+    }
+}
+
+struct HeaderReader<'a> {
+    frame: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> HeaderReader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], HeaderError> {
+        let end = self.pos.saturating_add(n);
+        match self.frame.get(self.pos..end) {
+            Some(s) => {
+                self.pos = end;
+                Ok(s)
+            }
+            None => Err(header_err(
+                self.frame.len(),
+                HeaderErrorKind::UnexpectedEnd {
+                    needed: end - self.frame.len().max(self.pos),
+                },
+            )),
+        }
+    }
+
+    fn u8(&mut self) -> Result<u8, HeaderError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, HeaderError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, HeaderError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(a))
+    }
+}
+
+/// What the header of a frame says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrameHeader {
+    /// A whole message (`131, 68`, or a pass-through frame), with the
+    /// atoms its terms refer to.
+    Whole {
+        /// The header's atoms, in reference order.
+        atoms: Vec<Atom>,
+    },
+    /// The first fragment of a message (`131, 69`).
+    First {
+        /// The sequence.
+        sequence_id: u64,
+        /// The number of fragments in the message.
+        fragment_id: u64,
+        /// The header's atoms, for the whole message.
+        atoms: Vec<Atom>,
+    },
+    /// A later fragment (`131, 70`).
+    Continuation {
+        /// The sequence.
+        sequence_id: u64,
+        /// The number of fragments still to come, this one included.
+        fragment_id: u64,
+    },
+}
+
+/// Reads the header of `frame` (a packet's payload, not empty) under
+/// `framing`, updating `cache`; returns it and the offset of the first
+/// term (the control term, or payload bytes for a continuation).
+///
+/// # Errors
+/// A [`HeaderError`] for a short or malformed header.
+pub fn read_frame_header(
+    frame: &[u8],
+    framing: Framing,
+    cache: &mut AtomCacheIn,
+) -> Result<(FrameHeader, usize), HeaderError> {
+    let mut r = HeaderReader { frame, pos: 0 };
+    if !framing.has_header() {
+        // OTP skips the pass-through byte without looking at it.
+        r.u8()?;
+        return Ok((FrameHeader::Whole { atoms: Vec::new() }, r.pos));
+    }
+    match r.u8()? {
+        VERSION_MAGIC => {}
+        other => return Err(header_err(0, HeaderErrorKind::BadVersion(other))),
+    }
+    let tag = FrameTag(r.u8()?);
+    match tag {
+        FrameTag::DIST_HEADER => {
+            let (atoms, pos) = cache.read_refs(frame, r.pos)?;
+            Ok((FrameHeader::Whole { atoms }, pos))
+        }
+        FrameTag::DIST_FRAG_HEADER | FrameTag::DIST_FRAG_CONT => {
+            if !framing.has_fragments() {
+                return Err(header_err(1, HeaderErrorKind::FragmentsNotNegotiated(tag)));
+            }
+            let sequence_id = r.u64()?;
+            let fragment_id = r.u64()?;
+            if tag == FrameTag::DIST_FRAG_CONT {
+                return Ok((
+                    FrameHeader::Continuation {
+                        sequence_id,
+                        fragment_id,
+                    },
+                    r.pos,
+                ));
+            }
+            let (atoms, pos) = cache.read_refs(frame, r.pos)?;
+            Ok((
+                FrameHeader::First {
+                    sequence_id,
+                    fragment_id,
+                    atoms,
+                },
+                pos,
+            ))
+        }
+        FrameTag(other) => Err(header_err(1, HeaderErrorKind::UnknownTag(other))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reassembly
+
+/// Bounds on what a peer can make the [`Reassembler`] hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReassemblyLimits {
+    /// The most sequences pending at once.
+    pub max_pending: usize,
+    /// The largest reassembled message, in bytes (after the control term).
+    pub max_message_size: usize,
+    /// The most bytes pending over all sequences.
+    pub max_buffered: usize,
+}
+
+impl Default for ReassemblyLimits {
+    /// 1024 sequences, 128 MiB per message, 512 MiB in all.
+    fn default() -> Self {
+        ReassemblyLimits {
+            max_pending: 1024,
+            max_message_size: 128 << 20,
+            max_buffered: 512 << 20,
+        }
+    }
+}
+
+/// Collects fragmented messages, keyed by SequenceId.
+///
+/// `T` is what the first fragment says about the whole message (for
+/// [`DistDecoder`], its control message and header atoms); it comes back
+/// with the joined bytes when the last fragment arrives. Fragments are
+/// kept as the [`Bytes`] they arrived in and copied once, into one buffer,
+/// at the end.
+#[derive(Debug)]
+pub struct Reassembler<T> {
+    pending: HashMap<u64, Pending<T>>,
+    buffered: usize,
+    limits: ReassemblyLimits,
+}
+
+#[derive(Debug)]
+struct Pending<T> {
+    state: T,
+    chunks: Vec<Bytes>,
+    size: usize,
+    next: u64,
+}
+
+impl<T> Default for Reassembler<T> {
+    fn default() -> Self {
+        Reassembler::new(ReassemblyLimits::default())
+    }
+}
+
+impl<T> Reassembler<T> {
+    /// An empty reassembler with these limits.
+    pub fn new(limits: ReassemblyLimits) -> Reassembler<T> {
+        Reassembler {
+            pending: HashMap::new(),
+            buffered: 0,
+            limits,
+        }
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> ReassemblyLimits {
+        self.limits
+    }
+
+    /// How many sequences are pending.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// How many bytes the pending sequences hold.
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// Drops every pending sequence.
+    pub fn clear(&mut self) {
+        self.pending.clear();
+        self.buffered = 0;
+    }
+
+    /// Takes the first fragment of a sequence (`fragment_id` = the number
+    /// of fragments). Returns the message if it is complete (FragmentId 1).
+    ///
+    /// # Errors
+    /// FragmentId 0, a sequence already pending, or a limit exceeded.
+    pub fn first(
+        &mut self,
+        sequence_id: u64,
+        fragment_id: u64,
+        state: T,
+        chunk: Bytes,
+    ) -> Result<Option<(T, Bytes)>, FragmentError> {
+        if fragment_id == 0 {
+            return Err(FragmentError::ZeroFragmentId { sequence_id });
+        }
+        if self.pending.contains_key(&sequence_id) {
+            return Err(FragmentError::DuplicateSequence { sequence_id });
+        }
+        if fragment_id == 1 {
+            // Complete at once: nothing is buffered, only the size counts.
+            if chunk.len() > self.limits.max_message_size {
+                return Err(FragmentError::TooLarge {
+                    sequence_id,
+                    size: chunk.len(),
+                    limit: self.limits.max_message_size,
+                });
+            }
+            return Ok(Some((state, chunk)));
+        }
+        self.check_size(sequence_id, 0, chunk.len())?;
+        if self.pending.len() >= self.limits.max_pending {
+            return Err(FragmentError::TooManyPending {
+                sequence_id,
+                limit: self.limits.max_pending,
+            });
+        }
+        self.buffered += chunk.len();
+        let size = chunk.len();
+        let mut chunks = Vec::new();
+        if !chunk.is_empty() {
+            chunks.push(chunk);
+        }
+        self.pending.insert(
+            sequence_id,
+            Pending {
+                state,
+                chunks,
+                size,
+                next: fragment_id - 1,
+            },
+        );
+        Ok(None)
+    }
+
+    /// Takes a later fragment. Returns the message, its fragments joined,
+    /// when this was the last one (FragmentId 1).
+    ///
+    /// # Errors
+    /// An unknown sequence, a FragmentId out of order, or a limit
+    /// exceeded; the sequence is dropped.
+    pub fn continuation(
+        &mut self,
+        sequence_id: u64,
+        fragment_id: u64,
+        chunk: Bytes,
+    ) -> Result<Option<(T, Bytes)>, FragmentError> {
+        let Some(p) = self.pending.get(&sequence_id) else {
+            return Err(FragmentError::UnknownSequence {
+                sequence_id,
+                fragment_id,
+            });
+        };
+        let (expected, size) = (p.next, p.size);
+        let checked = if fragment_id != expected {
+            Err(FragmentError::OutOfOrder {
+                sequence_id,
+                expected,
+                found: fragment_id,
+            })
+        } else {
+            self.check_size(sequence_id, size, chunk.len())
+        };
+        if let Err(e) = checked {
+            self.remove(sequence_id);
+            return Err(e);
+        }
+        self.buffered += chunk.len();
+        if let Some(p) = self.pending.get_mut(&sequence_id) {
+            p.size += chunk.len();
+            p.next -= 1;
+            if !chunk.is_empty() {
+                p.chunks.push(chunk);
+            }
+        }
+        if fragment_id > 1 {
+            return Ok(None);
+        }
+        Ok(self
+            .remove(sequence_id)
+            .map(|p| (p.state, join(p.chunks, p.size))))
+    }
+
+    fn check_size(&self, sequence_id: u64, have: usize, more: usize) -> Result<(), FragmentError> {
+        let size = have.saturating_add(more);
+        if size > self.limits.max_message_size {
+            return Err(FragmentError::TooLarge {
+                sequence_id,
+                size,
+                limit: self.limits.max_message_size,
+            });
+        }
+        let all = self.buffered.saturating_add(more);
+        if all > self.limits.max_buffered {
+            return Err(FragmentError::TooMuchPending {
+                sequence_id,
+                size: all,
+                limit: self.limits.max_buffered,
+            });
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, sequence_id: u64) -> Option<Pending<T>> {
+        let p = self.pending.remove(&sequence_id)?;
+        self.buffered -= p.size;
+        Some(p)
+    }
+}
+
+/// Joins chunks with one copy (none for a single chunk).
+fn join(mut chunks: Vec<Bytes>, size: usize) -> Bytes {
+    if chunks.len() <= 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    let mut out = BytesMut::with_capacity(size);
+    for c in &chunks {
+        out.extend_from_slice(c);
+    }
+    out.freeze()
+}
+
+// ---------------------------------------------------------------------------
+// Receiving: whole frames
+
+/// The receiving side of a connection: reads frames into messages, keeping
+/// the atom cache and the pending fragments.
+#[derive(Debug)]
+pub struct DistDecoder {
+    framing: Framing,
+    cache: AtomCacheIn,
+    fragments: Reassembler<(ControlMessage, Vec<Atom>)>,
+    options: DecodeOptions,
+}
+
+impl DistDecoder {
+    /// A decoder for a connection with these negotiated flags.
+    pub fn new(flags: DistFlags) -> DistDecoder {
+        DistDecoder::with_framing(Framing::from_flags(flags))
+    }
+
+    /// A decoder for frames of this form.
+    pub fn with_framing(framing: Framing) -> DistDecoder {
+        DistDecoder {
+            framing,
+            cache: AtomCacheIn::new(),
+            fragments: Reassembler::default(),
+            options: DecodeOptions::default(),
+        }
+    }
+
+    /// Sets the reassembly limits.
+    pub fn limits(mut self, limits: ReassemblyLimits) -> DistDecoder {
+        self.fragments = Reassembler::new(limits);
+        self
+    }
+
+    /// Sets the term decoding limits.
+    pub fn decode_options(mut self, options: DecodeOptions) -> DistDecoder {
+        self.options = options;
+        self
+    }
+
+    /// The framing.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// The atom cache.
+    pub fn atom_cache(&self) -> &AtomCacheIn {
+        &self.cache
+    }
+
+    /// The fragmented messages pending.
+    pub fn pending_fragments(&self) -> usize {
+        self.fragments.pending()
+    }
+
+    /// Reads one frame (a packet's payload, without its length). Returns
+    /// the message it completes, or `None` for a tick (an empty frame) or
+    /// a fragment that leaves its message incomplete.
+    ///
+    /// # Errors
+    /// A [`FrameError`]; after one, the connection should be closed (as
+    /// OTP does), since the atom cache may be out of step.
+    pub fn decode_frame(&mut self, frame: Bytes) -> Result<Option<DistMessage>, FrameError> {
+        if frame.is_empty() {
+            return Ok(None);
+        }
+        let (header, pos) = read_frame_header(&frame, self.framing, &mut self.cache)?;
+        let header_mode = self.framing.has_header();
+        match header {
+            FrameHeader::Whole { atoms } => {
+                let (control, end) = self.control(&frame, pos, &atoms)?;
+                self.finish(control, &atoms, &frame, end).map(Some)
+            }
+            FrameHeader::First {
+                sequence_id: 0,
+                atoms,
+                ..
+            } => {
+                let (control, end) = self.control(&frame, pos, &atoms)?;
+                self.finish(control, &atoms, &frame, end).map(Some)
+            }
+            FrameHeader::First {
+                sequence_id,
+                fragment_id,
+                atoms,
+            } => {
+                // OTP checks the control term when the first fragment comes.
+                let (control, end) = self.control(&frame, pos, &atoms)?;
+                let rest = frame.slice(end..);
+                match self
+                    .fragments
+                    .first(sequence_id, fragment_id, (control, atoms), rest)?
+                {
+                    Some(((control, atoms), bytes)) => {
+                        self.finish(control, &atoms, &bytes, 0).map(Some)
+                    }
+                    None => Ok(None),
+                }
+            }
+            FrameHeader::Continuation {
+                sequence_id,
+                fragment_id,
+            } => {
+                debug_assert!(header_mode);
+                let chunk = frame.slice(pos..);
+                match self
+                    .fragments
+                    .continuation(sequence_id, fragment_id, chunk)?
+                {
+                    Some(((control, atoms), bytes)) => {
+                        self.finish(control, &atoms, &bytes, 0).map(Some)
+                    }
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// Decodes the control term at `pos`.
+    fn control(
+        &self,
+        frame: &Bytes,
+        pos: usize,
+        atoms: &[Atom],
+    ) -> Result<(ControlMessage, usize), FrameError> {
+        let (term, end) = self.term(frame, pos, atoms, TermRole::Control)?;
+        Ok((ControlMessage::from_term(term)?, end))
+    }
+
+    /// Decodes the payload (if the operation has one) at `pos` of `bytes`
+    /// and checks nothing follows.
+    fn finish(
+        &self,
+        control: ControlMessage,
+        atoms: &[Atom],
+        bytes: &Bytes,
+        pos: usize,
+    ) -> Result<DistMessage, FrameError> {
+        let op = control.op();
+        let (payload, end) = if control.has_payload() {
+            if pos >= bytes.len() {
+                return Err(ControlError::MissingPayload { op }.into());
+            }
+            let (t, end) = self.term(bytes, pos, atoms, TermRole::Payload)?;
+            (Some(t), end)
+        } else {
+            (None, pos)
+        };
+        if end < bytes.len() {
+            return Err(FrameError::TrailingBytes {
+                op,
+                count: bytes.len() - end,
+            });
+        }
+        Ok(DistMessage::new(control, payload)?)
+    }
+
+    fn term(
+        &self,
+        bytes: &Bytes,
+        pos: usize,
+        atoms: &[Atom],
+        role: TermRole,
+    ) -> Result<(Term, usize), FrameError> {
+        let header_mode = self.framing.has_header();
+        let first = bytes.get(pos).copied();
+        let start = if header_mode {
+            if first == Some(VERSION_MAGIC) {
+                return Err(FrameError::VersionMagic {
+                    role,
+                    offset: pos,
+                    header_mode,
+                });
+            }
+            pos
+        } else {
+            if first != Some(VERSION_MAGIC) {
+                return Err(FrameError::VersionMagic {
+                    role,
+                    offset: pos,
+                    header_mode,
+                });
+            }
+            pos + 1
+        };
+        Decoder::new()
+            .options(self.options)
+            .atom_cache(atoms)
+            .decode_body(bytes, start)
+            .map_err(|source| FrameError::Term { role, source })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sending
+
+/// The sending atom cache of one connection: which atom each of the 2048
+/// slots holds at the receiver.
+///
+/// An atom always goes to the same slot ([`AtomCacheOut::slot_of`], a hash
+/// of its text; OTP hashes its atom index instead, and any choice works
+/// since the receiver follows the header).
+#[derive(Clone)]
+pub struct AtomCacheOut {
+    slots: Vec<Option<Atom>>,
+}
+
+impl Default for AtomCacheOut {
+    fn default() -> Self {
+        AtomCacheOut::new()
+    }
+}
+
+impl fmt::Debug for AtomCacheOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AtomCacheOut")
+            .field("filled", &self.slots.iter().filter(|s| s.is_some()).count())
+            .finish()
+    }
+}
+
+impl AtomCacheOut {
+    /// An empty cache (as the receiver's is at the start).
+    pub fn new() -> AtomCacheOut {
+        AtomCacheOut {
+            slots: vec![None; ATOM_CACHE_SIZE],
+        }
+    }
+
+    /// The slot `atom` goes to: FNV-1a of its text, modulo 2048.
+    pub fn slot_of(atom: Atom) -> u16 {
+        let mut h: u32 = 0x811c_9dc5;
+        for &b in atom.as_str().as_bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        (h % ATOM_CACHE_SIZE as u32) as u16
+    }
+
+    /// The atom the receiver holds in `slot`, as far as this side knows.
+    pub fn get(&self, slot: usize) -> Option<Atom> {
+        self.slots.get(slot).copied().flatten()
+    }
+}
+
+/// The atom cache references of one frame being encoded (OTP's
+/// `ErtsAtomCacheMap`).
+struct FrameAtoms<'c> {
+    cache: &'c AtomCacheOut,
+    /// (atom, slot, new entry), in reference order.
+    refs: Vec<(Atom, u16, bool)>,
+    by_slot: HashMap<u16, u8>,
+}
+
+impl<'c> FrameAtoms<'c> {
+    fn new(cache: &'c AtomCacheOut) -> FrameAtoms<'c> {
+        FrameAtoms {
+            cache,
+            refs: Vec::new(),
+            by_slot: HashMap::new(),
+        }
+    }
+
+    /// The reference index for `atom`, adding it if there is room; `None`
+    /// when it must be written inline (its slot is taken by another atom
+    /// in this frame, the frame has 255 references, or the atom is too
+    /// long to encode).
+    fn index(&mut self, atom: Atom) -> Option<u8> {
+        let slot = AtomCacheOut::slot_of(atom);
+        if let Some(&ix) = self.by_slot.get(&slot) {
+            let (held, _, _) = self.refs.get(usize::from(ix))?;
+            return (*held == atom).then_some(ix);
+        }
+        if self.refs.len() >= MAX_ATOM_CACHE_REFS {
+            return None;
+        }
+        let s = atom.as_str();
+        if s.len() > MAX_ATOM_CHARS && s.chars().count() > MAX_ATOM_CHARS {
+            return None;
+        }
+        let ix = u8::try_from(self.refs.len()).ok()?;
+        let new = self.cache.get(usize::from(slot)) != Some(atom);
+        self.refs.push((atom, slot, new));
+        self.by_slot.insert(slot, ix);
+        Some(ix)
+    }
+
+    /// Writes `N, Flags, Refs`.
+    fn write_header(&self, out: &mut BytesMut) {
+        let n = self.refs.len();
+        out.put_u8(n as u8);
+        if n == 0 {
+            return;
+        }
+        let long = self
+            .refs
+            .iter()
+            .any(|(a, _, new)| *new && a.as_str().len() > 255);
+        let mut flags = vec![0u8; n / 2 + 1];
+        let mut set = |i: usize, nibble: u8| {
+            if let Some(b) = flags.get_mut(i / 2) {
+                *b |= if i % 2 == 0 { nibble } else { nibble << 4 };
+            }
+        };
+        for (i, (_, slot, new)) in self.refs.iter().enumerate() {
+            let seg = (slot >> 8) as u8 & SEGMENT_MASK;
+            set(i, seg | if *new { NEW_CACHE_ENTRY } else { 0 });
+        }
+        if long {
+            set(n, LONG_ATOMS);
+        }
+        out.put_slice(&flags);
+        for (atom, slot, new) in &self.refs {
+            out.put_u8((slot & 0xff) as u8);
+            if *new {
+                let text = atom.as_str().as_bytes();
+                if long {
+                    out.put_u16(text.len() as u16);
+                } else {
+                    out.put_u8(text.len() as u8);
+                }
+                out.put_slice(text);
+            }
+        }
+    }
+
+    /// The new entries, to record in the cache once the frame is written.
+    fn into_new_entries(self) -> Vec<(Atom, u16)> {
+        self.refs
+            .into_iter()
+            .filter(|(_, _, new)| *new)
+            .map(|(atom, slot, _)| (atom, slot))
+            .collect()
+    }
+}
+
+/// How deep the sender's own walk goes before handing a term to
+/// [`Encoder::encode_body`] whole (its atoms then inline).
+const CACHE_WALK_DEPTH: usize = 64;
+
+/// Writes terms as [`Encoder::encode_body`] does, except that atoms —
+/// alone, in tuples and lists, and as the node of pids, ports and
+/// references — become `ATOM_CACHE_REF`s. Maps, funs and anything deeper
+/// than [`CACHE_WALK_DEPTH`] are written by the term encoder, atoms inline
+/// (the term encoder has no hook for the cache).
+struct CacheWriter<'f, 'c> {
+    atoms: Option<&'f mut FrameAtoms<'c>>,
+    encoder: Encoder,
+}
+
+impl CacheWriter<'_, '_> {
+    fn term(&mut self, t: &Term, out: &mut BytesMut, depth: usize) -> Result<(), EncodeError> {
+        if self.atoms.is_none() || depth > CACHE_WALK_DEPTH {
+            return self.encoder.encode_body(t, out);
+        }
+        match t {
+            Term::Atom(a) => self.atom(*a, out)?,
+            Term::Tuple(v) => {
+                if let Ok(n) = u8::try_from(v.len()) {
+                    out.put_u8(SMALL_TUPLE_EXT);
+                    out.put_u8(n);
+                } else {
+                    out.put_u8(LARGE_TUPLE_EXT);
+                    out.put_u32(
+                        u32::try_from(v.len()).map_err(|_| EncodeError::TooLarge("tuple"))?,
+                    );
+                }
+                for e in v {
+                    self.term(e, out, depth + 1)?;
+                }
+            }
+            Term::List(v) if !(v.is_empty() || v.len() <= 0xffff && v.iter().all(is_byte)) => {
+                out.put_u8(LIST_EXT);
+                out.put_u32(u32::try_from(v.len()).map_err(|_| EncodeError::TooLarge("list"))?);
+                for e in v {
+                    self.term(e, out, depth + 1)?;
+                }
+                out.put_u8(NIL_EXT);
+            }
+            Term::ImproperList(l) if !l.elems.is_empty() => {
+                out.put_u8(LIST_EXT);
+                out.put_u32(
+                    u32::try_from(l.elems.len()).map_err(|_| EncodeError::TooLarge("list"))?,
+                );
+                for e in &l.elems {
+                    self.term(e, out, depth + 1)?;
+                }
+                self.term(&l.tail, out, depth + 1)?;
+            }
+            Term::Pid(p) => {
+                out.put_u8(NEW_PID_EXT);
+                self.atom(p.node, out)?;
+                out.put_u32(p.id);
+                out.put_u32(p.serial);
+                out.put_u32(p.creation);
+            }
+            Term::Port(p) => {
+                if p.id < 1 << 28 {
+                    out.put_u8(NEW_PORT_EXT);
+                    self.atom(p.node, out)?;
+                    out.put_u32(p.id as u32);
+                } else {
+                    out.put_u8(V4_PORT_EXT);
+                    self.atom(p.node, out)?;
+                    out.put_u64(p.id);
+                }
+                out.put_u32(p.creation);
+            }
+            Term::Ref(r) => {
+                out.put_u8(NEWER_REFERENCE_EXT);
+                out.put_u16(r.ids().len() as u16);
+                self.atom(r.node, out)?;
+                out.put_u32(r.creation);
+                for &w in r.ids() {
+                    out.put_u32(w);
+                }
+            }
+            other => self.encoder.encode_body(other, out)?,
+        }
+        Ok(())
+    }
+
+    fn atom(&mut self, a: Atom, out: &mut BytesMut) -> Result<(), EncodeError> {
+        match self.atoms.as_mut().and_then(|f| f.index(a)) {
+            Some(ix) => {
+                out.put_u8(ATOM_CACHE_REF);
+                out.put_u8(ix);
+                Ok(())
+            }
+            None => self.encoder.encode_body(&Term::Atom(a), out),
+        }
+    }
+}
+
+fn is_byte(t: &Term) -> bool {
+    matches!(t, Term::Int(i) if (0..=255).contains(i))
+}
+
+/// The sending side of a connection: writes messages as frames, keeping
+/// the atom cache and numbering fragmented messages.
+#[derive(Debug)]
+pub struct DistEncoder {
+    framing: Framing,
+    cache: Option<AtomCacheOut>,
+    fragment_size: usize,
+    next_sequence: u64,
+    encoder: Encoder,
+}
+
+impl DistEncoder {
+    /// An encoder for a connection with these negotiated flags: the atom
+    /// cache with `DIST_HDR_ATOM_CACHE`, fragments with `FRAGMENTS`.
+    pub fn new(flags: DistFlags) -> DistEncoder {
+        let mut e = DistEncoder::with_framing(Framing::from_flags(flags));
+        if !flags.contains(DistFlags::DIST_HDR_ATOM_CACHE) {
+            e.cache = None;
+        }
+        e
+    }
+
+    /// An encoder for frames of this form; with a header, it uses the
+    /// atom cache.
+    pub fn with_framing(framing: Framing) -> DistEncoder {
+        DistEncoder {
+            framing,
+            cache: framing.has_header().then(AtomCacheOut::new),
+            fragment_size: DEFAULT_FRAGMENT_SIZE,
+            next_sequence: 1,
+            encoder: Encoder::new(),
+        }
+    }
+
+    /// Turns the atom cache off: headers then have no references
+    /// (`131, 68, 0`), which OTP accepts.
+    pub fn without_atom_cache(mut self) -> DistEncoder {
+        self.cache = None;
+        self
+    }
+
+    /// Sets the payload bytes per fragment (at least 1; default 64 KiB).
+    pub fn fragment_size(mut self, size: usize) -> DistEncoder {
+        self.fragment_size = size.max(1);
+        self
+    }
+
+    /// The framing.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// The atom cache, if used.
+    pub fn atom_cache(&self) -> Option<&AtomCacheOut> {
+        self.cache.as_ref()
+    }
+
+    /// Encodes `msg` as the frames to send, in order: one frame, or, when
+    /// fragments are negotiated and the payload is longer than the
+    /// fragment size, a `131, 69` frame and `131, 70` frames with a fresh
+    /// sequence id.
+    ///
+    /// # Errors
+    /// An [`EncodeError`] for terms that cannot be encoded; the atom cache
+    /// is then unchanged.
+    pub fn encode(&mut self, msg: &DistMessage) -> Result<Vec<Bytes>, EncodeError> {
+        let seq = NonZeroU64::new(self.next_sequence).unwrap_or(NonZeroU64::MIN);
+        self.next_sequence = seq.get().wrapping_add(1).max(1);
+        self.encode_fragments(msg, seq)
+    }
+
+    /// Encodes `msg` as one frame, however long.
+    ///
+    /// # Errors
+    /// As [`DistEncoder::encode`].
+    pub fn encode_frame(&mut self, msg: &DistMessage) -> Result<Bytes, EncodeError> {
+        let (mut frames, _) = self.encode_with(msg, None)?;
+        Ok(frames.pop().unwrap_or_default())
+    }
+
+    /// Encodes `msg` as [`DistEncoder::encode`] does, with this sequence
+    /// id if it is fragmented (OTP uses the sending process's pid; the
+    /// sequence must not be in use on the connection).
+    ///
+    /// # Errors
+    /// As [`DistEncoder::encode`].
+    pub fn encode_fragments(
+        &mut self,
+        msg: &DistMessage,
+        sequence_id: NonZeroU64,
+    ) -> Result<Vec<Bytes>, EncodeError> {
+        Ok(self.encode_with(msg, Some(sequence_id))?.0)
+    }
+
+    fn encode_with(
+        &mut self,
+        msg: &DistMessage,
+        sequence_id: Option<NonZeroU64>,
+    ) -> Result<(Vec<Bytes>, bool), EncodeError> {
+        let control = msg.control().to_term();
+        if !self.framing.has_header() {
+            let mut out = BytesMut::new();
+            out.put_u8(PASS_THROUGH);
+            self.encoder.encode_to(&control, &mut out)?;
+            if let Some(p) = msg.payload() {
+                self.encoder.encode_to(p, &mut out)?;
+            }
+            return Ok((vec![out.freeze()], false));
+        }
+        let empty = AtomCacheOut::new();
+        let mut atoms = FrameAtoms::new(self.cache.as_ref().unwrap_or(&empty));
+        let mut body = BytesMut::new();
+        let mut writer = CacheWriter {
+            atoms: self.cache.is_some().then_some(&mut atoms),
+            encoder: self.encoder,
+        };
+        writer.term(&control, &mut body, 0)?;
+        let control_len = body.len();
+        if let Some(p) = msg.payload() {
+            writer.term(p, &mut body, 0)?;
+        }
+        let body = body.freeze();
+        let payload_len = body.len() - control_len;
+        let fs = self.fragment_size;
+        let fragmented = self.framing.has_fragments() && payload_len > fs;
+        let frames = match sequence_id.filter(|_| fragmented) {
+            None => {
+                let mut out = BytesMut::with_capacity(body.len() + 3 + 6 * atoms.refs.len());
+                out.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
+                atoms.write_header(&mut out);
+                out.put_slice(&body);
+                vec![out.freeze()]
+            }
+            Some(seq) => {
+                let seq = seq.get();
+                let rest_len = payload_len - fs;
+                let count = 1 + rest_len.div_ceil(fs);
+                let first_end = control_len + fs;
+                let mut frames = Vec::with_capacity(count);
+                let mut out = BytesMut::with_capacity(first_end + 19 + 6 * atoms.refs.len());
+                out.put_slice(&[VERSION_MAGIC, FrameTag::DIST_FRAG_HEADER.0]);
+                out.put_u64(seq);
+                out.put_u64(count as u64);
+                atoms.write_header(&mut out);
+                out.put_slice(&body[..first_end]);
+                frames.push(out.freeze());
+                let mut at = first_end;
+                let mut id = count as u64;
+                while at < body.len() {
+                    id -= 1;
+                    let end = (at + fs).min(body.len());
+                    let mut out = BytesMut::with_capacity(FRAGMENT_CONT_HEADER_SIZE + end - at);
+                    out.put_slice(&[VERSION_MAGIC, FrameTag::DIST_FRAG_CONT.0]);
+                    out.put_u64(seq);
+                    out.put_u64(id);
+                    out.put_slice(&body[at..end]);
+                    frames.push(out.freeze());
+                    at = end;
+                }
+                frames
+            }
+        };
+        let new_entries = atoms.into_new_entries();
+        if let Some(cache) = self.cache.as_mut() {
+            for (atom, slot) in new_entries {
+                if let Some(s) = cache.slots.get_mut(usize::from(slot)) {
+                    *s = Some(atom);
+                }
+            }
+        }
+        Ok((frames, fragmented))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::control::tests::every_op;
+    use crate::Pid;
+
+    const BOTH: DistFlags = DistFlags(DistFlags::DIST_HDR_ATOM_CACHE.0 | DistFlags::FRAGMENTS.0);
+
+    fn msg_of(control: ControlMessage) -> DistMessage {
+        let payload = control
+            .has_payload()
+            .then(|| Term::tuple(vec![Term::atom("hello"), Term::atom("rex")]));
+        DistMessage::new(control, payload).unwrap()
+    }
+
+    /// The frame of protocol.md §4.3, captured from OTP 25.2.3: the bytes
+    /// up to `68 04 61 06 58 52 00` are the capture; the rest of the
+    /// REG_SEND (pid numbers, the cookie and name refs) and the payload
+    /// `{features_request, Pid}` are filled in here.
+    pub(crate) fn otp_worked_example() -> Vec<u8> {
+        let mut f = vec![0x83, 0x44, 0x04, 0x8f, 0xdc, 0x00, 0x40, 0x0f];
+        f.extend_from_slice(b"lab_a@127.0.0.1");
+        f.extend_from_slice(&[0x05, 0x00, 0x75, 0x03]);
+        f.extend_from_slice(b"rex");
+        f.extend_from_slice(&[0x06, 0x10]);
+        f.extend_from_slice(b"features_request");
+        f.extend_from_slice(&[0x68, 0x04, 0x61, 0x06, 0x58, 0x52, 0x00]);
+        f.extend_from_slice(&[0, 0, 0, 0x4c, 0, 0, 0, 0, 0x63, 0x9b, 0x55, 0x10]);
+        f.extend_from_slice(&[0x52, 0x01, 0x52, 0x02]);
+        f.extend_from_slice(&[0x68, 0x02, 0x52, 0x03, 0x58, 0x52, 0x00]);
+        f.extend_from_slice(&[0, 0, 0, 0x4c, 0, 0, 0, 0, 0x63, 0x9b, 0x55, 0x10]);
+        f
+    }
+
+    #[test]
+    fn decodes_the_otp_worked_example() {
+        let mut rx = DistDecoder::new(BOTH);
+        let msg = rx
+            .decode_frame(Bytes::from(otp_worked_example()))
+            .unwrap()
+            .unwrap();
+        let node = Atom::from("lab_a@127.0.0.1");
+        let from = Pid {
+            node,
+            id: 0x4c,
+            serial: 0,
+            creation: 0x639b_5510,
+        };
+        assert_eq!(
+            msg.control(),
+            &ControlMessage::RegSend {
+                from,
+                to_name: Atom::from("rex")
+            }
+        );
+        assert!(msg.payload().unwrap().exact_eq(&Term::tuple(vec![
+            Term::atom("features_request"),
+            Term::Pid(from)
+        ])));
+        let cache = rx.atom_cache();
+        assert_eq!(cache.get(1856), Some(node));
+        assert_eq!(cache.get(5), Some(Atom::from("")));
+        assert_eq!(cache.get(4 * 256 + 0x75), Some(Atom::from("rex")));
+        assert_eq!(cache.get(5 * 256 + 6), Some(Atom::from("features_request")));
+        assert_eq!(cache.get(0), None);
+    }
+
+    #[test]
+    fn cached_refs_read_earlier_frames() {
+        let mut rx = DistDecoder::new(BOTH);
+        rx.decode_frame(Bytes::from(otp_worked_example())).unwrap();
+        // The same message, every atom now a cached reference.
+        let mut f = vec![0x83, 0x44, 0x04, 0x07, 0x54, 0x00, 0x40, 0x05, 0x75, 0x06];
+        let ex = otp_worked_example();
+        let body_at = 48;
+        f.extend_from_slice(&ex[body_at..]);
+        let msg = rx.decode_frame(Bytes::from(f)).unwrap().unwrap();
+        assert_eq!(msg.control().op(), ControlOp::REG_SEND);
+    }
+
+    #[test]
+    fn a_reference_to_an_empty_slot_is_an_error() {
+        let mut rx = DistDecoder::new(BOTH);
+        let f = vec![0x83, 0x44, 0x01, 0x03, 0x10, 0x68, 0x01, 0x61, 0x01];
+        let e = rx.decode_frame(Bytes::from(f)).unwrap_err();
+        assert_eq!(
+            e,
+            FrameError::Header(header_err(4, HeaderErrorKind::EmptySlot { slot: 0x310 }))
+        );
+    }
+
+    #[test]
+    fn every_op_round_trips_in_every_framing() {
+        for framing in [
+            Framing::PassThrough,
+            Framing::Header,
+            Framing::HeaderWithFragments,
+        ] {
+            let mut tx = DistEncoder::with_framing(framing);
+            let mut rx = DistDecoder::with_framing(framing);
+            for round in 0..2 {
+                for control in every_op() {
+                    let msg = msg_of(control);
+                    let frames = tx.encode(&msg).unwrap();
+                    assert_eq!(frames.len(), 1);
+                    let back = rx.decode_frame(frames[0].clone()).unwrap();
+                    assert_eq!(back.as_ref(), Some(&msg), "{framing:?} round {round}");
+                    if framing.has_header() {
+                        assert_eq!(&frames[0][..2], [131, 68]);
+                    } else {
+                        assert_eq!(&frames[0][..2], [112, 131]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_second_frame_uses_cached_refs() {
+        let mut tx = DistEncoder::new(BOTH);
+        let msg = msg_of(every_op().swap_remove(4));
+        let first = tx.encode_frame(&msg).unwrap();
+        let second = tx.encode_frame(&msg).unwrap();
+        assert!(second.len() < first.len());
+        // No new-entry bits in the second header.
+        let n = usize::from(second[2]);
+        assert!(n > 0);
+        assert!(second[3..3 + n / 2 + 1].iter().all(|b| b & 0x88 == 0));
+    }
+
+    #[test]
+    fn without_the_cache_headers_are_empty_and_terms_plain() {
+        let mut tx = DistEncoder::new(DistFlags::FRAGMENTS);
+        let msg = msg_of(every_op().swap_remove(4));
+        let frame = tx.encode_frame(&msg).unwrap();
+        assert_eq!(&frame[..3], [131, 68, 0]);
+        let mut plain = Vec::new();
+        Encoder::new()
+            .encode_body(&msg.control().to_term(), &mut plain)
+            .unwrap();
+        Encoder::new()
+            .encode_body(msg.payload().unwrap(), &mut plain)
+            .unwrap();
+        assert_eq!(&frame[3..], plain);
+    }
+
+    #[test]
+    fn reassembler_joins_once_in_order() {
+        let mut r: Reassembler<&str> = Reassembler::default();
+        assert_eq!(r.first(7, 3, "x", Bytes::from_static(b"ab")), Ok(None));
+        assert_eq!(r.continuation(7, 2, Bytes::from_static(b"cd")), Ok(None));
+        assert_eq!(r.buffered(), 4);
+        let done = r.continuation(7, 1, Bytes::from_static(b"e")).unwrap();
+        assert_eq!(done, Some(("x", Bytes::from_static(b"abcde"))));
+        assert_eq!((r.pending(), r.buffered()), (0, 0));
+    }
+
+    #[test]
+    fn reassembler_errors() {
+        let mut r: Reassembler<()> = Reassembler::new(ReassemblyLimits {
+            max_pending: 1,
+            max_message_size: 10,
+            max_buffered: 100,
+        });
+        let b = |s: &'static [u8]| Bytes::from_static(s);
+        assert_eq!(
+            r.continuation(1, 1, b(b"")),
+            Err(FragmentError::UnknownSequence {
+                sequence_id: 1,
+                fragment_id: 1
+            })
+        );
+        assert_eq!(
+            r.first(1, 0, (), b(b"")),
+            Err(FragmentError::ZeroFragmentId { sequence_id: 1 })
+        );
+        assert_eq!(r.first(1, 3, (), b(b"abc")), Ok(None));
+        assert_eq!(
+            r.first(1, 3, (), b(b"abc")),
+            Err(FragmentError::DuplicateSequence { sequence_id: 1 })
+        );
+        assert_eq!(
+            r.first(2, 3, (), b(b"abc")),
+            Err(FragmentError::TooManyPending {
+                sequence_id: 2,
+                limit: 1
+            })
+        );
+        assert_eq!(
+            r.continuation(1, 1, b(b"")),
+            Err(FragmentError::OutOfOrder {
+                sequence_id: 1,
+                expected: 2,
+                found: 1
+            })
+        );
+        assert_eq!(r.pending(), 0, "a broken sequence is dropped");
+        assert_eq!(r.first(1, 3, (), b(b"abcdef")), Ok(None));
+        assert_eq!(
+            r.continuation(1, 2, b(b"ghijk")),
+            Err(FragmentError::TooLarge {
+                sequence_id: 1,
+                size: 11,
+                limit: 10
+            })
+        );
+        assert_eq!(r.buffered(), 0);
+    }
+}
