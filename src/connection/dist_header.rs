@@ -120,17 +120,6 @@ const SEGMENT_MASK: u8 = 0b0111;
 /// The header's last nibble, bit 0: atom lengths take two bytes.
 const LONG_ATOMS: u8 = 0b0001;
 
-// The external format tags the sender writes itself (see `CacheWriter`).
-const ATOM_CACHE_REF: u8 = 82;
-const NEW_PID_EXT: u8 = 88;
-const NEW_PORT_EXT: u8 = 89;
-const NEWER_REFERENCE_EXT: u8 = 90;
-const SMALL_TUPLE_EXT: u8 = 104;
-const LARGE_TUPLE_EXT: u8 = 105;
-const NIL_EXT: u8 = 106;
-const LIST_EXT: u8 = 108;
-const V4_PORT_EXT: u8 = 120;
-
 /// The second byte of a header frame.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FrameTag(pub u8);
@@ -1166,108 +1155,6 @@ impl<'c> FrameAtoms<'c> {
     }
 }
 
-/// How deep the sender's own walk goes before handing a term to
-/// [`Encoder::encode_body`] whole (its atoms then inline).
-const CACHE_WALK_DEPTH: usize = 64;
-
-/// Writes terms as [`Encoder::encode_body`] does, except that atoms —
-/// alone, in tuples and lists, and as the node of pids, ports and
-/// references — become `ATOM_CACHE_REF`s. Maps, funs and anything deeper
-/// than [`CACHE_WALK_DEPTH`] are written by the term encoder, atoms inline
-/// (the term encoder has no hook for the cache).
-struct CacheWriter<'f, 'c> {
-    atoms: Option<&'f mut FrameAtoms<'c>>,
-    encoder: Encoder,
-}
-
-impl CacheWriter<'_, '_> {
-    fn term(&mut self, t: &Term, out: &mut BytesMut, depth: usize) -> Result<(), EncodeError> {
-        if self.atoms.is_none() || depth > CACHE_WALK_DEPTH {
-            return self.encoder.encode_body(t, out);
-        }
-        match t {
-            Term::Atom(a) => self.atom(*a, out)?,
-            Term::Tuple(v) => {
-                if let Ok(n) = u8::try_from(v.len()) {
-                    out.put_u8(SMALL_TUPLE_EXT);
-                    out.put_u8(n);
-                } else {
-                    out.put_u8(LARGE_TUPLE_EXT);
-                    out.put_u32(
-                        u32::try_from(v.len()).map_err(|_| EncodeError::TooLarge("tuple"))?,
-                    );
-                }
-                for e in v {
-                    self.term(e, out, depth + 1)?;
-                }
-            }
-            Term::List(v) if !(v.is_empty() || v.len() <= 0xffff && v.iter().all(is_byte)) => {
-                out.put_u8(LIST_EXT);
-                out.put_u32(u32::try_from(v.len()).map_err(|_| EncodeError::TooLarge("list"))?);
-                for e in v {
-                    self.term(e, out, depth + 1)?;
-                }
-                out.put_u8(NIL_EXT);
-            }
-            Term::ImproperList(l) if !l.elems.is_empty() => {
-                out.put_u8(LIST_EXT);
-                out.put_u32(
-                    u32::try_from(l.elems.len()).map_err(|_| EncodeError::TooLarge("list"))?,
-                );
-                for e in &l.elems {
-                    self.term(e, out, depth + 1)?;
-                }
-                self.term(&l.tail, out, depth + 1)?;
-            }
-            Term::Pid(p) => {
-                out.put_u8(NEW_PID_EXT);
-                self.atom(p.node, out)?;
-                out.put_u32(p.id);
-                out.put_u32(p.serial);
-                out.put_u32(p.creation);
-            }
-            Term::Port(p) => {
-                if p.id < 1 << 28 {
-                    out.put_u8(NEW_PORT_EXT);
-                    self.atom(p.node, out)?;
-                    out.put_u32(p.id as u32);
-                } else {
-                    out.put_u8(V4_PORT_EXT);
-                    self.atom(p.node, out)?;
-                    out.put_u64(p.id);
-                }
-                out.put_u32(p.creation);
-            }
-            Term::Ref(r) => {
-                out.put_u8(NEWER_REFERENCE_EXT);
-                out.put_u16(r.ids().len() as u16);
-                self.atom(r.node, out)?;
-                out.put_u32(r.creation);
-                for &w in r.ids() {
-                    out.put_u32(w);
-                }
-            }
-            other => self.encoder.encode_body(other, out)?,
-        }
-        Ok(())
-    }
-
-    fn atom(&mut self, a: Atom, out: &mut BytesMut) -> Result<(), EncodeError> {
-        match self.atoms.as_mut().and_then(|f| f.index(a)) {
-            Some(ix) => {
-                out.put_u8(ATOM_CACHE_REF);
-                out.put_u8(ix);
-                Ok(())
-            }
-            None => self.encoder.encode_body(&Term::Atom(a), out),
-        }
-    }
-}
-
-fn is_byte(t: &Term) -> bool {
-    matches!(t, Term::Int(i) if (0..=255).contains(i))
-}
-
 /// The sending side of a connection: writes messages as frames, keeping
 /// the atom cache and numbering fragmented messages.
 #[derive(Debug)]
@@ -1380,14 +1267,19 @@ impl DistEncoder {
         let empty = AtomCacheOut::new();
         let mut atoms = FrameAtoms::new(self.cache.as_ref().unwrap_or(&empty));
         let mut body = BytesMut::new();
-        let mut writer = CacheWriter {
-            atoms: self.cache.is_some().then_some(&mut atoms),
-            encoder: self.encoder,
+        let use_cache = self.cache.is_some();
+        let mut write = |t: &Term, body: &mut BytesMut| {
+            if use_cache {
+                self.encoder
+                    .encode_body_with_atom_refs(t, body, &mut |a| atoms.index(a))
+            } else {
+                self.encoder.encode_body(t, body)
+            }
         };
-        writer.term(&control, &mut body, 0)?;
+        write(&control, &mut body)?;
         let control_len = body.len();
         if let Some(p) = msg.payload() {
-            writer.term(p, &mut body, 0)?;
+            write(p, &mut body)?;
         }
         let body = body.freeze();
         let payload_len = body.len() - control_len;

@@ -139,11 +139,7 @@ impl Atom {
     /// table's lock and hash for the atoms a stream repeats.
     pub(crate) fn try_from_utf8(bytes: &[u8]) -> Result<Atom, AtomFromBytesError> {
         let slot = recent_slot(bytes);
-        let hit = RECENT.with(|r| {
-            r[slot]
-                .get()
-                .filter(|a| a.as_str().as_bytes() == bytes)
-        });
+        let hit = RECENT.with(|r| r[slot].get().filter(|a| a.as_str().as_bytes() == bytes));
         if let Some(a) = hit {
             return Ok(a);
         }

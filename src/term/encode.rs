@@ -186,7 +186,11 @@ impl<B: BufMut> Writer<'_, '_, B> {
                 Ok(())
             }
             // Checking the stack costs a little; every 16 levels is enough.
-            Term::Tuple(_) | Term::List(_) | Term::ImproperList(_) | Term::Map(_) | Term::Fun(_)
+            Term::Tuple(_)
+            | Term::List(_)
+            | Term::ImproperList(_)
+            | Term::Map(_)
+            | Term::Fun(_)
                 if depth % 16 == 0 =>
             {
                 super::deep(|| self.term_at(t, depth))
