@@ -4,3 +4,5 @@
 
 pub mod control;
 pub mod dist_header;
+pub mod driver;
+pub mod framing;

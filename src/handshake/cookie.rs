@@ -204,8 +204,8 @@ impl Cookie {
         let home_file = home.map(|h| h.join(".erlang.cookie"));
         for path in home_file.iter().chain(xdg.iter()) {
             match Cookie::read_file(path) {
-                Err(CookieError::Io { source, .. })
-                    if source.kind() == io::ErrorKind::NotFound => {}
+                Err(CookieError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                }
                 other => return other,
             }
         }

@@ -697,8 +697,8 @@ mod tests {
 
     #[test]
     fn matches_bytes_captured_from_otp_25() {
-        let captured = hex::decode("4e0000000d07df7fbd6b084235000f6c61625f61403132372e302e302e31")
-            .unwrap();
+        let captured =
+            hex::decode("4e0000000d07df7fbd6b084235000f6c61625f61403132372e302e302e31").unwrap();
         let m = SendName::decode(&captured).unwrap();
         assert_eq!(m.flags, DistFlags(0xD_07DF_7FBD));
         assert_eq!(m.creation, 0x6B08_4235);
@@ -706,9 +706,10 @@ mod tests {
         let mut out = BytesMut::new();
         m.encode(&mut out);
         assert_eq!(&out[..], &captured[..]);
-        let named = hex::decode("736e616d65643a0016324e45354959554a345433594031323"
-            .to_owned()
-            + "72e302e302e31ab7502d4")
+        let named = hex::decode(
+            "736e616d65643a0016324e45354959554a345433594031323".to_owned()
+                + "72e302e302e31ab7502d4",
+        )
         .unwrap();
         assert_eq!(
             Status::decode(&named).unwrap(),

@@ -31,8 +31,8 @@ pub use messages::{
 pub use name::{local_short_host_name, NameError, NameMode, NodeName};
 pub use state::{
     AcceptPending, Acceptor, AfterName, Arbiter, AwaitAck, AwaitAliveReply, AwaitChallenge,
-    AwaitComplement, AwaitName, AwaitReply, AwaitStatus, Failure, HandshakeConfig,
-    HandshakeError, HandshakeOutcome, Initiator, LocalName, NoArbiter, Role, Step,
+    AwaitComplement, AwaitName, AwaitReply, AwaitStatus, Failure, HandshakeConfig, HandshakeError,
+    HandshakeOutcome, Initiator, LocalName, NoArbiter, Role, Step,
 };
 
 use crate::flags::DistFlags;

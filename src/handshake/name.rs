@@ -130,7 +130,10 @@ impl NodeName {
             return Err(invalid("more than one '@'"));
         }
         // net_kernel: ^[!-ÿ]*$ (printable latin-1, no space).
-        if !host.chars().all(|c| ('!'..='\u{ff}').contains(&c) && c != '\u{7f}') {
+        if !host
+            .chars()
+            .all(|c| ('!'..='\u{ff}').contains(&c) && c != '\u{7f}')
+        {
             return Err(invalid("the host part holds spaces or control characters"));
         }
         let full = format!("{alive}@{host}");

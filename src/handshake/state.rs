@@ -777,7 +777,10 @@ impl AwaitReply {
     ///
     /// # Errors
     /// [`HandshakeError::PeerDigestWrong`]: the peer's cookie differs.
-    pub fn handle(self, reply: ChallengeReply) -> Result<(ChallengeAck, HandshakeOutcome), Failure> {
+    pub fn handle(
+        self,
+        reply: ChallengeReply,
+    ) -> Result<(ChallengeAck, HandshakeOutcome), Failure> {
         let cookie = self.c.cookies.for_peer(&self.hello.name);
         if !cookie.digest(self.c.challenge).ct_eq(&reply.digest) {
             return Err(HandshakeError::PeerDigestWrong {
@@ -981,7 +984,10 @@ mod tests {
             HandshakeError::NameMismatch { .. }
         ));
         assert!(matches!(
-            start().handle(ch("b@localhost", DistFlags::PUBLISHED)).unwrap_err().error,
+            start()
+                .handle(ch("b@localhost", DistFlags::PUBLISHED))
+                .unwrap_err()
+                .error,
             HandshakeError::MissingFlags { .. }
         ));
     }
@@ -1043,7 +1049,9 @@ mod tests {
                 .unwrap()
                 .1
         };
-        let step = st().handle(Status::Alive, &table(AcceptPending::Ok)).unwrap();
+        let step = st()
+            .handle(Status::Alive, &table(AcceptPending::Ok))
+            .unwrap();
         assert_eq!(step.send, vec![Message::Status(Status::True)]);
         let mut t = table(AcceptPending::Ok);
         t.pending = false;
