@@ -239,7 +239,13 @@ mod tests {
         assert!(decode_pass_through(Bytes::from(v)).is_err());
         // A compressed control term.
         let mut z = vec![112];
-        z.extend(Encoder::new().compressed(6).encode(&c).unwrap());
+        let big = Term::tuple(vec![
+            Term::Int(2),
+            Term::atom(""),
+            Term::binary(vec![0u8; 1000]),
+        ]);
+        z.extend(Encoder::new().compressed(6).encode(&big).unwrap());
+        assert_eq!(z[2], 80);
         assert!(matches!(
             decode_pass_through(Bytes::from(z)),
             Err(PassThroughError::Compressed { offset: 1 })
