@@ -292,10 +292,32 @@ impl ErlNode {
         cookie: &str,
         extra_args: &[&str],
     ) -> io::Result<ErlNode> {
+        Self::start_named("-sname", "localhost", prefix, epmd_port, cookie, extra_args)
+    }
+
+    /// As [`start_with`](Self::start_with), but with a long name:
+    /// `erl -name <unique>@127.0.0.1`.
+    pub fn start_long(
+        prefix: &str,
+        epmd_port: u16,
+        cookie: &str,
+        extra_args: &[&str],
+    ) -> io::Result<ErlNode> {
+        Self::start_named("-name", "127.0.0.1", prefix, epmd_port, cookie, extra_args)
+    }
+
+    fn start_named(
+        name_flag: &str,
+        host: &str,
+        prefix: &str,
+        epmd_port: u16,
+        cookie: &str,
+        extra_args: &[&str],
+    ) -> io::Result<ErlNode> {
         let alive = unique_name(prefix);
-        let name = format!("{alive}@localhost");
+        let name = format!("{alive}@{host}");
         let mut child = Command::new("erl")
-            .args(["-sname", &name, "-setcookie", cookie, "-noshell"])
+            .args([name_flag, &name, "-setcookie", cookie, "-noshell"])
             .args(["-start_epmd", "false"])
             .args(extra_args)
             .args(["-eval", EVAL_LOOP])
@@ -380,7 +402,8 @@ impl ErlNode {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// The full node name, `name@localhost`.
+    /// The full node name, `name@localhost` (`name@127.0.0.1` for
+    /// [`start_long`](Self::start_long)).
     pub fn name(&self) -> &str {
         &self.name
     }

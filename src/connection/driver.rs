@@ -1,0 +1,1320 @@
+//! The tokio driver: runs the handshake on a socket, then one task per
+//! connection that owns the socket.
+//!
+//! - [`connect`]: EPMD lookup, TCP connect, initiator handshake.
+//! - [`accept`]: acceptor handshake on an accepted socket; [`serve`] runs
+//!   a listener.
+//! - [`Connection`]: the events of one connection ([`ConnectionEvent`]:
+//!   frames, then one `Down` with its reason) and a [`ConnectionHandle`]
+//!   to send frames and close it.
+//!
+//! Each handshake step must complete within
+//! [`LocalNodeConfig::setup_timeout`] (OTP's `net_setuptime`, 7 s). A
+//! failed handshake closes its socket and leaves nothing behind.
+//!
+//! After the handshake the connection task reads 4-byte-length frames
+//! (ticks are empty frames), hands payloads over as [`Bytes`] without
+//! copying, and writes whatever frames are queued in one vectored write.
+//! Every `net_ticktime / tick_intensity` it sends a tick if it wrote
+//! nothing during that interval (or, on a hidden connection, read nothing),
+//! and declares the peer down after `tick_intensity` intervals without
+//! reading anything, as OTP's `dist_util` does.
+//!
+//! The [`ConnectionTable`] shared by one node's connects and accepts
+//! applies OTP's simultaneous-connect rules.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::{timeout, Instant, MissedTickBehavior};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::framing::{decode_frame, frame_header, Frame, FrameError, DEFAULT_MAX_FRAME, TICK};
+use crate::epmd::{EpmdClient, EpmdError};
+use crate::flags::DistFlags;
+use crate::handshake::{
+    cookie::random_letters, decode_packet, gen_challenge, AcceptPending, Acceptor, AfterName,
+    Arbiter, Challenge, ChallengeAck, ChallengeReply, Complement, CookieError, Cookies, Failure,
+    HandshakeConfig, HandshakeError, HandshakeOutcome, Initiator, LocalName, Message, MessageError,
+    NameMessage, NodeName, Status, DEFAULT_FLAGS, REQUIRED_FLAGS,
+};
+
+/// OTP's default `net_setuptime`: 7 s per handshake step.
+pub const DEFAULT_SETUP_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// OTP's default `net_ticktime`: 60 s.
+pub const DEFAULT_NET_TICKTIME: Duration = Duration::from_secs(60);
+
+/// OTP's default `net_tickintensity`: 4 intervals per tick time.
+pub const DEFAULT_TICK_INTENSITY: u32 = 4;
+
+/// How many received frames may wait for the layer above before the
+/// connection stops reading (and TCP pushes back on the peer).
+pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
+
+/// How many frames [`ConnectionHandle::send_frame`] may queue before it
+/// waits.
+pub const DEFAULT_SEND_CAPACITY: usize = 1024;
+
+/// Frames up to this size are copied into one buffer with their headers;
+/// larger ones are written from their own memory.
+const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// The writer stops taking frames from the queue while this many bytes
+/// wait to be written.
+const WRITE_HIGH_WATER: usize = 1024 * 1024;
+
+/// The local node's settings for its connections.
+#[derive(Clone, Debug)]
+pub struct LocalNodeConfig {
+    /// Our name (a [`LocalName::Dynamic`] one can only connect).
+    pub name: LocalName,
+    /// Our creation, from EPMD (0 with a dynamic name).
+    pub creation: u32,
+    /// The cookies (never logged).
+    pub cookies: Cookies,
+    /// The flags we offer. [`DEFAULT_FLAGS`] plus
+    /// [`DistFlags::PUBLISHED`] unless hidden; see [`hidden`](Self::hidden).
+    pub flags: DistFlags,
+    /// The flags a peer must offer: [`REQUIRED_FLAGS`].
+    pub required_flags: DistFlags,
+    /// The limit for each handshake step (and the TCP connect).
+    pub setup_timeout: Duration,
+    /// The tick time: a peer silent this long is down.
+    pub net_ticktime: Duration,
+    /// Ticks per tick time (OTP's `net_tickintensity`, 4 to 1000).
+    pub tick_intensity: u32,
+    /// The largest frame accepted from a peer.
+    pub max_frame_size: usize,
+    /// See [`DEFAULT_EVENT_CAPACITY`].
+    pub event_capacity: usize,
+    /// See [`DEFAULT_SEND_CAPACITY`].
+    pub send_capacity: usize,
+    /// The EPMD client used to find peers; its host is replaced by the
+    /// peer's host for each lookup. Default: port `$ERL_EPMD_PORT` or 4369.
+    pub epmd: EpmdClient,
+    /// The connection table shared by this node's connects and accepts
+    /// (clones of the config share it).
+    pub table: ConnectionTable,
+}
+
+impl LocalNodeConfig {
+    /// A visible node named `name` (creation `creation`) using `cookies`,
+    /// with OTP's defaults.
+    pub fn new(name: NodeName, creation: u32, cookies: impl Into<Cookies>) -> LocalNodeConfig {
+        LocalNodeConfig {
+            name: LocalName::Static(name),
+            creation,
+            cookies: cookies.into(),
+            flags: DEFAULT_FLAGS | DistFlags::PUBLISHED,
+            required_flags: REQUIRED_FLAGS,
+            setup_timeout: DEFAULT_SETUP_TIMEOUT,
+            net_ticktime: DEFAULT_NET_TICKTIME,
+            tick_intensity: DEFAULT_TICK_INTENSITY,
+            max_frame_size: DEFAULT_MAX_FRAME,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
+            send_capacity: DEFAULT_SEND_CAPACITY,
+            epmd: EpmdClient::new(),
+            table: ConnectionTable::new(),
+        }
+    }
+
+    /// Makes the node hidden (not in the peers' `nodes()`, like
+    /// `erl -hidden` or `erl_call`) or visible.
+    pub fn hidden(mut self, hidden: bool) -> LocalNodeConfig {
+        if hidden {
+            self.flags = DistFlags(self.flags.0 & !DistFlags::PUBLISHED.0);
+        } else {
+            self.flags |= DistFlags::PUBLISHED;
+        }
+        self
+    }
+
+    fn handshake_config(&self) -> HandshakeConfig {
+        HandshakeConfig {
+            name: self.name.clone(),
+            creation: self.creation,
+            flags: self.flags,
+            required: self.required_flags,
+            cookies: self.cookies.clone(),
+        }
+    }
+
+    fn tick_interval(&self) -> Duration {
+        (self.net_ticktime / self.tick_intensity.clamp(4, 1000)).max(Duration::from_millis(10))
+    }
+}
+
+/// A connection that could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// No node of that name is registered with EPMD on the peer's host.
+    #[error("node {peer} is not registered with EPMD at {epmd}")]
+    NotRegistered {
+        /// The peer.
+        peer: String,
+        /// The EPMD asked.
+        epmd: String,
+    },
+    /// EPMD could not be asked.
+    #[error("cannot look up {peer} in EPMD: {source}")]
+    Epmd {
+        /// The peer.
+        peer: String,
+        /// The EPMD client's error.
+        #[source]
+        source: EpmdError,
+    },
+    /// The TCP connection failed (refused, unreachable, ...).
+    #[error("cannot connect to {peer} at {addr}: {source}")]
+    Connect {
+        /// The peer.
+        peer: String,
+        /// The address tried.
+        addr: String,
+        /// The socket error.
+        #[source]
+        source: io::Error,
+    },
+    /// A step took longer than the setup timeout.
+    #[error("handshake with {peer} timed out after {after:?} awaiting {step}")]
+    Timeout {
+        /// The peer (or its address when unknown).
+        peer: String,
+        /// The step.
+        step: &'static str,
+        /// The limit.
+        after: Duration,
+    },
+    /// The peer closed the connection during the handshake.
+    #[error("{peer} closed the connection during the handshake, awaiting {step}")]
+    Closed {
+        /// The peer (or its address).
+        peer: String,
+        /// The step.
+        step: &'static str,
+    },
+    /// The peer closed the connection instead of acknowledging our digest:
+    /// it rejected our digest, i.e. it has another cookie for us.
+    #[error("{peer} rejected our digest (closed instead of acknowledging): its cookie differs")]
+    DigestRejected {
+        /// The peer.
+        peer: String,
+    },
+    /// A socket error during the handshake.
+    #[error("I/O error with {peer} awaiting {step}: {source}")]
+    Io {
+        /// The peer (or its address).
+        peer: String,
+        /// The step.
+        step: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The handshake failed: refused flags, wrong digest, names, statuses.
+    #[error("handshake with {peer} failed: {source}")]
+    Handshake {
+        /// The peer (or its address).
+        peer: String,
+        /// What went wrong.
+        #[source]
+        source: HandshakeError,
+    },
+    /// The peer's own connection to us replaced this attempt
+    /// (simultaneous connect, the peer's name is greater).
+    #[error("simultaneous connect: {peer}'s connection to us replaced ours")]
+    Superseded {
+        /// The peer.
+        peer: String,
+    },
+    /// A connection to the peer is already up.
+    #[error("already connected to {peer}")]
+    AlreadyConnected {
+        /// The peer.
+        peer: String,
+    },
+    /// Another connection attempt to the peer is in progress.
+    #[error("a connection to {peer} is already being set up")]
+    AlreadyPending {
+        /// The peer.
+        peer: String,
+    },
+    /// The random source failed.
+    #[error("cannot make a challenge: {0}")]
+    Random(#[from] CookieError),
+}
+
+impl ConnectError {
+    /// Whether the peer's cookie differs from ours, whichever side noticed.
+    pub fn is_cookie_mismatch(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::DigestRejected { .. }
+                | ConnectError::Handshake {
+                    source: HandshakeError::PeerDigestWrong { .. },
+                    ..
+                }
+        )
+    }
+}
+
+/// Why a connection went down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownReason {
+    /// The peer closed the socket.
+    ClosedByPeer,
+    /// Nothing was read for the tick limit (OTP: "not responding").
+    TickTimeout {
+        /// How long nothing was read.
+        silent_for: Duration,
+    },
+    /// A socket error.
+    Io(String),
+    /// The peer broke the protocol (framing).
+    Protocol(String),
+    /// Closed on our side: [`ConnectionHandle::close`], every handle
+    /// dropped, or the events receiver dropped.
+    LocalShutdown,
+    /// A new connection from the same node replaced this one (it was
+    /// stale, status `alive`).
+    Replaced,
+}
+
+impl std::fmt::Display for DownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DownReason::ClosedByPeer => f.write_str("connection closed by peer"),
+            DownReason::TickTimeout { silent_for } => {
+                write!(f, "net tick timeout: nothing received for {silent_for:?}")
+            }
+            DownReason::Io(e) => write!(f, "I/O error: {e}"),
+            DownReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            DownReason::LocalShutdown => f.write_str("closed locally"),
+            DownReason::Replaced => f.write_str("replaced by a new connection from the same node"),
+        }
+    }
+}
+
+/// What a connection reports to the layer above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    /// A received frame's payload (ticks are not reported).
+    Frame(Bytes),
+    /// The connection is down; the last event.
+    Down(DownReason),
+}
+
+/// Sending on a closed connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the connection is closed")]
+pub struct Closed;
+
+enum Command {
+    Frame(Bytes),
+    Frames(Vec<Bytes>),
+}
+
+/// Sends frames on a connection and closes it. Cheap to clone; the
+/// connection ends when every handle is dropped (after writing what was
+/// queued) or on [`close`](Self::close).
+#[derive(Clone, Debug)]
+pub struct ConnectionHandle {
+    tx: mpsc::Sender<Command>,
+    shutdown: Arc<Notify>,
+    down: watch::Receiver<Option<DownReason>>,
+    outcome: Arc<HandshakeOutcome>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Frame(b) => write!(f, "Frame({} bytes)", b.len()),
+            Command::Frames(v) => write!(f, "Frames({})", v.len()),
+        }
+    }
+}
+
+impl ConnectionHandle {
+    /// Queues one frame payload (without its length header), waiting while
+    /// the queue is full.
+    ///
+    /// # Errors
+    /// [`Closed`] when the connection is down.
+    pub async fn send_frame(&self, payload: Bytes) -> Result<(), Closed> {
+        self.tx
+            .send(Command::Frame(payload))
+            .await
+            .map_err(|_| Closed)
+    }
+
+    /// Queues several frames at once, to be written together.
+    ///
+    /// # Errors
+    /// [`Closed`] when the connection is down.
+    pub async fn send_frames(&self, payloads: Vec<Bytes>) -> Result<(), Closed> {
+        self.tx
+            .send(Command::Frames(payloads))
+            .await
+            .map_err(|_| Closed)
+    }
+
+    /// Queues a frame without waiting; `Ok(false)` if the queue is full.
+    ///
+    /// # Errors
+    /// [`Closed`] when the connection is down.
+    pub fn try_send_frame(&self, payload: Bytes) -> Result<bool, Closed> {
+        match self.tx.try_send(Command::Frame(payload)) {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
+        }
+    }
+
+    /// Closes the connection now (frames still queued are dropped).
+    pub fn close(&self) {
+        self.shutdown.notify_one();
+    }
+
+    /// Waits until the connection is down, and tells why.
+    pub async fn closed(&self) -> DownReason {
+        let mut rx = self.down.clone();
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                return rx.borrow().clone().unwrap_or(DownReason::LocalShutdown);
+            }
+        }
+    }
+
+    /// Whether the connection is down.
+    pub fn is_closed(&self) -> bool {
+        self.down.borrow().is_some() || self.tx.is_closed()
+    }
+
+    /// What the handshake settled.
+    pub fn outcome(&self) -> &HandshakeOutcome {
+        &self.outcome
+    }
+
+    /// The peer's name.
+    pub fn peer(&self) -> &NodeName {
+        &self.outcome.peer_name
+    }
+}
+
+/// An established connection: its events and a handle.
+#[derive(Debug)]
+pub struct Connection {
+    handle: ConnectionHandle,
+    events: mpsc::Receiver<ConnectionEvent>,
+}
+
+impl Connection {
+    /// A handle to send frames and close the connection.
+    pub fn handle(&self) -> &ConnectionHandle {
+        &self.handle
+    }
+
+    /// What the handshake settled: names, creations, flags, visibility.
+    pub fn outcome(&self) -> &HandshakeOutcome {
+        &self.handle.outcome
+    }
+
+    /// The peer's name.
+    pub fn peer(&self) -> &NodeName {
+        self.handle.peer()
+    }
+
+    /// The next event: a frame, then at last `Down`; `None` after that.
+    pub async fn recv(&mut self) -> Option<ConnectionEvent> {
+        self.events.recv().await
+    }
+
+    /// Splits into the handle and the events receiver.
+    pub fn into_parts(self) -> (ConnectionHandle, mpsc::Receiver<ConnectionEvent>) {
+        (self.handle, self.events)
+    }
+}
+
+// ------------------------------------------------------------ the table
+
+#[derive(Debug)]
+enum Entry {
+    Pending {
+        id: u64,
+        cancel: Option<oneshot::Sender<()>>,
+    },
+    Up {
+        id: u64,
+        handle: ConnectionHandle,
+        /// An incoming handshake replacing this connection (`alive`).
+        pending_owner: Option<u64>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct TableInner {
+    next_id: u64,
+    entries: HashMap<NodeName, Entry>,
+    handshakes: usize,
+    tasks: usize,
+}
+
+/// The connections of one local node, by peer name: what is pending and
+/// what is up. It arbitrates simultaneous connects as `net_kernel` does
+/// and lets tests check that nothing leaks. Clones share the table.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionTable {
+    inner: Arc<Mutex<TableInner>>,
+}
+
+impl ConnectionTable {
+    /// An empty table.
+    pub fn new() -> ConnectionTable {
+        ConnectionTable::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TableInner> {
+        // A panic while holding the lock leaves consistent data (every
+        // update is a single map operation), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Handshakes in progress.
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.lock().handshakes
+    }
+
+    /// Connection tasks running.
+    pub fn running_connections(&self) -> usize {
+        self.lock().tasks
+    }
+
+    /// Peers with a pending or up connection.
+    pub fn peers(&self) -> Vec<NodeName> {
+        self.lock().entries.keys().cloned().collect()
+    }
+
+    /// The handle of the connection up with `peer`, if any.
+    pub fn get(&self, peer: &NodeName) -> Option<ConnectionHandle> {
+        match self.lock().entries.get(peer) {
+            Some(Entry::Up { handle, .. }) => Some(handle.clone()),
+            _ => None,
+        }
+    }
+
+    fn new_ticket(&self) -> Ticket {
+        let mut t = self.lock();
+        t.next_id += 1;
+        t.handshakes += 1;
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        Ticket {
+            table: self.clone(),
+            id: t.next_id,
+            cancel_tx: Mutex::new(Some(cancel_tx)),
+            cancel_rx: Mutex::new(Some(cancel_rx)),
+            peer: Mutex::new(None),
+        }
+    }
+}
+
+/// One handshake's place in the table; removes it on drop unless promoted.
+#[derive(Debug)]
+struct Ticket {
+    table: ConnectionTable,
+    id: u64,
+    cancel_tx: Mutex<Option<oneshot::Sender<()>>>,
+    cancel_rx: Mutex<Option<oneshot::Receiver<()>>>,
+    peer: Mutex<Option<NodeName>>,
+}
+
+fn take<T>(m: &Mutex<Option<T>>) -> Option<T> {
+    m.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+impl Ticket {
+    fn set_peer(&self, peer: &NodeName) {
+        *self.peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer.clone());
+    }
+
+    /// Registers an outgoing attempt.
+    fn begin_outgoing(&self, peer: &NodeName) -> Result<(), ConnectError> {
+        let mut t = self.table.lock();
+        match t.entries.get(peer) {
+            Some(Entry::Up { .. }) => Err(ConnectError::AlreadyConnected {
+                peer: peer.to_string(),
+            }),
+            Some(Entry::Pending { .. }) => Err(ConnectError::AlreadyPending {
+                peer: peer.to_string(),
+            }),
+            None => {
+                t.entries.insert(
+                    peer.clone(),
+                    Entry::Pending {
+                        id: self.id,
+                        cancel: take(&self.cancel_tx),
+                    },
+                );
+                drop(t);
+                self.set_peer(peer);
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes this handshake's entry the up connection. Returns the old
+    /// connection's handle if this one replaces it (`alive`), or `None`
+    /// if this handshake no longer owns the entry.
+    fn promote(
+        &self,
+        peer: &NodeName,
+        handle: &ConnectionHandle,
+    ) -> Result<Option<ConnectionHandle>, ()> {
+        let mut t = self.table.lock();
+        let old = match t.entries.get(peer) {
+            Some(Entry::Pending { id, .. }) if *id == self.id => None,
+            Some(Entry::Up {
+                handle: old,
+                pending_owner: Some(owner),
+                ..
+            }) if *owner == self.id => Some(old.clone()),
+            _ => return Err(()),
+        };
+        t.entries.insert(
+            peer.clone(),
+            Entry::Up {
+                id: self.id,
+                handle: handle.clone(),
+                pending_owner: None,
+            },
+        );
+        t.tasks += 1;
+        drop(t);
+        take(&self.peer);
+        Ok(old)
+    }
+
+    /// The handle of the up connection this handshake replaces.
+    fn old_connection(&self, peer: &NodeName) -> Option<ConnectionHandle> {
+        match self.table.lock().entries.get(peer) {
+            Some(Entry::Up {
+                handle,
+                pending_owner: Some(owner),
+                ..
+            }) if *owner == self.id => Some(handle.clone()),
+            _ => None,
+        }
+    }
+
+    fn cancelled(&self) -> Option<oneshot::Receiver<()>> {
+        take(&self.cancel_rx)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut t = self.table.lock();
+        t.handshakes = t.handshakes.saturating_sub(1);
+        if let Some(peer) = take(&self.peer) {
+            match t.entries.get_mut(&peer) {
+                Some(Entry::Pending { id, .. }) if *id == self.id => {
+                    t.entries.remove(&peer);
+                }
+                Some(Entry::Up { pending_owner, .. }) if *pending_owner == Some(self.id) => {
+                    *pending_owner = None;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Arbiter for Ticket {
+    fn accept_pending(&self, peer: &NodeName, local_wins: bool) -> AcceptPending {
+        let mut t = self.table.lock();
+        let answer = match t.entries.get_mut(peer) {
+            None => AcceptPending::Ok,
+            Some(Entry::Pending { .. }) if local_wins => return AcceptPending::NokPending,
+            Some(Entry::Pending { cancel, .. }) => {
+                if let Some(c) = cancel.take() {
+                    let _ = c.send(());
+                }
+                AcceptPending::OkPending
+            }
+            Some(Entry::Up {
+                pending_owner: Some(_),
+                ..
+            }) => return AcceptPending::AlreadyPending,
+            Some(Entry::Up { pending_owner, .. }) => {
+                *pending_owner = Some(self.id);
+                drop(t);
+                self.set_peer(peer);
+                return AcceptPending::UpPending;
+            }
+        };
+        t.entries.insert(
+            peer.clone(),
+            Entry::Pending {
+                id: self.id,
+                cancel: take(&self.cancel_tx),
+            },
+        );
+        drop(t);
+        self.set_peer(peer);
+        answer
+    }
+
+    fn is_pending(&self, peer: &NodeName) -> bool {
+        matches!(self.table.lock().entries.get(peer),
+            Some(Entry::Pending { id, .. }) if *id == self.id)
+    }
+
+    fn assign_name(&self, host: &str) -> Option<(NodeName, u32)> {
+        let alive = random_letters(12).ok()?;
+        let name = NodeName::from_peer(&format!("{alive}@{host}")).ok()?;
+        let creation = getrandom::u32().ok()?.max(1);
+        Some((name, creation))
+    }
+}
+
+// ------------------------------------------------------- handshake I/O
+
+struct HsIo {
+    stream: TcpStream,
+    buf: BytesMut,
+    out: BytesMut,
+    peer: String,
+    timeout: Duration,
+}
+
+impl HsIo {
+    fn new(stream: TcpStream, peer: String, timeout: Duration) -> HsIo {
+        HsIo {
+            stream,
+            buf: BytesMut::with_capacity(256),
+            out: BytesMut::with_capacity(256),
+            peer,
+            timeout,
+        }
+    }
+
+    async fn recv(&mut self, step: &'static str) -> Result<Bytes, ConnectError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if let Some(p) = decode_packet(&mut self.buf) {
+                debug!(step, len = p.len(), "handshake packet received");
+                return Ok(p);
+            }
+            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf));
+            match read.await {
+                Err(_) => {
+                    return Err(ConnectError::Timeout {
+                        peer: self.peer.clone(),
+                        step,
+                        after: self.timeout,
+                    })
+                }
+                Ok(Ok(0)) => {
+                    return Err(ConnectError::Closed {
+                        peer: self.peer.clone(),
+                        step,
+                    })
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(source)) => {
+                    return Err(ConnectError::Io {
+                        peer: self.peer.clone(),
+                        step,
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, msgs: &[Message]) -> Result<(), ConnectError> {
+        self.out.clear();
+        for m in msgs {
+            debug!(message = m.name(), "handshake message sent");
+            m.encode_packet(&mut self.out)
+                .map_err(|e| self.handshake_err(e, "sending"))?;
+        }
+        let step = msgs.first().map_or("", Message::name);
+        match timeout(self.timeout, self.stream.write_all(&self.out)).await {
+            Err(_) => Err(ConnectError::Timeout {
+                peer: self.peer.clone(),
+                step,
+                after: self.timeout,
+            }),
+            Ok(Err(source)) => Err(ConnectError::Io {
+                peer: self.peer.clone(),
+                step,
+                source,
+            }),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    fn handshake_err(&self, source: MessageError, step: &'static str) -> ConnectError {
+        ConnectError::Handshake {
+            peer: self.peer.clone(),
+            source: HandshakeError::Message { step, source },
+        }
+    }
+
+    /// Sends the failure's last message, if any, then returns its error.
+    async fn fail(&mut self, f: Failure) -> ConnectError {
+        if let Some(m) = f.send {
+            let _ = self.send(&[m]).await;
+        }
+        ConnectError::Handshake {
+            peer: self.peer.clone(),
+            source: f.error,
+        }
+    }
+
+    async fn recv_as<T>(
+        &mut self,
+        step: &'static str,
+        decode: fn(&[u8]) -> Result<T, MessageError>,
+    ) -> Result<T, ConnectError> {
+        let p = self.recv(step).await?;
+        decode(&p).map_err(|e| self.handshake_err(e, step))
+    }
+}
+
+// ------------------------------------------------------------ connect
+
+/// Connects to `peer`: asks EPMD on the peer's host for its port, connects,
+/// and runs the initiator handshake, each step within
+/// [`LocalNodeConfig::setup_timeout`].
+///
+/// # Errors
+/// [`ConnectError`]: not registered, connection refused, timeout, closed,
+/// cookie mismatch ([`ConnectError::DigestRejected`]: the peer rejected
+/// ours; [`HandshakeError::PeerDigestWrong`]: the peer's was wrong), flags,
+/// names, simultaneous connect.
+pub async fn connect(local: &LocalNodeConfig, peer: &NodeName) -> Result<Connection, ConnectError> {
+    let span = info_span!("dist_connect", %peer);
+    async {
+        let r = connect_inner(local, peer).await;
+        match &r {
+            Ok(c) => info!(
+                visible = c.outcome().visible,
+                flags = ?c.outcome().flags,
+                "connection up"
+            ),
+            Err(e) => warn!(error = %e, "connection setup failed"),
+        }
+        r
+    }
+    .instrument(span)
+    .await
+}
+
+async fn connect_inner(
+    local: &LocalNodeConfig,
+    peer: &NodeName,
+) -> Result<Connection, ConnectError> {
+    let own_challenge = gen_challenge()?;
+    let (send_name, st) = Initiator::start(&local.handshake_config(), peer.clone(), own_challenge)
+        .map_err(|source| ConnectError::Handshake {
+            peer: peer.to_string(),
+            source,
+        })?;
+    let ticket = local.table.new_ticket();
+    ticket.begin_outgoing(peer)?;
+    let cancelled = ticket.cancelled();
+    let work = async {
+        let epmd = local.epmd.clone().host(peer.host());
+        let info = epmd.port_please(peer.alive()).await.map_err(|e| match e {
+            EpmdError::NoSuchNode { addr, .. } => ConnectError::NotRegistered {
+                peer: peer.to_string(),
+                epmd: addr,
+            },
+            source => ConnectError::Epmd {
+                peer: peer.to_string(),
+                source,
+            },
+        })?;
+        debug!(port = info.port, "EPMD lookup done");
+        let addr = format!("{}:{}", peer.host(), info.port);
+        let stream = match timeout(local.setup_timeout, TcpStream::connect(&addr)).await {
+            Err(_) => {
+                return Err(ConnectError::Timeout {
+                    peer: peer.to_string(),
+                    step: "TCP connect",
+                    after: local.setup_timeout,
+                })
+            }
+            Ok(Err(source)) => {
+                return Err(ConnectError::Connect {
+                    peer: peer.to_string(),
+                    addr,
+                    source,
+                })
+            }
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        debug!(%addr, "TCP connected");
+        let mut io = HsIo::new(stream, peer.to_string(), local.setup_timeout);
+        io.send(&[Message::Name(NameMessage::New(send_name))])
+            .await?;
+        let status = io.recv_as("status", Status::decode).await?;
+        debug!(?status, "status received");
+        let step = match st.handle(status, &ticket) {
+            Ok(s) => s,
+            Err(f) => return Err(io.fail(f).await),
+        };
+        if !step.send.is_empty() {
+            io.send(&step.send).await?;
+        }
+        let challenge = io.recv_as("challenge", Challenge::decode).await?;
+        let step = match step.next.handle(challenge) {
+            Ok(s) => s,
+            Err(f) => return Err(io.fail(f).await),
+        };
+        io.send(&step.send).await?;
+        let ack = match io.recv("challenge_ack").await {
+            Ok(p) => ChallengeAck::decode(&p).map_err(|e| io.handshake_err(e, "challenge_ack"))?,
+            Err(ConnectError::Closed { .. }) => {
+                return Err(ConnectError::DigestRejected {
+                    peer: peer.to_string(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let outcome = match step.next.handle(ack) {
+            Ok(o) => o,
+            Err(f) => return Err(io.fail(f).await),
+        };
+        Ok((io, outcome))
+    };
+    let (io, outcome) = match cancelled {
+        Some(cancelled) => tokio::select! {
+            r = work => r?,
+            _ = cancelled => return Err(ConnectError::Superseded { peer: peer.to_string() }),
+        },
+        None => work.await?,
+    };
+    start_connection(local, io, outcome, &ticket).await
+}
+
+// ------------------------------------------------------------- accept
+
+/// Runs the acceptor handshake on an accepted socket, each step within
+/// [`LocalNodeConfig::setup_timeout`], and starts the connection.
+///
+/// # Errors
+/// As [`connect`]'s, for the accepting side.
+pub async fn accept(
+    local: &LocalNodeConfig,
+    stream: TcpStream,
+) -> Result<Connection, ConnectError> {
+    let addr = stream
+        .peer_addr()
+        .map_or_else(|_| "unknown".to_owned(), |a: SocketAddr| a.to_string());
+    let span = info_span!("dist_accept", %addr, peer = tracing::field::Empty);
+    async {
+        let r = accept_inner(local, stream, addr).await;
+        match &r {
+            Ok(c) => {
+                tracing::Span::current().record("peer", tracing::field::display(c.peer()));
+                info!(visible = c.outcome().visible, flags = ?c.outcome().flags, "connection up");
+            }
+            Err(e) => warn!(error = %e, "incoming connection setup failed"),
+        }
+        r
+    }
+    .instrument(span)
+    .await
+}
+
+async fn accept_inner(
+    local: &LocalNodeConfig,
+    stream: TcpStream,
+    addr: String,
+) -> Result<Connection, ConnectError> {
+    let challenge = gen_challenge()?;
+    let st = Acceptor::start(&local.handshake_config(), challenge).map_err(|source| {
+        ConnectError::Handshake {
+            peer: addr.clone(),
+            source,
+        }
+    })?;
+    let _ = stream.set_nodelay(true);
+    let ticket = local.table.new_ticket();
+    let mut io = HsIo::new(stream, addr, local.setup_timeout);
+    let name = io.recv_as("send_name", NameMessage::decode).await?;
+    let step = match st.handle(name, &ticket) {
+        Ok(s) => s,
+        Err(f) => return Err(io.fail(f).await),
+    };
+    let cancelled = ticket.cancelled();
+    let work = async {
+        io.send(&step.send).await?;
+        let await_reply = match step.next {
+            AfterName::Reply(r) => r,
+            AfterName::Complement(c) => {
+                let m = io.recv_as("complement", Complement::decode).await?;
+                match c.handle(m) {
+                    Ok(r) => r,
+                    Err(f) => return Err(io.fail(f).await),
+                }
+            }
+            AfterName::AliveReply(w) => {
+                let s = io.recv_as("status (alive reply)", Status::decode).await?;
+                let step = match w.handle(s) {
+                    Ok(s) => s,
+                    Err(f) => return Err(io.fail(f).await),
+                };
+                io.send(&step.send).await?;
+                step.next
+            }
+        };
+        io.peer = await_reply.peer().to_string();
+        let reply = io
+            .recv_as("challenge_reply", ChallengeReply::decode)
+            .await?;
+        let (ack, outcome) = match await_reply.handle(reply) {
+            Ok(r) => r,
+            Err(f) => return Err(io.fail(f).await),
+        };
+        if outcome.replaces_old {
+            // OTP kills the stale connection before acknowledging.
+            if let Some(old) = ticket.old_connection(&outcome.peer_name) {
+                debug!("closing the stale connection this one replaces");
+                old.close();
+                let _ = timeout(local.setup_timeout, old.closed()).await;
+            }
+        }
+        io.send(&[Message::ChallengeAck(ack)]).await?;
+        Ok((io, outcome))
+    };
+    let (io, outcome) = match cancelled {
+        Some(cancelled) => tokio::select! {
+            r = work => r?,
+            _ = cancelled => return Err(ConnectError::Superseded { peer: io_peer(&step_peer_name(&ticket)) }),
+        },
+        None => work.await?,
+    };
+    start_connection(local, io, outcome, &ticket).await
+}
+
+fn step_peer_name(ticket: &Ticket) -> Option<NodeName> {
+    ticket
+        .peer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+fn io_peer(n: &Option<NodeName>) -> String {
+    n.as_ref()
+        .map_or_else(|| "unknown".to_owned(), ToString::to_string)
+}
+
+/// Accepts connections on `listener` until `shutdown` completes, running
+/// each handshake in its own task, and hands the connections that come up
+/// to `up`. Failed handshakes are logged and dropped.
+pub async fn serve(
+    listener: TcpListener,
+    local: LocalNodeConfig,
+    up: mpsc::Sender<Connection>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    let local = local.clone();
+                    let up = up.clone();
+                    tasks.spawn(async move {
+                        if let Ok(c) = accept(&local, stream).await {
+                            let _ = up.send(c).await;
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    tasks.shutdown().await;
+}
+
+// ----------------------------------------------------- the connection
+
+async fn start_connection(
+    local: &LocalNodeConfig,
+    io: HsIo,
+    outcome: HandshakeOutcome,
+    ticket: &Ticket,
+) -> Result<Connection, ConnectError> {
+    let (tx, rx) = mpsc::channel(local.send_capacity.max(1));
+    let (ev_tx, ev_rx) = mpsc::channel(local.event_capacity.max(1));
+    let (down_tx, down_rx) = watch::channel(None);
+    let shutdown = Arc::new(Notify::new());
+    let outcome = Arc::new(outcome);
+    let handle = ConnectionHandle {
+        tx,
+        shutdown: Arc::clone(&shutdown),
+        down: down_rx,
+        outcome: Arc::clone(&outcome),
+    };
+    let peer = outcome.peer_name.clone();
+    let id = ticket.id;
+    match ticket.promote(&peer, &handle) {
+        Ok(Some(old)) => {
+            // Normally closed before the ack; make sure.
+            old.close();
+        }
+        Ok(None) => {}
+        Err(()) => {
+            return Err(ConnectError::Superseded {
+                peer: peer.to_string(),
+            })
+        }
+    }
+    let settings = RunSettings {
+        tick_interval: local.tick_interval(),
+        intensity: local.tick_intensity.clamp(4, 1000),
+        max_frame: local.max_frame_size,
+        hidden: !outcome.visible,
+    };
+    let table = local.table.clone();
+    let span = info_span!("dist_connection", %peer, role = ?outcome.role);
+    tokio::spawn(
+        async move {
+            let HsIo { stream, buf, .. } = io;
+            let reason = run(stream, buf, rx, &ev_tx, &shutdown, settings).await;
+            info!(%reason, "connection down");
+            {
+                let mut t = table.lock();
+                t.tasks = t.tasks.saturating_sub(1);
+                if matches!(t.entries.get(&peer), Some(Entry::Up { id: i, .. }) if *i == id) {
+                    t.entries.remove(&peer);
+                }
+            }
+            let _ = down_tx.send(Some(reason.clone()));
+            let _ = ev_tx.send(ConnectionEvent::Down(reason)).await;
+        }
+        .instrument(span),
+    );
+    Ok(Connection {
+        handle,
+        events: ev_rx,
+    })
+}
+
+#[derive(Clone, Copy, Debug)]
+struct RunSettings {
+    tick_interval: Duration,
+    intensity: u32,
+    max_frame: usize,
+    hidden: bool,
+}
+
+/// Frames waiting to be written: small ones copied together with their
+/// headers, large ones kept in their own buffers.
+#[derive(Default)]
+struct WriteQueue {
+    chunks: VecDeque<Bytes>,
+    tail: BytesMut,
+    bytes: usize,
+}
+
+impl WriteQueue {
+    fn push(&mut self, payload: Bytes) -> Result<(), DownReason> {
+        let header = frame_header(payload.len())
+            .ok_or_else(|| DownReason::Protocol("frame larger than 4 GiB".into()))?;
+        self.bytes += 4 + payload.len();
+        self.tail.put_slice(&header);
+        if payload.len() <= COALESCE_LIMIT {
+            self.tail.put_slice(&payload);
+        } else {
+            self.seal();
+            self.chunks.push_back(payload);
+        }
+        Ok(())
+    }
+
+    fn push_tick(&mut self) {
+        self.bytes += 4;
+        self.tail.put_slice(&TICK);
+    }
+
+    fn seal(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    /// One vectored write of up to 64 chunks.
+    async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<usize> {
+        self.seal();
+        let n = {
+            let slices: Vec<IoSlice<'_>> = self
+                .chunks
+                .iter()
+                .take(64)
+                .map(|c| IoSlice::new(c))
+                .collect();
+            w.write_vectored(&slices).await?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        self.advance(n);
+        Ok(n)
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.bytes -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+}
+
+/// The connection task's loop: reads, writes, ticks, until down.
+async fn run(
+    mut stream: TcpStream,
+    mut rbuf: BytesMut,
+    mut cmds: mpsc::Receiver<Command>,
+    events: &mpsc::Sender<ConnectionEvent>,
+    shutdown: &Notify,
+    s: RunSettings,
+) -> DownReason {
+    let (mut rd, mut wr) = stream.split();
+    let mut out = WriteQueue::default();
+    let mut received: VecDeque<Bytes> = VecDeque::new();
+    let mut ticker = tokio::time::interval_at(Instant::now() + s.tick_interval, s.tick_interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let (mut read_any, mut wrote_any) = (false, false);
+    let mut silent_intervals = 0u32;
+    let mut cmds_open = true;
+    let mut last_read = Instant::now();
+    if rbuf.capacity() < 8192 {
+        rbuf.reserve(8192);
+    }
+    loop {
+        // Cut what was read into frames.
+        loop {
+            match decode_frame(&mut rbuf, s.max_frame) {
+                Ok(Some(Frame::Tick)) => {}
+                Ok(Some(Frame::Data(b))) => received.push_back(b),
+                Ok(None) => break,
+                Err(e @ FrameError::TooLarge { .. }) => return DownReason::Protocol(e.to_string()),
+            }
+        }
+        if !cmds_open && out.is_empty() {
+            return DownReason::LocalShutdown;
+        }
+        let reading = received.len() < 64;
+        tokio::select! {
+            biased;
+            _ = shutdown.notified() => return DownReason::LocalShutdown,
+            permit = events.reserve(), if !received.is_empty() => match permit {
+                Ok(p) => {
+                    if let Some(b) = received.pop_front() {
+                        p.send(ConnectionEvent::Frame(b));
+                    }
+                }
+                Err(_) => return DownReason::LocalShutdown,
+            },
+            r = out.write_to(&mut wr), if !out.is_empty() => match r {
+                Ok(_) => wrote_any = true,
+                Err(e) => return DownReason::Io(e.to_string()),
+            },
+            r = rd.read_buf(&mut rbuf), if reading => match r {
+                Ok(0) => return DownReason::ClosedByPeer,
+                Ok(_) => {
+                    read_any = true;
+                    last_read = Instant::now();
+                    if rbuf.capacity() - rbuf.len() < 4096 {
+                        rbuf.reserve(8192);
+                    }
+                }
+                Err(e) => return DownReason::Io(e.to_string()),
+            },
+            cmd = cmds.recv(), if cmds_open && out.bytes < WRITE_HIGH_WATER => {
+                let mut next = cmd;
+                loop {
+                    match next {
+                        None => {
+                            cmds_open = false;
+                            break;
+                        }
+                        Some(Command::Frame(b)) => {
+                            if let Err(r) = out.push(b) { return r; }
+                        }
+                        Some(Command::Frames(v)) => {
+                            for b in v {
+                                if let Err(r) = out.push(b) { return r; }
+                            }
+                        }
+                    }
+                    if out.bytes >= WRITE_HIGH_WATER {
+                        break;
+                    }
+                    // Batch whatever else is queued into the same write.
+                    match cmds.try_recv() {
+                        Ok(c) => next = Some(c),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => next = None,
+                    }
+                }
+            },
+            _ = ticker.tick() => {
+                // While the layer above is slow we do not read: that is
+                // not the peer's silence.
+                if read_any || !reading {
+                    silent_intervals = 0;
+                } else {
+                    silent_intervals += 1;
+                    if silent_intervals >= s.intensity {
+                        return DownReason::TickTimeout { silent_for: last_read.elapsed() };
+                    }
+                }
+                if (!wrote_any && out.is_empty()) || (s.hidden && !read_any) {
+                    out.push_tick();
+                }
+                read_any = false;
+                wrote_any = false;
+            },
+        }
+    }
+}
