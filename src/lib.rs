@@ -38,7 +38,7 @@ pub use bytes;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub use node::{Dest, Exited, MonitorTarget, Node, Process};
+pub use node::{Dest, Exited, MonitorTarget, Node, NodeBuilder, NodeError, NodeEvent, Process};
 pub use term::{
     Atom, BitBinary, ConvertError, DecodeError, DecodeErrorKind, DecodeOptions, Decoder,
     EncodeError, Encoder, FromTerm, Fun, ImproperList, LocalFun, Map, ParseError, Pid, Port,

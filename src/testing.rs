@@ -306,6 +306,17 @@ impl ErlNode {
         Self::start_named("-name", "127.0.0.1", prefix, epmd_port, cookie, extra_args)
     }
 
+    /// Starts a node with exactly the short name `name` (`alive@localhost`),
+    /// e.g. to restart a node under the name it had.
+    pub fn start_exact(
+        name: &str,
+        epmd_port: u16,
+        cookie: &str,
+        extra_args: &[&str],
+    ) -> io::Result<ErlNode> {
+        Self::spawn_node("-sname", name.to_owned(), epmd_port, cookie, extra_args)
+    }
+
     fn start_named(
         name_flag: &str,
         host: &str,
@@ -315,7 +326,22 @@ impl ErlNode {
         extra_args: &[&str],
     ) -> io::Result<ErlNode> {
         let alive = unique_name(prefix);
-        let name = format!("{alive}@{host}");
+        Self::spawn_node(
+            name_flag,
+            format!("{alive}@{host}"),
+            epmd_port,
+            cookie,
+            extra_args,
+        )
+    }
+
+    fn spawn_node(
+        name_flag: &str,
+        name: String,
+        epmd_port: u16,
+        cookie: &str,
+        extra_args: &[&str],
+    ) -> io::Result<ErlNode> {
         let mut child = Command::new("erl")
             .args([name_flag, &name, "-setcookie", cookie, "-noshell"])
             .args(["-start_epmd", "false"])

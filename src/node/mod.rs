@@ -10,7 +10,9 @@
 //! message or ends the receiver. Ending a process propagates its exit
 //! reason to its links and monitors exactly once.
 
+mod builder;
 pub mod io;
+mod net;
 mod process;
 
 use std::collections::{HashMap, HashSet};
@@ -23,7 +25,12 @@ use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+pub use builder::{NodeBuilder, NodeError};
+pub use net::NodeEvent;
 pub use process::{Exited, Process};
+
+use crate::connection::control::{ControlMessage, DistMessage, ProcRef};
+use net::Net;
 
 use crate::term::{Atom, Pid, Reference, Term};
 
@@ -178,6 +185,25 @@ pub(crate) enum Signal {
     Exited,
 }
 
+/// What a monitor this process holds watches.
+#[derive(Clone, Debug)]
+pub(crate) enum Watched {
+    /// A process.
+    Pid(Pid),
+    /// A name registered on a node.
+    Name(Atom, Atom),
+}
+
+impl Watched {
+    /// How a `'DOWN'` message names it.
+    fn object(&self) -> Term {
+        match self {
+            Watched::Pid(p) => Term::Pid(*p),
+            Watched::Name(name, node) => Term::Tuple(vec![Term::Atom(*name), Term::Atom(*node)]),
+        }
+    }
+}
+
 /// A process's state shared with the node.
 pub(crate) struct ProcEntry {
     pid: Pid,
@@ -191,8 +217,8 @@ struct ProcState {
     trap_exit: bool,
     links: HashSet<Pid>,
     watchers: HashMap<Reference, Watcher>,
-    /// Monitors this process holds: reference → the process watched.
-    watching: HashMap<Reference, Pid>,
+    /// Monitors this process holds: reference → what it watches.
+    watching: HashMap<Reference, Watched>,
     aliases: HashSet<Reference>,
     name: Option<Atom>,
     task: Option<AbortHandle>,
@@ -226,6 +252,7 @@ struct NodeInner {
     aliases: RwLock<HashMap<Reference, Pid>>,
     next_id: AtomicU32,
     next_ref: AtomicU64,
+    net: Option<Arc<Net>>,
 }
 
 /// A node: the home of Rust processes.
@@ -262,6 +289,10 @@ impl Node {
     }
 
     pub(crate) fn with_creation(name: Atom, creation: u32) -> Node {
+        Node::build(name, creation, None)
+    }
+
+    pub(crate) fn build(name: Atom, creation: u32, net: Option<Arc<Net>>) -> Node {
         Node {
             inner: Arc::new(NodeInner {
                 name,
@@ -271,6 +302,7 @@ impl Node {
                 aliases: RwLock::new(HashMap::new()),
                 next_id: AtomicU32::new(1),
                 next_ref: AtomicU64::new(1),
+                net,
             }),
         }
     }
@@ -398,16 +430,33 @@ impl Node {
     /// Sends an exit signal to `pid` as `exit(Pid, Reason)` from no
     /// process; reason `kill` cannot be trapped.
     pub fn kill(&self, pid: Pid, reason: impl Into<Term>) {
-        let from = Pid {
+        self.exit_signal(self.system_pid(), pid, reason.into(), ExitKind::Exit2);
+    }
+
+    // ---- internals ----
+
+    pub(crate) fn net(&self) -> Option<Arc<Net>> {
+        self.inner.net.clone()
+    }
+
+    /// The PID that stands for the node itself where a sender is needed
+    /// and no process sends (`<node.0.0>`).
+    pub(crate) fn system_pid(&self) -> Pid {
+        Pid {
             node: self.inner.name,
             id: 0,
             serial: 0,
             creation: self.inner.creation,
-        };
-        self.exit_signal(from, pid, reason.into(), ExitKind::Exit2);
+        }
     }
 
-    // ---- internals ----
+    fn remote(&self, peer: Atom, control: ControlMessage, payload: Option<Term>) {
+        let msg = match payload {
+            Some(p) => DistMessage::with_payload(control, p),
+            None => DistMessage::control_only(control),
+        };
+        self.route_remote(peer, msg);
+    }
 
     fn read_procs(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u32, Arc<ProcEntry>>> {
         self.inner.procs.read().unwrap_or_else(|e| e.into_inner())
@@ -495,22 +544,47 @@ impl Node {
         }
     }
 
-    pub(crate) fn send_from(&self, _from: Option<Pid>, to: Dest, msg: Term) {
+    pub(crate) fn send_from(&self, from: Option<Pid>, to: Dest, msg: Term) {
         match to {
-            Dest::Pid(pid) => {
+            Dest::Pid(pid) if pid.node == self.inner.name => {
                 if let Some(e) = self.lookup(pid) {
                     e.deliver(msg);
                 }
             }
+            Dest::Pid(pid) => {
+                let control = match from {
+                    Some(from) => ControlMessage::SendSender { from, to: pid },
+                    None => ControlMessage::Send { to: pid },
+                };
+                self.remote(pid.node, control, Some(msg));
+            }
             Dest::Name(name) => {
                 if let Some(pid) = self.whereis(name) {
-                    self.send_from(_from, Dest::Pid(pid), msg);
+                    self.send_from(from, Dest::Pid(pid), msg);
                 }
             }
             Dest::Remote(name, node) if node == self.inner.name => {
-                self.send_from(_from, Dest::Name(name), msg);
+                self.send_from(from, Dest::Name(name), msg);
             }
-            Dest::Remote(..) => {}
+            Dest::Remote(name, node) => {
+                let from = from.unwrap_or_else(|| self.system_pid());
+                self.remote(
+                    node,
+                    ControlMessage::RegSend {
+                        from,
+                        to_name: name,
+                    },
+                    Some(msg),
+                );
+            }
+            Dest::Alias(r) if r.node != self.inner.name => {
+                let from = from.unwrap_or_else(|| self.system_pid());
+                self.remote(
+                    r.node,
+                    ControlMessage::AliasSend { from, alias: r },
+                    Some(msg),
+                );
+            }
             Dest::Alias(r) => {
                 let pid = self
                     .inner
@@ -520,7 +594,7 @@ impl Node {
                     .get(&r)
                     .copied();
                 if let Some(pid) = pid {
-                    self.send_from(_from, Dest::Pid(pid), msg);
+                    self.send_from(from, Dest::Pid(pid), msg);
                 }
             }
         }
@@ -542,8 +616,15 @@ impl Node {
                     return;
                 }
             }
-            None if !self.is_local(&pid) => {
-                // Remote links are set up by the network layer.
+            None if pid.node != self.inner.name => {
+                self.remote(
+                    pid.node,
+                    ControlMessage::Link {
+                        from: me.pid,
+                        to: pid,
+                    },
+                    None,
+                );
                 return;
             }
             None => {}
@@ -555,13 +636,30 @@ impl Node {
 
     pub(crate) fn unlink(&self, me: &Arc<ProcEntry>, pid: Pid) {
         me.state().links.remove(&pid);
-        if let Some(other) = self.lookup(pid) {
+        if pid.node != self.inner.name {
+            let id = self
+                .net()
+                .map_or(1, |n| n.unlink_ids.fetch_add(1, Ordering::Relaxed));
+            let control = ControlMessage::UnlinkId {
+                id,
+                from: me.pid,
+                to: pid,
+            };
+            self.remote(pid.node, control, None);
+        } else if let Some(other) = self.lookup(pid) {
             other.state().links.remove(&me.pid);
         }
     }
 
     /// Delivers an exit signal from `from` to `to`.
     pub(crate) fn exit_signal(&self, from: Pid, to: Pid, reason: Term, kind: ExitKind) {
+        if to.node != self.inner.name {
+            let control = match kind {
+                ExitKind::Link => ControlMessage::PayloadExit { from, to },
+                ExitKind::Exit2 => ControlMessage::PayloadExit2 { from, to },
+            };
+            return self.remote(to.node, control, Some(reason));
+        }
         let Some(target) = self.lookup(to) else {
             return;
         };
@@ -587,23 +685,32 @@ impl Node {
 
     pub(crate) fn monitor(&self, me: &Arc<ProcEntry>, target: MonitorTarget) -> Reference {
         let r = self.make_ref();
-        let (pid, by_name, object) = match target {
-            MonitorTarget::Pid(pid) => (Some(pid), None, Term::Pid(pid)),
-            MonitorTarget::Name(name) => (
-                self.whereis(name),
-                Some(name),
-                Term::Tuple(vec![Term::Atom(name), Term::Atom(self.inner.name)]),
-            ),
-            MonitorTarget::Remote(name, node) if node == self.inner.name => (
-                self.whereis(name),
-                Some(name),
-                Term::Tuple(vec![Term::Atom(name), Term::Atom(node)]),
-            ),
-            MonitorTarget::Remote(name, node) => (
-                None,
-                Some(name),
-                Term::Tuple(vec![Term::Atom(name), Term::Atom(node)]),
-            ),
+        let here = self.inner.name;
+        let (watched, remote) = match target {
+            MonitorTarget::Pid(pid) if pid.node != here => {
+                (Watched::Pid(pid), Some((pid.node, ProcRef::Pid(pid))))
+            }
+            MonitorTarget::Remote(name, node) if node != here => {
+                (Watched::Name(name, node), Some((node, ProcRef::Name(name))))
+            }
+            MonitorTarget::Pid(pid) => (Watched::Pid(pid), None),
+            MonitorTarget::Name(name) | MonitorTarget::Remote(name, _) => {
+                (Watched::Name(name, here), None)
+            }
+        };
+        if let Some((node, to)) = remote {
+            me.state().watching.insert(r, watched);
+            let control = ControlMessage::MonitorP {
+                from: me.pid,
+                to,
+                reference: r,
+            };
+            self.remote(node, control, None);
+            return r;
+        }
+        let (pid, by_name) = match &watched {
+            Watched::Pid(p) => (Some(*p), None),
+            Watched::Name(n, _) => (self.whereis(*n), Some(*n)),
         };
         if let Some(entry) = pid.and_then(|p| self.lookup(p)) {
             let mut st = entry.state();
@@ -616,19 +723,38 @@ impl Node {
                     },
                 );
                 drop(st);
-                me.state().watching.insert(r, entry.pid);
+                me.state().watching.insert(r, Watched::Pid(entry.pid));
                 return r;
             }
         }
-        me.deliver(down(&r, object, atom("noproc")));
+        me.deliver(down(&r, watched.object(), atom("noproc")));
         r
     }
 
     pub(crate) fn demonitor(&self, me: &Arc<ProcEntry>, r: &Reference) {
         let watched = me.state().watching.remove(r);
-        if let Some(entry) = watched.and_then(|p| self.lookup(p)) {
-            entry.state().watchers.remove(r);
-        }
+        self.drop_monitor(me.pid, r, watched);
+    }
+
+    /// Removes the other end of a monitor that `watcher` held.
+    fn drop_monitor(&self, watcher: Pid, r: &Reference, watched: Option<Watched>) {
+        let (node, to) = match watched {
+            Some(Watched::Pid(p)) if p.node != self.inner.name => (p.node, ProcRef::Pid(p)),
+            Some(Watched::Name(n, node)) if node != self.inner.name => (node, ProcRef::Name(n)),
+            Some(Watched::Pid(p)) => {
+                if let Some(entry) = self.lookup(p) {
+                    entry.state().watchers.remove(r);
+                }
+                return;
+            }
+            Some(Watched::Name(..)) | None => return,
+        };
+        let control = ControlMessage::DemonitorP {
+            from: watcher,
+            to,
+            reference: *r,
+        };
+        self.remote(node, control, None);
     }
 
     pub(crate) fn alias(&self, me: &Arc<ProcEntry>) -> Reference {
@@ -696,13 +822,26 @@ impl Node {
                 aliases.remove(r);
             }
         }
-        for r in st.watching.keys() {
-            self.demonitor_from_dead(r, &st.watching);
+        for (r, w) in st.watching {
+            self.drop_monitor(pid, &r, Some(w));
         }
         for linked in st.links {
             self.exit_signal(pid, linked, reason.clone(), ExitKind::Link);
         }
         for (r, w) in st.watchers {
+            if w.pid.node != self.inner.name {
+                let from = match w.by_name {
+                    Some(name) => ProcRef::Name(name),
+                    None => ProcRef::Pid(pid),
+                };
+                let control = ControlMessage::PayloadMonitorPExit {
+                    from,
+                    to: w.pid,
+                    reference: r,
+                };
+                self.remote(w.pid.node, control, Some(reason.clone()));
+                continue;
+            }
             let object = match w.by_name {
                 Some(name) => Term::Tuple(vec![Term::Atom(name), Term::Atom(self.inner.name)]),
                 None => Term::Pid(pid),
@@ -716,12 +855,6 @@ impl Node {
         if let Some(task) = st.task {
             // Ends the task at its next await, if it is not the one exiting.
             task.abort();
-        }
-    }
-
-    fn demonitor_from_dead(&self, r: &Reference, watching: &HashMap<Reference, Pid>) {
-        if let Some(entry) = watching.get(r).and_then(|p| self.lookup(*p)) {
-            entry.state().watchers.remove(r);
         }
     }
 }

@@ -206,6 +206,13 @@ impl fmt::Debug for Atom {
     }
 }
 
+/// The atom's text, unquoted (`Term::Atom`'s `Display` quotes as `~w`).
+impl fmt::Display for Atom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl From<&str> for Atom {
     fn from(name: &str) -> Atom {
         Atom::new(name)

@@ -1,0 +1,326 @@
+//! Starting a node on the network, and what a started node offers.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::net::{Net, NodeEvent, Out};
+use super::Node;
+use crate::connection::driver::{self, LocalNodeConfig};
+use crate::epmd::{self, EpmdClient, EpmdError};
+use crate::flags::DistFlags;
+use crate::handshake::{Cookie, CookieError, Cookies, NameError, NodeName};
+use crate::term::{Atom, Term};
+
+/// The flags a node adds to the connection layer's: what the node's
+/// processes implement.
+const NODE_FLAGS: DistFlags = DistFlags(
+    DistFlags::DIST_MONITOR.0
+        | DistFlags::DIST_MONITOR_NAME.0
+        | DistFlags::SEND_SENDER.0
+        | DistFlags::EXIT_PAYLOAD.0
+        | DistFlags::ALIAS.0
+        | DistFlags::BIG_SEQTRACE_LABELS.0
+        | DistFlags::DIST_HDR_ATOM_CACHE.0
+        | DistFlags::FRAGMENTS.0,
+);
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The node name is not valid.
+    #[error("invalid node name: {0}")]
+    Name(#[from] NameError),
+    /// The cookie could not be had.
+    #[error("cookie: {0}")]
+    Cookie(#[from] CookieError),
+    /// The distribution port could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// EPMD refused the name or could not be reached (nor started).
+    #[error("EPMD: {0}")]
+    Epmd(#[from] EpmdError),
+    /// A connection to another node failed.
+    #[error("connecting to {peer}: {reason}")]
+    Connect {
+        /// The peer.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Options for a node; see [`Node::builder`].
+#[derive(Clone, Debug)]
+pub struct NodeBuilder {
+    name: String,
+    cookie: Option<String>,
+    hidden: bool,
+    listen: IpAddr,
+    port: u16,
+    epmd_host: String,
+    epmd_port: Option<u16>,
+    embedded_epmd: bool,
+    net_ticktime: Duration,
+    handshake_timeout: Duration,
+}
+
+impl Node {
+    /// Options for a node named `name`: `alex@localhost` or `alex` (short
+    /// names, on this host), `alex@127.0.0.1` or `alex@host.example` (long
+    /// names).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), erldist::node::NodeError> {
+    /// let node = erldist::Node::builder("alex@localhost").cookie("secret_token").start().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(name: &str) -> NodeBuilder {
+        NodeBuilder {
+            name: name.to_owned(),
+            cookie: None,
+            hidden: false,
+            listen: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 0,
+            epmd_host: "localhost".to_owned(),
+            epmd_port: None,
+            embedded_epmd: true,
+            net_ticktime: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(7),
+        }
+    }
+}
+
+impl NodeBuilder {
+    /// The cookie (default: `$HOME/.erlang.cookie`, created if missing, as
+    /// `erl` does).
+    pub fn cookie(mut self, cookie: &str) -> NodeBuilder {
+        self.cookie = Some(cookie.to_owned());
+        self
+    }
+
+    /// A hidden node: connections to it are not part of the peers'
+    /// `nodes()`, like `erl -hidden`.
+    pub fn hidden(mut self, hidden: bool) -> NodeBuilder {
+        self.hidden = hidden;
+        self
+    }
+
+    /// The address to listen on for other nodes (default: all).
+    pub fn listen(mut self, addr: IpAddr) -> NodeBuilder {
+        self.listen = addr;
+        self
+    }
+
+    /// The port to listen on (default: any free one, registered in EPMD).
+    pub fn port(mut self, port: u16) -> NodeBuilder {
+        self.port = port;
+        self
+    }
+
+    /// The EPMD to register with and ask (default: `localhost` on
+    /// `$ERL_EPMD_PORT` or 4369).
+    pub fn epmd(mut self, host: &str, port: u16) -> NodeBuilder {
+        self.epmd_host = host.to_owned();
+        self.epmd_port = Some(port);
+        self
+    }
+
+    /// Whether to start an EPMD in-process when none answers (default:
+    /// yes). Its names go away with this process.
+    pub fn embedded_epmd(mut self, on: bool) -> NodeBuilder {
+        self.embedded_epmd = on;
+        self
+    }
+
+    /// The net tick time (default 60 s, as OTP): a peer silent this long
+    /// is down.
+    pub fn net_ticktime(mut self, t: Duration) -> NodeBuilder {
+        self.net_ticktime = t;
+        self
+    }
+
+    /// The limit for each handshake step (default 7 s, as OTP).
+    pub fn handshake_timeout(mut self, t: Duration) -> NodeBuilder {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// Starts the node: listens, registers with EPMD (starting the
+    /// embedded one if needed and allowed), and accepts connections.
+    ///
+    /// # Errors
+    /// [`NodeError`] for a bad name, no cookie, no port, or EPMD refusing
+    /// the name.
+    pub async fn start(self) -> Result<Node, NodeError> {
+        let name = NodeName::parse(&self.name)?;
+        let cookie = match &self.cookie {
+            Some(c) => Cookie::new(c)?,
+            None => Cookie::from_default_file()?,
+        };
+        let addr = SocketAddr::new(self.listen, self.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| NodeError::Listen { addr, source })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| NodeError::Listen { addr, source })?
+            .port();
+        let epmd_port = self.epmd_port.unwrap_or_else(epmd::default_port);
+        let client = EpmdClient::with_address(self.epmd_host.clone(), epmd_port);
+        let (registration, server) =
+            epmd::register_or_embed(&client, name.alive(), port, self.embedded_epmd).await?;
+        let creation = registration.creation();
+        let mut config =
+            LocalNodeConfig::new(name.clone(), creation, Cookies::new(cookie)).hidden(self.hidden);
+        config.flags |= NODE_FLAGS;
+        config.net_ticktime = self.net_ticktime;
+        config.setup_timeout = self.handshake_timeout;
+        config.epmd = EpmdClient::new().port(epmd_port);
+        let net = Arc::new(Net::new(config.clone()));
+        *net.registration.lock().unwrap_or_else(|e| e.into_inner()) = Some(registration);
+        *net.embedded_epmd.lock().unwrap_or_else(|e| e.into_inner()) = server;
+        let node = Node::build(Atom::from(name.as_str()), creation, Some(net.clone()));
+        node.start_net_kernel();
+        let (up_tx, mut up_rx) = mpsc::channel::<driver::Connection>(16);
+        let accept_net = net.clone();
+        tokio::spawn(async move {
+            driver::serve(listener, config, up_tx, async move {
+                accept_net.shutdown.notified().await
+            })
+            .await;
+        });
+        let weak = Arc::downgrade(&node.inner);
+        tokio::spawn(async move {
+            while let Some(conn) = up_rx.recv().await {
+                let Some(inner) = weak.upgrade() else { break };
+                let node = Node { inner };
+                let peer = Atom::from(conn.peer().as_str());
+                if let Some(net) = node.net() {
+                    net.route(&node, peer, Out::Adopt(conn));
+                }
+            }
+        });
+        Ok(node)
+    }
+}
+
+impl Node {
+    /// The nodes this node is connected to, visible ones (`nodes()`).
+    pub fn nodes(&self) -> Vec<Atom> {
+        self.net().map(|n| n.nodes(true)).unwrap_or_default()
+    }
+
+    /// The hidden nodes this node is connected to (`nodes(hidden)`).
+    pub fn hidden_nodes(&self) -> Vec<Atom> {
+        self.net().map(|n| n.nodes(false)).unwrap_or_default()
+    }
+
+    /// Connects to `peer` now (`net_kernel:connect_node/1`); sending to a
+    /// node connects on demand anyway.
+    ///
+    /// # Errors
+    /// [`NodeError::Connect`] with the reason (not registered, refused,
+    /// wrong cookie, ...).
+    pub async fn connect(&self, peer: &str) -> Result<(), NodeError> {
+        let fail = |reason: &str| NodeError::Connect {
+            peer: peer.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let net = self
+            .net()
+            .ok_or_else(|| fail("this node is not on the network"))?;
+        let peer_atom = Atom::from(peer);
+        if net.is_up(peer_atom) {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        net.route(self, peer_atom, Out::Waiter(tx));
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(fail(&reason)),
+            Err(_) => Err(fail("connection attempt abandoned")),
+        }
+    }
+
+    /// Closes the connection to `peer` (`erlang:disconnect_node/1`):
+    /// links to its processes break with `noconnection`.
+    pub fn disconnect(&self, peer: &str) {
+        if let Some(net) = self.net() {
+            net.disconnect(Atom::from(peer));
+        }
+    }
+
+    /// A stream of node up/down events (`net_kernel:monitor_nodes(true)`).
+    pub fn monitor_nodes(&self) -> broadcast::Receiver<NodeEvent> {
+        match self.net() {
+            Some(n) => n.events.subscribe(),
+            None => broadcast::channel(1).1,
+        }
+    }
+
+    /// Whether `peer` answers (`net_adm:ping/1`: `true` for pong).
+    pub async fn ping(&self, peer: &str) -> bool {
+        let mut me = self.process();
+        let tag = Term::Ref(Box::new(self.make_ref()));
+        let call = Term::Tuple(vec![
+            Term::atom("$gen_call"),
+            Term::Tuple(vec![Term::Pid(me.pid()), tag.clone()]),
+            Term::Tuple(vec![Term::atom("is_auth"), Term::Atom(self.name())]),
+        ]);
+        if self.connect(peer).await.is_err() {
+            return false;
+        }
+        me.send((Atom::from("net_kernel"), Atom::from(peer)), call);
+        let reply = me
+            .recv_match_timeout(Duration::from_secs(10), |m| {
+                m.as_tuple()
+                    .is_some_and(|t| t.len() == 2 && t[0].exact_eq(&tag))
+            })
+            .await;
+        matches!(reply, Ok(Some(t)) if t.as_tuple().is_some_and(|t| t[1].is_atom("yes")))
+    }
+
+    /// Stops the node on the network: closes every connection (the peers'
+    /// links to its processes break with `noconnection`), stops accepting,
+    /// and unregisters from EPMD.
+    pub async fn shutdown(&self) {
+        let Some(net) = self.net() else { return };
+        net.shutdown.notify_waiters();
+        net.shutdown.notify_one();
+        net.disconnect_all();
+        let registration = net
+            .registration
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(r) = registration {
+            r.unregister();
+        }
+        let server = net
+            .embedded_epmd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(s) = server {
+            s.shutdown().await;
+        }
+        // Let the peers' tasks write their last frames and close.
+        for _ in 0..50 {
+            if net.nodes(true).is_empty() && net.nodes(false).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

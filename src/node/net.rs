@@ -1,0 +1,676 @@
+//! The node on the network: EPMD registration, connections to other nodes,
+//! and the control messages that make remote processes look local.
+//!
+//! Each peer node has one task that owns everything about it: the messages
+//! waiting for the connection to come up, the connection itself (made on
+//! demand, like the BEAM does on first send, or accepted), the encoder and
+//! decoder of its frames (atom cache, fragments), and the handling of
+//! what the peer sends. Messages to a peer go through that task's queue in
+//! order, so per-pair ordering holds.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::{Dest, ExitKind, Node, Watched};
+use crate::connection::control::{ControlMessage, DistMessage, ProcRef};
+use crate::connection::dist_header::{DistDecoder, DistEncoder};
+use crate::connection::driver::{self, Connection, ConnectionEvent, DownReason, LocalNodeConfig};
+use crate::epmd::{EpmdServer, Registration};
+use crate::handshake::NodeName;
+use crate::term::{Atom, Pid, Term};
+
+/// A node coming up or going down, as `net_kernel:monitor_nodes/1`
+/// reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeEvent {
+    /// A connection to the node came up.
+    Up(Atom),
+    /// The connection to the node went down, and why.
+    Down(Atom, String),
+}
+
+/// What a peer's task receives.
+pub(crate) enum Out {
+    /// A message to send.
+    Msg(DistMessage),
+    /// A connection the listener accepted from this peer.
+    Adopt(Connection),
+    /// Close the connection.
+    Disconnect,
+    /// Tell when the connection is up, or why it could not be made.
+    Waiter(oneshot::Sender<Result<(), String>>),
+}
+
+struct PeerCtl {
+    id: u64,
+    tx: mpsc::UnboundedSender<Out>,
+    up: bool,
+    visible: bool,
+}
+
+/// The network side of a node.
+pub(crate) struct Net {
+    pub(crate) config: LocalNodeConfig,
+    peers: Mutex<HashMap<Atom, PeerCtl>>,
+    next_peer: AtomicU64,
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+    pub(crate) registration: Mutex<Option<Registration>>,
+    pub(crate) embedded_epmd: Mutex<Option<EpmdServer>>,
+    pub(crate) shutdown: tokio::sync::Notify,
+    pub(crate) unlink_ids: AtomicU64,
+}
+
+impl Net {
+    pub(crate) fn new(config: LocalNodeConfig) -> Net {
+        Net {
+            config,
+            peers: Mutex::new(HashMap::new()),
+            next_peer: AtomicU64::new(1),
+            events: broadcast::channel(256).0,
+            registration: Mutex::new(None),
+            embedded_epmd: Mutex::new(None),
+            shutdown: tokio::sync::Notify::new(),
+            unlink_ids: AtomicU64::new(1),
+        }
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<Atom, PeerCtl>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The nodes with a connection up; `visible` picks visible or hidden.
+    pub(crate) fn nodes(&self, visible: bool) -> Vec<Atom> {
+        self.peers()
+            .iter()
+            .filter(|(_, p)| p.up && p.visible == visible)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    pub(crate) fn is_up(&self, node: Atom) -> bool {
+        self.peers().get(&node).is_some_and(|p| p.up)
+    }
+
+    /// Queues `out` for `node`, starting its task (and a connection) if
+    /// there is none.
+    pub(crate) fn route(&self, node: &Node, peer: Atom, out: Out) {
+        let mut peers = self.peers();
+        if let Some(p) = peers.get(&peer) {
+            match p.tx.send(out) {
+                Ok(()) => return,
+                // The task is ending: start another.
+                Err(mpsc::error::SendError(o)) => {
+                    peers.remove(&peer);
+                    drop(peers);
+                    return self.route(node, peer, o);
+                }
+            }
+        }
+        if matches!(out, Out::Disconnect) {
+            return;
+        }
+        let out = match out {
+            Out::Waiter(w) if NodeName::from_peer(peer.as_str()).is_err() => {
+                let _ = w.send(Err("not a node name".into()));
+                return;
+            }
+            other => other,
+        };
+        let Ok(name) = NodeName::from_peer(peer.as_str()) else {
+            // Not a node name: nothing can be connected, drop as Erlang does.
+            drop(peers);
+            fail_queued(node, [out]);
+            return;
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
+        let _ = tx.send(out);
+        peers.insert(
+            peer,
+            PeerCtl {
+                id,
+                tx,
+                up: false,
+                visible: false,
+            },
+        );
+        drop(peers);
+        tokio::spawn(peer_task(node.clone(), peer, name, id, rx));
+    }
+
+    fn set_up(&self, peer: Atom, id: u64, visible: bool) {
+        if let Some(p) = self.peers().get_mut(&peer) {
+            if p.id == id {
+                p.up = true;
+                p.visible = visible;
+            }
+        }
+    }
+
+    /// Removes the peer's entry if it is still task `id`'s.
+    fn remove(&self, peer: Atom, id: u64) {
+        let mut peers = self.peers();
+        if peers.get(&peer).is_some_and(|p| p.id == id) {
+            peers.remove(&peer);
+        }
+    }
+
+    pub(crate) fn disconnect(&self, peer: Atom) {
+        if let Some(p) = self.peers().get(&peer) {
+            let _ = p.tx.send(Out::Disconnect);
+        }
+    }
+
+    pub(crate) fn disconnect_all(&self) {
+        for p in self.peers().values() {
+            let _ = p.tx.send(Out::Disconnect);
+        }
+    }
+}
+
+/// Messages that could not be sent: links and monitors they set up break
+/// at once with `noconnection`, as in Erlang; plain messages are dropped.
+fn fail_queued(node: &Node, outs: impl IntoIterator<Item = Out>) {
+    for out in outs {
+        let m = match out {
+            Out::Msg(m) => m,
+            Out::Waiter(w) => {
+                let _ = w.send(Err("connection failed".into()));
+                continue;
+            }
+            _ => continue,
+        };
+        match m.control() {
+            ControlMessage::Link { from, to } => {
+                node.exit_signal(*to, *from, Term::atom("noconnection"), ExitKind::Link);
+            }
+            ControlMessage::MonitorP {
+                from, reference, ..
+            } => {
+                node.remote_down(*from, reference, Term::atom("noconnection"));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether a failed connect means another connection to the peer wins
+/// (a simultaneous connect), which the listener will hand over.
+fn lost_race(e: &driver::ConnectError) -> bool {
+    use crate::handshake::HandshakeError;
+    use driver::ConnectError as E;
+    match e {
+        E::Superseded { .. } | E::AlreadyPending { .. } | E::AlreadyConnected { .. } => true,
+        E::Handshake { source, .. } => matches!(source, HandshakeError::SimultaneousLost { .. }),
+        _ => false,
+    }
+}
+
+async fn peer_task(
+    node: Node,
+    peer: Atom,
+    name: NodeName,
+    id: u64,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+) {
+    let Some(net) = node.net() else { return };
+    let mut queue: VecDeque<DistMessage> = VecDeque::new();
+    // A connection the listener accepted may be waiting already.
+    let mut waiters = Vec::new();
+    let mut adopted = None;
+    let mut closed = false;
+    while let Ok(o) = rx.try_recv() {
+        match o {
+            Out::Msg(m) => queue.push_back(m),
+            Out::Adopt(c) => adopted = Some(c),
+            Out::Disconnect => closed = true,
+            Out::Waiter(w) => waiters.push(w),
+        }
+    }
+    let first = if closed {
+        Err("disconnected".to_owned())
+    } else if let Some(c) = adopted {
+        Ok(c)
+    } else {
+        connect_or_adopt(&net, peer, &name, &mut queue, &mut waiters, &mut rx).await
+    };
+    let mut conn = match first {
+        Ok(c) => {
+            for w in waiters.drain(..) {
+                let _ = w.send(Ok(()));
+            }
+            Some(c)
+        }
+        Err(reason) => {
+            for w in waiters.drain(..) {
+                let _ = w.send(Err(reason.clone()));
+            }
+            None
+        }
+    };
+    while let Some(c) = conn.take() {
+        conn = run_connection(&node, &net, peer, id, c, &mut queue, &mut rx).await;
+    }
+    net.remove(peer, id);
+    rx.close();
+    let mut rest: Vec<Out> = queue.into_iter().map(Out::Msg).collect();
+    while let Ok(o) = rx.try_recv() {
+        rest.push(o);
+    }
+    fail_queued(&node, rest);
+}
+
+/// Connects to the peer, queueing what is sent meanwhile; takes an
+/// accepted connection instead if one arrives first (or wins a
+/// simultaneous connect).
+async fn connect_or_adopt(
+    net: &Net,
+    peer: Atom,
+    name: &NodeName,
+    queue: &mut VecDeque<DistMessage>,
+    waiters: &mut Vec<oneshot::Sender<Result<(), String>>>,
+    rx: &mut mpsc::UnboundedReceiver<Out>,
+) -> Result<Connection, String> {
+    let connect = driver::connect(&net.config, name);
+    tokio::pin!(connect);
+    let mut connecting = true;
+    let mut lost = String::new();
+    let wait_for_winner = tokio::time::sleep(net.config.setup_timeout * 2);
+    tokio::pin!(wait_for_winner);
+    loop {
+        tokio::select! {
+            r = &mut connect, if connecting => match r {
+                Ok(c) => return Ok(c),
+                Err(e) if lost_race(&e) => {
+                    debug!(peer = %peer, error = %e, "lost a simultaneous connect; waiting for the peer's");
+                    lost = e.to_string();
+                    connecting = false;
+                }
+                Err(e) => {
+                    debug!(peer = %peer, error = %e, "connect failed");
+                    return Err(e.to_string());
+                }
+            },
+            o = rx.recv() => match o {
+                Some(Out::Msg(m)) => queue.push_back(m),
+                Some(Out::Adopt(c)) => return Ok(c),
+                Some(Out::Waiter(w)) => waiters.push(w),
+                Some(Out::Disconnect) | None => return Err("disconnected".into()),
+            },
+            _ = &mut wait_for_winner, if !connecting => return Err(lost),
+        }
+    }
+}
+
+/// Runs one connection until it goes down; returns a newer connection
+/// from the same peer if one replaced it.
+async fn run_connection(
+    node: &Node,
+    net: &Net,
+    peer: Atom,
+    id: u64,
+    conn: Connection,
+    queue: &mut VecDeque<DistMessage>,
+    rx: &mut mpsc::UnboundedReceiver<Out>,
+) -> Option<Connection> {
+    let outcome = conn.outcome().clone();
+    let flags = outcome.flags;
+    let (handle, mut events) = conn.into_parts();
+    let mut encoder = DistEncoder::new(flags);
+    let mut decoder = DistDecoder::new(flags);
+    net.set_up(peer, id, outcome.visible);
+    info!(peer = %peer, visible = outcome.visible, "node up");
+    let _ = net.events.send(NodeEvent::Up(peer));
+    let mut batch: Vec<DistMessage> = queue.drain(..).collect();
+    let mut replacement = None;
+    let reason: String = 'conn: loop {
+        if !batch.is_empty() {
+            let mut frames = Vec::with_capacity(batch.len());
+            for m in batch.drain(..) {
+                match encoder.encode(&m) {
+                    Ok(f) => frames.extend(f),
+                    Err(e) => warn!(peer = %peer, error = %e, "message not sent: cannot encode it"),
+                }
+            }
+            if handle.send_frames(frames).await.is_err() {
+                break 'conn handle.closed().await.to_string();
+            }
+        }
+        tokio::select! {
+            o = rx.recv() => match o {
+                Some(Out::Msg(m)) => {
+                    batch.push(m);
+                    // Take whatever else is queued, to write it together.
+                    while batch.len() < 1024 {
+                        match rx.try_recv() {
+                            Ok(Out::Msg(m)) => batch.push(m),
+                            Ok(Out::Waiter(w)) => {
+                                let _ = w.send(Ok(()));
+                            }
+                            Ok(Out::Adopt(c)) => {
+                                replacement = Some(c);
+                                handle.close();
+                                break 'conn "replaced by a new connection".into();
+                            }
+                            Ok(Out::Disconnect) => {
+                                handle.close();
+                                break 'conn "disconnected".into();
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(Out::Waiter(w)) => {
+                    let _ = w.send(Ok(()));
+                }
+                Some(Out::Adopt(c)) => {
+                    // The peer came back (restarted, say): the new
+                    // connection replaces ours.
+                    replacement = Some(c);
+                    handle.close();
+                    break 'conn "replaced by a new connection".into();
+                }
+                Some(Out::Disconnect) | None => {
+                    handle.close();
+                    break 'conn "disconnected".into();
+                }
+            },
+            ev = events.recv() => match ev {
+                Some(ConnectionEvent::Frame(frame)) => match decoder.decode_frame(frame) {
+                    Ok(Some(msg)) => node.dispatch(peer, msg),
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(peer = %peer, error = %e, "protocol error, closing");
+                        handle.close();
+                        break 'conn format!("protocol error: {e}");
+                    }
+                },
+                Some(ConnectionEvent::Down(r)) => break 'conn r.to_string(),
+                None => break 'conn DownReason::LocalShutdown.to_string(),
+            },
+        }
+    };
+    // Messages in `batch` were lost with the connection.
+    batch.clear();
+    info!(peer = %peer, %reason, "node down");
+    if let Some(p) = net.peers().get_mut(&peer) {
+        if p.id == id {
+            p.up = false;
+        }
+    }
+    node.node_down(peer);
+    let _ = net.events.send(NodeEvent::Down(peer, reason));
+    replacement
+}
+
+impl Node {
+    /// Handles what a peer sent.
+    pub(crate) fn dispatch(&self, peer: Atom, msg: DistMessage) {
+        let (control, payload) = msg.into_parts();
+        let payload = payload.unwrap_or(Term::NIL);
+        use ControlMessage as C;
+        match control {
+            C::Send { to } | C::SendTt { to, .. } => self.send_from(None, Dest::Pid(to), payload),
+            C::SendSender { from, to } | C::SendSenderTt { from, to, .. } => {
+                self.send_from(Some(from), Dest::Pid(to), payload)
+            }
+            C::RegSend { from, to_name } | C::RegSendTt { from, to_name, .. } => {
+                self.reg_send_in(from, to_name, payload)
+            }
+            C::AliasSend { from, alias } | C::AliasSendTt { from, alias, .. } => {
+                self.send_from(Some(from), Dest::Alias(alias), payload)
+            }
+            C::Link { from, to } => self.remote_link(from, to),
+            C::Unlink { from, to } => self.remote_unlink(from, to),
+            C::UnlinkId { id, from, to } => {
+                self.remote_unlink(from, to);
+                self.route_remote(
+                    peer,
+                    DistMessage::control_only(C::UnlinkIdAck {
+                        id,
+                        from: to,
+                        to: from,
+                    }),
+                );
+            }
+            C::UnlinkIdAck { .. } => {}
+            C::Exit { from, to, reason }
+            | C::ExitTt {
+                from, to, reason, ..
+            } => self.exit_signal(from, to, reason, ExitKind::Link),
+            C::PayloadExit { from, to } | C::PayloadExitTt { from, to, .. } => {
+                self.exit_signal(from, to, payload, ExitKind::Link)
+            }
+            C::Exit2 { from, to, reason }
+            | C::Exit2Tt {
+                from, to, reason, ..
+            } => self.exit_signal(from, to, reason, ExitKind::Exit2),
+            C::PayloadExit2 { from, to } | C::PayloadExit2Tt { from, to, .. } => {
+                self.exit_signal(from, to, payload, ExitKind::Exit2)
+            }
+            C::MonitorP {
+                from,
+                to,
+                reference,
+            } => self.remote_monitor(peer, from, to, reference),
+            C::DemonitorP { to, reference, .. } => self.remote_demonitor(to, &reference),
+            C::MonitorPExit {
+                to,
+                reference,
+                reason,
+                ..
+            } => self.remote_down(to, &reference, reason),
+            C::PayloadMonitorPExit { to, reference, .. } => {
+                self.remote_down(to, &reference, payload)
+            }
+            other => {
+                debug!(peer = %peer, op = ?other.op(), "control message not handled");
+            }
+        }
+    }
+
+    /// A REG_SEND from a peer: to a process registered here, or dropped.
+    fn reg_send_in(&self, from: Pid, name: Atom, msg: Term) {
+        self.send_from(Some(from), Dest::Name(name), msg);
+    }
+
+    /// Starts the `net_kernel` process every node runs: it answers
+    /// `net_adm:ping/1` (`{is_auth, Node}` calls) with `yes`, so BEAM nodes
+    /// see this node as a normal one. Being a real registered process, it
+    /// can be monitored, as OTP's callers do.
+    pub(crate) fn start_net_kernel(&self) {
+        let node = self.clone();
+        let pid = self.spawn(move |mut p| async move {
+            while let Ok(msg) = p.recv().await {
+                if let Some((tag, caller, request)) = gen_call(&msg) {
+                    let is_auth = request
+                        .as_tuple()
+                        .is_some_and(|t| t.first().is_some_and(|a| a.is_atom("is_auth")));
+                    let reply = if is_auth { "yes" } else { "ignored" };
+                    node.gen_reply(caller, tag, Term::atom(reply));
+                }
+            }
+        });
+        let _ = self.register("net_kernel", pid);
+    }
+
+    /// Replies to a `'$gen_call'` as `gen:reply/2` does: to the alias in
+    /// the tag if there is one, else to the caller.
+    pub(crate) fn gen_reply(&self, caller: Pid, tag: Term, reply: Term) {
+        let msg = Term::Tuple(vec![tag.clone(), reply]);
+        let alias = match &tag {
+            Term::ImproperList(l) if l.elems.len() == 1 && l.elems[0].is_atom("alias") => {
+                match &l.tail {
+                    Term::Ref(r) => Some(**r),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        match alias {
+            Some(r) if r.node != self.name() => {
+                let from = self.system_pid();
+                self.route_remote(
+                    r.node,
+                    DistMessage::with_payload(ControlMessage::AliasSend { from, alias: r }, msg),
+                );
+            }
+            Some(r) => self.send_from(None, Dest::Alias(r), msg),
+            None => self.send_from(Some(self.system_pid()), Dest::Pid(caller), msg),
+        }
+    }
+
+    /// Sends a control message to `peer`.
+    pub(crate) fn route_remote(
+        &self,
+        peer: Atom,
+        msg: Result<DistMessage, crate::connection::control::ControlError>,
+    ) {
+        let Some(net) = self.net() else { return };
+        match msg {
+            Ok(m) => net.route(self, peer, Out::Msg(m)),
+            Err(e) => warn!(error = %e, "internal error: bad control message"),
+        }
+    }
+
+    fn remote_link(&self, from: Pid, to: Pid) {
+        match self.lookup(to) {
+            Some(entry) if entry.state().exited.is_none() => {
+                entry.state().links.insert(from);
+            }
+            _ => {
+                // Linking to a dead process: the link breaks with noproc.
+                self.route_remote(
+                    from.node,
+                    DistMessage::with_payload(
+                        ControlMessage::PayloadExit { from: to, to: from },
+                        Term::atom("noproc"),
+                    ),
+                );
+            }
+        }
+    }
+
+    fn remote_unlink(&self, from: Pid, to: Pid) {
+        if let Some(entry) = self.lookup(to) {
+            entry.state().links.remove(&from);
+        }
+    }
+
+    fn remote_monitor(
+        &self,
+        peer: Atom,
+        from: Pid,
+        to: ProcRef,
+        reference: crate::term::Reference,
+    ) {
+        let (pid, by_name) = match to {
+            ProcRef::Pid(p) => (Some(p), None),
+            ProcRef::Name(n) => (self.whereis(n), Some(n)),
+        };
+        if let Some(entry) = pid.and_then(|p| self.lookup(p)) {
+            let mut st = entry.state();
+            if st.exited.is_none() {
+                st.watchers
+                    .insert(reference, super::Watcher { pid: from, by_name });
+                return;
+            }
+        }
+        self.route_remote(
+            peer,
+            DistMessage::with_payload(
+                ControlMessage::PayloadMonitorPExit {
+                    from: to,
+                    to: from,
+                    reference,
+                },
+                Term::atom("noproc"),
+            ),
+        );
+    }
+
+    fn remote_demonitor(&self, to: ProcRef, reference: &crate::term::Reference) {
+        let pid = match to {
+            ProcRef::Pid(p) => Some(p),
+            ProcRef::Name(n) => self.whereis(n),
+        };
+        if let Some(entry) = pid.and_then(|p| self.lookup(p)) {
+            entry.state().watchers.remove(reference);
+        }
+    }
+
+    /// A monitor that `to` holds on a remote process fired.
+    pub(crate) fn remote_down(&self, to: Pid, reference: &crate::term::Reference, reason: Term) {
+        let Some(entry) = self.lookup(to) else { return };
+        let watched = entry.state().watching.remove(reference);
+        let Some(watched) = watched else { return };
+        entry.deliver(super::down(reference, watched.object(), reason));
+    }
+
+    /// The connection to `peer` is gone: links to its processes break
+    /// with `noconnection`, monitors of them fire.
+    pub(crate) fn node_down(&self, peer: Atom) {
+        let entries: Vec<_> = self.read_procs().values().cloned().collect();
+        let reason = Term::atom("noconnection");
+        for entry in entries {
+            let (links, downs) = {
+                let mut st = entry.state();
+                let links: Vec<Pid> = st
+                    .links
+                    .iter()
+                    .filter(|p| p.node == peer)
+                    .copied()
+                    .collect();
+                for l in &links {
+                    st.links.remove(l);
+                }
+                st.watchers.retain(|_, w| w.pid.node != peer);
+                let downs: Vec<_> = st
+                    .watching
+                    .iter()
+                    .filter(|(_, w)| w.node() == peer)
+                    .map(|(r, _)| *r)
+                    .collect();
+                let downs: Vec<_> = downs
+                    .into_iter()
+                    .filter_map(|r| st.watching.remove(&r).map(|w| (r, w)))
+                    .collect();
+                (links, downs)
+            };
+            for (r, w) in downs {
+                entry.deliver(super::down(&r, w.object(), reason.clone()));
+            }
+            for l in links {
+                self.exit_signal(l, entry.pid, reason.clone(), ExitKind::Link);
+            }
+        }
+    }
+}
+
+/// `{'$gen_call', {From, Tag}, Request}` → `(Tag, From, Request)`.
+pub(crate) fn gen_call(msg: &Term) -> Option<(Term, Pid, Term)> {
+    let t = msg.as_tuple()?;
+    let [label, from_tag, request] = t else {
+        return None;
+    };
+    if !label.is_atom("$gen_call") {
+        return None;
+    }
+    let [from, tag] = from_tag.as_tuple()? else {
+        return None;
+    };
+    Some((tag.clone(), *from.as_pid()?, request.clone()))
+}
+
+impl Watched {
+    fn node(&self) -> Atom {
+        match self {
+            Watched::Pid(p) => p.node,
+            Watched::Name(_, node) => *node,
+        }
+    }
+}

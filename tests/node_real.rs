@@ -1,0 +1,467 @@
+//! The Node against real `erl` nodes: ping, messages both ways, registered
+//! names, links, exits, monitors, node down and restart, ordering, and the
+//! atom cache and fragments with large and atom-heavy messages.
+
+use std::time::Duration;
+
+use erldist::testing::{require_erl, unique_name, ErlNode, RealEpmd};
+use erldist::{term, Atom, Node, NodeEvent, Pid, Term};
+
+const COOKIE: &str = "secret_token";
+const T: Duration = Duration::from_secs(10);
+
+async fn rust_node(epmd: &RealEpmd) -> Node {
+    Node::builder(&format!("{}@localhost", unique_name("rust")))
+        .cookie(COOKIE)
+        .epmd("localhost", epmd.port())
+        .embedded_epmd(false)
+        .start()
+        .await
+        .expect("start the Rust node")
+}
+
+fn erl(epmd: &RealEpmd) -> ErlNode {
+    tokio::task::block_in_place(|| ErlNode::start("erl", epmd.port(), COOKIE)).expect("start erl")
+}
+
+fn eval(node: &mut ErlNode, expr: &str) -> String {
+    tokio::task::block_in_place(|| node.eval(expr)).unwrap_or_else(|e| panic!("eval {expr}: {e}"))
+}
+
+fn parse(text: &str) -> Term {
+    text.parse().unwrap_or_else(|e| panic!("parse {text}: {e}"))
+}
+
+/// The value of `expr` on the Erlang node, as a term (through
+/// term_to_binary, so pids keep their node).
+fn erl_term(node: &mut ErlNode, expr: &str) -> Term {
+    let expr = expr.trim_end_matches('.');
+    let bin = parse(&eval(
+        node,
+        &format!("term_to_binary(({expr}), [{{minor_version, 2}}])."),
+    ));
+    Term::decode(bin.as_binary().expect("a binary")).expect("decode")
+}
+
+/// An Erlang expression for `t` (pids included): binary_to_term of its bytes.
+fn erl_expr(t: impl Into<Term>) -> String {
+    let bytes = t.into().encode().expect("encode");
+    let list: Vec<String> = bytes.iter().map(u8::to_string).collect();
+    format!("binary_to_term(<<{}>>)", list.join(","))
+}
+
+fn erl_pid(node: &mut ErlNode, expr: &str) -> Pid {
+    erl_term(node, expr).try_into().expect("a pid")
+}
+
+fn atom(s: &str) -> Term {
+    Term::atom(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_both_ways_and_nodes() {
+    if !require_erl() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    let node = rust_node(&epmd).await;
+    let mut e = erl(&epmd);
+    let mut events = node.monitor_nodes();
+    assert!(node.ping(e.name()).await, "we ping erl: pong");
+    assert_eq!(
+        events.recv().await.unwrap(),
+        NodeEvent::Up(Atom::from(e.name()))
+    );
+    assert_eq!(node.nodes(), vec![Atom::from(e.name())]);
+    let me = node.name();
+    assert_eq!(eval(&mut e, &format!("net_adm:ping('{me}').")), "pong");
+    assert_eq!(
+        erl_term(&mut e, "nodes()."),
+        Term::List(vec![Term::Atom(me)])
+    );
+    assert!(!node.ping("nobody@localhost").await);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_and_registered_names_both_ways() {
+    if !require_erl() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    let node = rust_node(&epmd).await;
+    let mut e = erl(&epmd);
+    let me = node.name();
+    // Erlang sends to a name registered by a Rust process; the Rust
+    // process replies to the sender's pid.
+    let server = node.spawn(|mut p| async move {
+        p.register("rust_box").unwrap();
+        while let Ok(m) = p.recv().await {
+            if let Ok((from, text)) = <(Pid, Term)>::try_from(m) {
+                p.send(from, term!({reply, (text)}));
+            }
+        }
+    });
+    let got = eval(
+        &mut e,
+        &format!("begin {{rust_box, '{me}'}} ! {{self(), <<\"hi\">>}}, receive M -> M after 5000 -> timeout end end."),
+    );
+    assert_eq!(parse(&got), term!({reply, <<"hi">>}));
+    // Rust sends to a name registered on the Erlang node and gets a reply.
+    eval(
+        &mut e,
+        "register(echo, spawn(fun L() -> receive {From, M} -> From ! {echo, M}, L() end end)).",
+    );
+    let mut me_proc = node.process();
+    me_proc.send(
+        (Atom::from("echo"), Atom::from(e.name())),
+        term!({(me_proc.pid()), [1, 2.5, "x", #{a => b}]}),
+    );
+    let reply = tokio::time::timeout(T, me_proc.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        reply.exact_eq(&term!({echo, [1, 2.5, "x", #{a => b}]})),
+        "{reply}"
+    );
+    // And to a pid.
+    let echo = erl_pid(&mut e, "whereis(echo).");
+    me_proc.send(echo, term!({(me_proc.pid()), again}));
+    assert_eq!(
+        tokio::time::timeout(T, me_proc.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        term!({echo, again})
+    );
+    assert!(node.is_alive(server));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_and_exits_both_ways() {
+    if !require_erl() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    let node = rust_node(&epmd).await;
+    let mut e = erl(&epmd);
+    // An Erlang process linked to a trapping Rust process crashes: the Rust
+    // side gets {'EXIT', Pid, boom}.
+    let mut rust = node.process();
+    rust.trap_exit(true);
+    rust.register("trapper").unwrap();
+    let me = node.name();
+    let erl_pid = erl_pid(
+        &mut e,
+        &format!(
+            "spawn(fun() -> {{trapper, '{me}'}} ! {{pid, self()}}, receive {{link, P}} -> link(P), exit(boom) end end)."
+        ),
+    );
+    let m = tokio::time::timeout(T, rust.recv()).await.unwrap().unwrap();
+    assert_eq!(m, term!({pid, (erl_pid)}));
+    rust.send(erl_pid, term!({link, (rust.pid())}));
+    let m = tokio::time::timeout(T, rust.recv()).await.unwrap().unwrap();
+    assert_eq!(m, term!({(atom("EXIT")), (erl_pid), boom}));
+    // A Rust process linked from a trapping Erlang process dies: the Erlang
+    // process gets {'EXIT', RustPid, Reason}.
+    eval(
+        &mut e,
+        "register(watcher, spawn(fun() -> process_flag(trap_exit, true), receive {link, P} -> link(P), receive X -> register(result, spawn(fun() -> receive {get, F} -> F ! X end end)) end end end)).",
+    );
+    let e_name = Atom::from(e.name());
+    let dying = node.spawn(move |p| async move {
+        p.send((Atom::from("watcher"), e_name), term!({link, (p.pid())}));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Err::<(), _>(term!(rust_crash))
+    });
+    let got = erl_term(
+        &mut e,
+        "begin timer:sleep(1000), result ! {get, self()}, receive R -> R after 5000 -> timeout end end",
+    );
+    assert_eq!(got, term!({(atom("EXIT")), (dying), rust_crash}));
+    // exit/2 from Erlang with kill cannot be trapped.
+    let victim = node.spawn(|mut p| async move {
+        p.trap_exit(true);
+        while p.recv().await.is_ok() {}
+    });
+    let mut watcher = node.process();
+    let r = watcher.monitor(victim);
+    eval(&mut e, &format!("exit({}, kill).", erl_expr(victim)));
+    let down = tokio::time::timeout(T, watcher.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        down,
+        term!({(atom("DOWN")), (Term::Ref(Box::new(r))), process, (victim), killed})
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_both_ways_with_each_reason() {
+    if !require_erl() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    let node = rust_node(&epmd).await;
+    let mut e = erl(&epmd);
+    let mut me = node.process();
+    // Rust monitors an Erlang process that exits normally, then one that
+    // crashes, then one already dead (noproc), then by name.
+    let p1 = erl_pid(&mut e, "spawn(fun() -> receive go -> ok end end).");
+    let r1 = me.monitor(p1);
+    me.send(p1, term!(go));
+    let d = tokio::time::timeout(T, me.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        d,
+        term!({(atom("DOWN")), (Term::Ref(Box::new(r1))), process, (p1), normal})
+    );
+    let p2 = erl_pid(&mut e, "spawn(fun() -> receive go -> exit(crash) end end).");
+    let r2 = me.monitor(p2);
+    me.send(p2, term!(go));
+    let d = tokio::time::timeout(T, me.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        d,
+        term!({(atom("DOWN")), (Term::Ref(Box::new(r2))), process, (p2), crash})
+    );
+    let r3 = me.monitor(p2);
+    let d = tokio::time::timeout(T, me.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        d,
+        term!({(atom("DOWN")), (Term::Ref(Box::new(r3))), process, (p2), noproc})
+    );
+    let r4 = me.monitor((Atom::from("no_such_name"), Atom::from(e.name())));
+    let d = tokio::time::timeout(T, me.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        d,
+        term!({(atom("DOWN")), (Term::Ref(Box::new(r4))), process, {no_such_name, (atom(e.name()))}, noproc})
+    );
+    // Erlang monitors a Rust process (by pid, then by name).
+    let target = node.spawn(|mut p| async move {
+        let _ = p.recv().await;
+        Err::<(), _>(term!(bye))
+    });
+    let me_name = node.name();
+    let got = eval(
+        &mut e,
+        &format!(
+            "begin R = erlang:monitor(process, {t}), {t} ! go, receive {{'DOWN', R, process, _, Why}} -> Why after 5000 -> timeout end end.",
+            t = erl_expr(target)
+        ),
+    );
+    assert_eq!(got, "bye");
+    let named = node.process();
+    named.register("named_target").unwrap();
+    eval(
+        &mut e,
+        &format!("erlang:monitor(process, {{named_target, '{me_name}'}})."),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(named);
+    let got = eval(
+        &mut e,
+        "receive {'DOWN', _, process, Obj, Why} -> {Obj, Why} after 5000 -> timeout end.",
+    );
+    assert_eq!(
+        parse(&got),
+        term!({{named_target, (Term::Atom(me_name))}, normal})
+    );
+    let got = eval(&mut e, &format!("begin R = erlang:monitor(process, {}), receive {{'DOWN', R, _, _, W}} -> W after 5000 -> timeout end end.", erl_expr(target)));
+    assert_eq!(got, "noproc");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_down_breaks_links_and_monitors_and_restart_is_a_new_incarnation() {
+    if !require_erl() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    let node = rust_node(&epmd).await;
+    let mut e = erl(&epmd);
+    let e_name = e.name().to_owned();
+    let pid = erl_pid(&mut e, "spawn(fun() -> receive _ -> ok end end).");
+    let mut linked = node.process();
+    linked.trap_exit(true);
+    linked.link(pid);
+    let mut mon = node.process();
+    let r = mon.monitor(pid);
+    let mut events = node.monitor_nodes();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(node.nodes().contains(&Atom::from(e_name.as_str())));
+    e.kill();
+    let m = tokio::time::timeout(T, linked.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m, term!({(atom("EXIT")), (pid), noconnection}));
+    let d = tokio::time::timeout(T, mon.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        d,
+        term!({(atom("DOWN")), (Term::Ref(Box::new(r))), process, (pid), noconnection})
+    );
+    loop {
+        match tokio::time::timeout(T, events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            NodeEvent::Down(n, _) => {
+                assert_eq!(n.as_str(), e_name);
+                break;
+            }
+            NodeEvent::Up(_) => {}
+        }
+    }
+    assert!(node.nodes().is_empty());
+    // Linking to a pid of an unreachable node: noconnection at once.
+    linked.link(pid);
+    let m = tokio::time::timeout(T, linked.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m, term!({(atom("EXIT")), (pid), noconnection}));
+    // The node restarts under the same name: a new incarnation, whose
+    // processes have another creation; the old pid stays dead.
+    let mut again =
+        tokio::task::block_in_place(|| ErlNode::start_exact(&e_name, epmd.port(), COOKIE, &[]))
+            .expect("restart erl");
+    assert!(node.ping(&e_name).await, "reconnects after the restart");
+    let new_pid = erl_pid(&mut again, "self().");
+    assert_ne!(
+        new_pid.creation, pid.creation,
+        "a restarted node has a new creation"
+    );
+    let r = mon.monitor(pid);
+    let d = tokio::time::timeout(T, mon.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        d,
+        term!({(atom("DOWN")), (Term::Ref(Box::new(r))), process, (pid), noproc})
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_messages_arrive_in_order_both_ways() {
+    if !require_erl() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    let node = rust_node(&epmd).await;
+    let mut e = erl(&epmd);
+    let me = node.name();
+    let mut sink = node.process();
+    sink.register("sink").unwrap();
+    // Erlang → Rust.
+    eval(
+        &mut e,
+        &format!("spawn(fun() -> [{{sink, '{me}'}} ! {{n, I}} || I <- lists:seq(1, 100000)] end)."),
+    );
+    for i in 1..=100_000i64 {
+        let m = tokio::time::timeout(T, sink.recv()).await.unwrap().unwrap();
+        assert_eq!(m, term!({n, (i)}), "message {i}");
+    }
+    // Rust → Erlang: the receiver checks the order and answers.
+    eval(
+        &mut e,
+        "register(counter, spawn(fun() -> C = fun Loop(N) -> receive {n, N} -> Loop(N + 1); {done, F} -> F ! {count, N - 1}; Other -> exit({out_of_order, N, Other}) end end, C(1) end)).",
+    );
+    let counter = (Atom::from("counter"), Atom::from(e.name()));
+    for i in 1..=100_000i64 {
+        sink.send(counter, term!({n, (i)}));
+    }
+    sink.send(counter, term!({done, (sink.pid())}));
+    let m = tokio::time::timeout(Duration::from_secs(60), sink.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m, term!({count, 100000}));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_and_atom_heavy_messages_cross_intact() {
+    if !require_erl() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    let node = rust_node(&epmd).await;
+    let mut e = erl(&epmd);
+    eval(
+        &mut e,
+        "register(echo, spawn(fun L() -> receive {From, M} -> From ! {echo, M}, L() end end)).",
+    );
+    let mut me = node.process();
+    let echo = (Atom::from("echo"), Atom::from(e.name()));
+    // A 1 MiB binary (fragments, both ways) and a term with 300 distinct
+    // atoms (more than a header's 255 cache references).
+    let big = Term::binary(vec![7u8; 1 << 20]);
+    let atoms = Term::List((0..300).map(|i| Term::atom(&format!("atom_{i}"))).collect());
+    for (i, msg) in [big, atoms.clone(), atoms].into_iter().enumerate() {
+        me.send(echo, Term::Tuple(vec![Term::Pid(me.pid()), msg.clone()]));
+        let r = tokio::time::timeout(T, me.recv()).await.unwrap().unwrap();
+        assert!(
+            r.exact_eq(&Term::Tuple(vec![atom("echo"), msg])),
+            "message {i} came back changed"
+        );
+    }
+    // And OTP agrees on the bytes it received.
+    let md5 = eval(
+        &mut e,
+        "erlang:md5(term_to_binary(binary:copy(<<7>>, 1048576))).",
+    );
+    assert!(md5.starts_with("<<"));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rust_nodes_with_the_embedded_epmd_and_no_beam() {
+    let port = erldist::testing::free_port().unwrap();
+    let a = Node::builder(&format!("{}@localhost", unique_name("a")))
+        .cookie(COOKIE)
+        .epmd("localhost", port)
+        .start()
+        .await
+        .unwrap();
+    let b = Node::builder(&format!("{}@localhost", unique_name("b")))
+        .cookie(COOKIE)
+        .epmd("localhost", port)
+        .start()
+        .await
+        .unwrap();
+    let mut pb = b.process();
+    pb.register("inbox").unwrap();
+    let mut pa = a.process();
+    pa.send((Atom::from("inbox"), b.name()), term!({hello, (pa.pid())}));
+    let m = tokio::time::timeout(T, pb.recv()).await.unwrap().unwrap();
+    assert_eq!(m, term!({hello, (pa.pid())}));
+    pb.send(pa.pid(), term!(back));
+    assert_eq!(
+        tokio::time::timeout(T, pa.recv()).await.unwrap().unwrap(),
+        term!(back)
+    );
+    // Links across: b's process dies, a's trapping process sees it.
+    pa.trap_exit(true);
+    pa.link(pb.pid());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pb_pid = pb.pid();
+    pb.exit_self(term!(gone));
+    let m = tokio::time::timeout(T, pa.recv()).await.unwrap().unwrap();
+    assert_eq!(m, term!({(atom("EXIT")), (pb_pid), gone}));
+    assert!(a.ping(b.name().as_str()).await);
+    // b goes away: a sees nodedown.
+    let mut events = a.monitor_nodes();
+    b.shutdown().await;
+    match tokio::time::timeout(T, events.recv())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        NodeEvent::Down(n, _) => assert_eq!(n, b.name()),
+        other => panic!("expected nodedown, got {other:?}"),
+    }
+    a.shutdown().await;
+}
