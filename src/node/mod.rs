@@ -14,6 +14,7 @@ mod builder;
 pub mod io;
 mod net;
 mod process;
+mod spawn;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

@@ -467,9 +467,35 @@ impl Node {
             C::PayloadMonitorPExit { to, reference, .. } => {
                 self.remote_down(to, &reference, payload)
             }
-            other => {
-                debug!(peer = %peer, op = ?other.op(), "control message not handled");
+            C::SpawnRequest {
+                req_id,
+                from,
+                group_leader,
+                mfa,
+                options,
             }
+            | C::SpawnRequestTt {
+                req_id,
+                from,
+                group_leader,
+                mfa,
+                options,
+                ..
+            } => self.spawn_request_in(peer, req_id, from, group_leader, mfa, options, payload),
+            C::SpawnReply {
+                req_id,
+                to,
+                flags,
+                result,
+            }
+            | C::SpawnReplyTt {
+                req_id,
+                to,
+                flags,
+                result,
+                ..
+            } => self.spawn_reply_in(req_id, to, flags, result),
+            C::GroupLeader { leader, target } => self.group_leader_in(leader, target),
         }
     }
 
