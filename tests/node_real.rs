@@ -465,3 +465,81 @@ async fn two_rust_nodes_with_the_embedded_epmd_and_no_beam() {
     }
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlink_demonitor_disconnect_and_shutdown() {
+    if !require_erl() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    let node = rust_node(&epmd).await;
+    let mut e = erl(&epmd);
+    let me = node.name();
+    // Erlang links to a Rust process, then unlinks (UNLINK_ID, acked): the
+    // Rust process's later crash does not reach it.
+    let mut rust = node.process();
+    rust.register("victim").unwrap();
+    eval(
+        &mut e,
+        &format!(
+            "register(linker, spawn(fun() -> process_flag(trap_exit, true), {{victim, '{me}'}} ! {{hi, self()}}, receive {{link, P}} -> link(P), unlink(P), {{victim, '{me}'}} ! unlinked end, receive X -> register(linker_result, spawn(fun() -> receive {{get, F}} -> F ! X end end)) after 1500 -> register(linker_result, spawn(fun() -> receive {{get, F}} -> F ! nothing end end)) end end))."
+        ),
+    );
+    let hi = tokio::time::timeout(T, rust.recv()).await.unwrap().unwrap();
+    let (_, linker): (Term, Pid) = hi.try_into().unwrap();
+    rust.send(linker, term!({link, (rust.pid())}));
+    let m = tokio::time::timeout(T, rust.recv()).await.unwrap().unwrap();
+    assert_eq!(m, term!(unlinked));
+    rust.exit_self(term!(crash));
+    let got = eval(&mut e, "begin timer:sleep(2000), linker_result ! {get, self()}, receive R -> R after 5000 -> timeout end end.");
+    assert_eq!(
+        got, "nothing",
+        "the unlinked Erlang process got an exit signal"
+    );
+    // A Rust monitor removed with demonitor sends no 'DOWN'.
+    let mut watcher = node.process();
+    let target = erl_pid(&mut e, "spawn(fun() -> receive go -> ok end end).");
+    let r = watcher.monitor(target);
+    watcher.demonitor(&r);
+    watcher.send(target, term!(go));
+    assert_eq!(
+        watcher
+            .recv_timeout(Duration::from_millis(500))
+            .await
+            .unwrap(),
+        None
+    );
+    // disconnect: links break with noconnection on both sides.
+    let linked_erl = erl_pid(&mut e, "spawn(fun() -> receive _ -> ok end end).");
+    watcher.trap_exit(true);
+    watcher.link(linked_erl);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    node.disconnect(e.name());
+    let m = tokio::time::timeout(T, watcher.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m, term!({(atom("EXIT")), (linked_erl), noconnection}));
+    // Shutting the node down: an Erlang process linked to a Rust process
+    // gets noconnection, as when a BEAM node stops.
+    let keeper = node.process();
+    keeper.register("keeper").unwrap();
+    let w2 = erl_pid(
+        &mut e,
+        &format!(
+            "spawn(fun() -> process_flag(trap_exit, true), {{keeper, '{me}'}} ! {{hello, self()}}, receive {{link, P}} -> link(P), receive X -> register(w2_result, spawn(fun() -> receive {{get, F}} -> F ! X end end)) end end end)."
+        ),
+    );
+    let mut keeper = keeper;
+    let hello = tokio::time::timeout(T, keeper.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hello, term!({hello, (w2)}));
+    keeper.send(w2, term!({link, (keeper.pid())}));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let keeper_pid = keeper.pid();
+    node.shutdown().await;
+    let got = erl_term(&mut e, "begin timer:sleep(500), w2_result ! {get, self()}, receive R -> R after 5000 -> timeout end end");
+    assert_eq!(got, term!({(atom("EXIT")), (keeper_pid), noconnection}));
+}
