@@ -12,6 +12,7 @@
 
 mod builder;
 pub mod io;
+mod mailbox;
 mod net;
 mod process;
 mod spawn;
@@ -23,7 +24,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use futures_util::FutureExt;
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 pub use builder::{NodeBuilder, NodeError};
@@ -208,7 +208,7 @@ impl Watched {
 /// A process's state shared with the node.
 pub(crate) struct ProcEntry {
     pid: Pid,
-    mailbox: mpsc::UnboundedSender<Signal>,
+    mailbox: mailbox::Mailbox,
     state: Mutex<ProcState>,
 }
 
@@ -241,7 +241,7 @@ impl ProcEntry {
 
     fn deliver(&self, msg: Term) {
         // A closed mailbox means the process is gone: drop, as Erlang does.
-        let _ = self.mailbox.send(Signal::Message(msg));
+        self.mailbox.push(Signal::Message(msg));
     }
 }
 
@@ -475,7 +475,6 @@ impl Node {
     }
 
     pub(crate) fn new_process(&self, exits_on_drop: bool) -> (Process, Pid) {
-        let (tx, rx) = mpsc::unbounded_channel();
         let mut procs = self.inner.procs.write().unwrap_or_else(|e| e.into_inner());
         // Process numbers are 32 bits (V4_NC); skip 0 and any still in use
         // after a wrap.
@@ -493,7 +492,7 @@ impl Node {
         };
         let entry = Arc::new(ProcEntry {
             pid,
-            mailbox: tx,
+            mailbox: mailbox::Mailbox::default(),
             state: Mutex::new(ProcState::default()),
         });
         procs.insert(id, entry.clone());
@@ -501,7 +500,6 @@ impl Node {
         let p = Process {
             entry,
             node: self.clone(),
-            inbox: rx,
             saved: Default::default(),
             exits_on_drop,
             closed: false,
@@ -801,7 +799,7 @@ impl Node {
             }
         };
         let pid = entry.pid;
-        let _ = entry.mailbox.send(Signal::Exited);
+        entry.mailbox.push(Signal::Exited);
         self.inner
             .procs
             .write()

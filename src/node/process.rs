@@ -5,8 +5,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use super::{Dest, MonitorTarget, Node, ProcEntry, Signal};
 use crate::term::{Atom, Pid, Reference, Term};
 
@@ -47,7 +45,6 @@ pub struct Exited {
 pub struct Process {
     pub(super) entry: Arc<ProcEntry>,
     pub(super) node: Node,
-    pub(super) inbox: mpsc::UnboundedReceiver<Signal>,
     /// Messages received but skipped by a selective receive, in order.
     pub(super) saved: VecDeque<Term>,
     /// Whether dropping the handle ends the process (attached processes);
@@ -86,9 +83,9 @@ impl Process {
         if self.closed {
             return Err(self.exited());
         }
-        match self.inbox.recv().await {
-            Some(Signal::Message(m)) => Ok(m),
-            Some(Signal::Exited) | None => Err(self.close()),
+        match self.entry.mailbox.pop().await {
+            Signal::Message(m) => Ok(m),
+            Signal::Exited => Err(self.close()),
         }
     }
 
@@ -105,8 +102,8 @@ impl Process {
     pub fn try_recv(&mut self) -> Option<Term> {
         self.saved
             .pop_front()
-            .or_else(|| match self.inbox.try_recv() {
-                Ok(Signal::Message(m)) => Some(m),
+            .or_else(|| match self.entry.mailbox.try_pop() {
+                Some(Signal::Message(m)) => Some(m),
                 _ => None,
             })
     }
@@ -126,10 +123,10 @@ impl Process {
             return Err(self.exited());
         }
         loop {
-            match self.inbox.recv().await {
-                Some(Signal::Message(m)) if pred(&m) => return Ok(m),
-                Some(Signal::Message(m)) => self.saved.push_back(m),
-                Some(Signal::Exited) | None => return Err(self.close()),
+            match self.entry.mailbox.pop().await {
+                Signal::Message(m) if pred(&m) => return Ok(m),
+                Signal::Message(m) => self.saved.push_back(m),
+                Signal::Exited => return Err(self.close()),
             }
         }
     }
@@ -149,7 +146,7 @@ impl Process {
 
     /// How many messages wait in the mailbox.
     pub fn mailbox_len(&self) -> usize {
-        self.saved.len() + self.inbox.len()
+        self.saved.len() + self.entry.mailbox.len()
     }
 
     fn close(&mut self) -> Exited {
