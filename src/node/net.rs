@@ -252,16 +252,26 @@ async fn peer_task(
             None
         }
     };
+    let connected = conn.is_some();
     while let Some(c) = conn.take() {
         conn = run_connection(&node, &net, peer, id, c, &mut queue, &mut rx).await;
     }
+    // What waited for a connection that never came fails (links and
+    // monitors with noconnection).
+    if !connected {
+        fail_queued(&node, queue.drain(..).map(Out::Msg));
+    }
+    // Once the entry is gone, nothing new reaches this task; what arrived
+    // meanwhile (a message, a new connection from the restarted peer) goes
+    // to a new task, as a send to a disconnected node connects anew.
     net.remove(peer, id);
     rx.close();
-    let mut rest: Vec<Out> = queue.into_iter().map(Out::Msg).collect();
     while let Ok(o) = rx.try_recv() {
-        rest.push(o);
+        match o {
+            Out::Disconnect => {}
+            o => net.route(&node, peer, o),
+        }
     }
-    fail_queued(&node, rest);
 }
 
 /// Connects to the peer, queueing what is sent meanwhile; takes an
