@@ -93,10 +93,26 @@ impl Encoder {
     /// Appends `term`, with the version byte 131, to `out`.
     pub fn encode_to<B: BufMut>(&self, term: &Term, out: &mut B) -> Result<(), EncodeError> {
         match self.compression {
-            None => {
-                out.put_u8(VERSION);
-                self.encode_body(term, out)
-            }
+            None => match term {
+                // A lone binary or string: the version byte and the header
+                // in one write.
+                Term::Binary(b) if b.len() <= u32::MAX as usize => {
+                    let n = (b.len() as u32).to_be_bytes();
+                    out.put_slice(&[VERSION, BINARY_EXT, n[0], n[1], n[2], n[3]]);
+                    out.put_slice(b);
+                    Ok(())
+                }
+                Term::ByteList(b) if !b.is_empty() && b.len() <= 0xffff => {
+                    let n = (b.len() as u16).to_be_bytes();
+                    out.put_slice(&[VERSION, STRING_EXT, n[0], n[1]]);
+                    out.put_slice(b);
+                    Ok(())
+                }
+                _ => {
+                    out.put_u8(VERSION);
+                    self.encode_body(term, out)
+                }
+            },
             Some(level) => {
                 let mut body = Vec::new();
                 self.encode_body(term, &mut body)?;
@@ -126,6 +142,7 @@ impl Encoder {
 
     /// Appends `term` without a version byte (as terms follow a
     /// distribution header).
+    #[inline]
     pub fn encode_body<B: BufMut>(&self, term: &Term, out: &mut B) -> Result<(), EncodeError> {
         Writer {
             out,
@@ -208,6 +225,7 @@ struct Writer<'o, 'r, B, C: ?Sized> {
 }
 
 impl<B: BufMut, C: AtomRefs + ?Sized> Writer<'_, '_, B, C> {
+    #[inline]
     fn top(&mut self, t: &Term) -> Result<(), EncodeError> {
         self.term(t, 0).map_err(|e| *e)
     }
@@ -255,6 +273,7 @@ impl<B: BufMut, C: AtomRefs + ?Sized> Writer<'_, '_, B, C> {
         }
     }
 
+    #[inline(always)]
     fn other_at(&mut self, t: &Term, depth: usize) -> Step {
         match t {
             Term::Int(i) => self.int(*i),
@@ -340,7 +359,12 @@ impl<B: BufMut, C: AtomRefs + ?Sized> Writer<'_, '_, B, C> {
                 for (chunk, w) in words[4..].chunks_exact_mut(4).zip(ids) {
                     chunk.copy_from_slice(&w.to_be_bytes());
                 }
-                self.out.put_slice(&words[..4 + 4 * ids.len()]);
+                if ids.len() == 3 {
+                    // As OTP makes them: a fixed-size write.
+                    self.out.put_slice(&words[..16]);
+                } else {
+                    self.out.put_slice(&words[..4 + 4 * ids.len()]);
+                }
             }
             Term::Fun(f) => match &**f {
                 Fun::Export {
