@@ -32,7 +32,50 @@ pub const MAX_ATOM_CHARS: usize = 255;
 pub struct Atom(&'static Entry);
 
 struct Entry {
-    name: Box<str>,
+    /// The text (the tail of `ext`).
+    name: &'static str,
+    /// The atom as the encoder writes it: `SMALL_ATOM_UTF8_EXT` or
+    /// `ATOM_UTF8_EXT`, the length, the text. Empty when the atom has more
+    /// than [`MAX_ATOM_CHARS`] characters and cannot be encoded.
+    ext: &'static [u8],
+    /// The first 8 bytes of the text, big-endian, zero-padded: comparing
+    /// these orders most pairs of atoms without reading the text.
+    prefix: u64,
+}
+
+impl Entry {
+    /// Leaks a new entry for `name` (atoms live as long as the process).
+    fn leak(name: &str) -> &'static Entry {
+        let bytes = name.as_bytes();
+        let encodable = bytes.len() <= MAX_ATOM_CHARS || name.chars().count() <= MAX_ATOM_CHARS;
+        let mut ext = Vec::with_capacity(bytes.len() + 3);
+        if encodable {
+            if bytes.len() < 256 {
+                ext.extend_from_slice(&[super::tags::SMALL_ATOM_UTF8_EXT, bytes.len() as u8]);
+            } else {
+                // At most 255 characters of at most 4 bytes: fits in 16 bits.
+                ext.push(super::tags::ATOM_UTF8_EXT);
+                ext.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+            }
+        }
+        let start = ext.len();
+        ext.extend_from_slice(bytes);
+        let ext: &'static [u8] = Box::leak(ext.into_boxed_slice());
+        let (head, text) = ext.split_at(start);
+        let name = match std::str::from_utf8(text) {
+            Ok(name) => name,
+            // Unreachable: `text` is a copy of a `str`.
+            Err(_) => unreachable!("atom text is UTF-8"),
+        };
+        let mut prefix = [0u8; 8];
+        let n = bytes.len().min(8);
+        prefix[..n].copy_from_slice(&bytes[..n]);
+        Box::leak(Box::new(Entry {
+            name,
+            ext: if head.is_empty() { &[] } else { ext },
+            prefix: u64::from_be_bytes(prefix),
+        }))
+    }
 }
 
 type Table = HashMap<&'static str, &'static Entry, foldhash::fast::RandomState>;
@@ -128,8 +171,8 @@ impl Atom {
             return Err(AtomError::TableFull);
         }
         // Atoms live as long as the process, as in the BEAM.
-        let entry: &'static Entry = Box::leak(Box::new(Entry { name: name.into() }));
-        guard.insert(&entry.name, entry);
+        let entry = Entry::leak(name);
+        guard.insert(entry.name, entry);
         table.count.fetch_add(1, Ordering::Relaxed);
         Ok(Atom(entry))
     }
@@ -152,7 +195,15 @@ impl Atom {
     /// The atom's text.
     #[inline]
     pub fn as_str(&self) -> &'static str {
-        &self.0.name
+        self.0.name
+    }
+
+    /// The atom in the external format (tag, length, UTF-8 text), or
+    /// `None` when it has more than [`MAX_ATOM_CHARS`] characters.
+    #[inline]
+    pub(crate) fn ext_bytes(&self) -> Option<&'static [u8]> {
+        let ext = self.0.ext;
+        (!ext.is_empty()).then_some(ext)
     }
 
     /// How many atoms the process has interned so far.
@@ -192,11 +243,17 @@ impl PartialOrd for Atom {
 /// Atoms order by their text, byte by byte in UTF-8 (which is code point
 /// order), as Erlang orders them.
 impl Ord for Atom {
+    #[inline]
     fn cmp(&self, other: &Atom) -> std::cmp::Ordering {
         if self == other {
             return std::cmp::Ordering::Equal;
         }
-        self.as_str().as_bytes().cmp(other.as_str().as_bytes())
+        // Zero padding keeps the prefixes in the texts' order: where they
+        // differ, the texts differ at the same byte, or the shorter ends there.
+        match self.0.prefix.cmp(&other.0.prefix) {
+            std::cmp::Ordering::Equal => self.as_str().as_bytes().cmp(other.as_str().as_bytes()),
+            o => o,
+        }
     }
 }
 

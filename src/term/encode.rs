@@ -9,9 +9,9 @@ use std::io::Write;
 use bytes::BufMut;
 use num_bigint::{BigInt, Sign};
 
-use super::atom::{Atom, MAX_ATOM_CHARS};
+use super::atom::Atom;
 use super::tags::*;
-use super::{Fun, Map, Pid, Term};
+use super::{Fun, Map, Pid, Reference, Term, SMALL_MAP};
 
 /// Why a term could not be encoded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -93,10 +93,26 @@ impl Encoder {
     /// Appends `term`, with the version byte 131, to `out`.
     pub fn encode_to<B: BufMut>(&self, term: &Term, out: &mut B) -> Result<(), EncodeError> {
         match self.compression {
-            None => {
-                out.put_u8(VERSION);
-                self.encode_body(term, out)
-            }
+            None => match term {
+                // A lone binary or string: the version byte and the header
+                // in one write.
+                Term::Binary(b) if b.len() <= u32::MAX as usize => {
+                    let n = (b.len() as u32).to_be_bytes();
+                    out.put_slice(&[VERSION, BINARY_EXT, n[0], n[1], n[2], n[3]]);
+                    out.put_slice(b);
+                    Ok(())
+                }
+                Term::ByteList(b) if !b.is_empty() && b.len() <= 0xffff => {
+                    let n = (b.len() as u16).to_be_bytes();
+                    out.put_slice(&[VERSION, STRING_EXT, n[0], n[1]]);
+                    out.put_slice(b);
+                    Ok(())
+                }
+                _ => {
+                    out.put_u8(VERSION);
+                    self.encode_body(term, out)
+                }
+            },
             Some(level) => {
                 let mut body = Vec::new();
                 self.encode_body(term, &mut body)?;
@@ -126,13 +142,14 @@ impl Encoder {
 
     /// Appends `term` without a version byte (as terms follow a
     /// distribution header).
+    #[inline]
     pub fn encode_body<B: BufMut>(&self, term: &Term, out: &mut B) -> Result<(), EncodeError> {
         Writer {
             out,
             max_depth: self.max_depth,
-            cache: None,
+            refs: &mut NoRefs,
         }
-        .term(term, 0)
+        .top(term)
     }
 
     /// Appends `term` without a version byte, writing `ATOM_CACHE_REF i`
@@ -148,9 +165,9 @@ impl Encoder {
         Writer {
             out,
             max_depth: self.max_depth,
-            cache: Some(atom_ref),
+            refs: &mut DynRefs(atom_ref),
         }
-        .term(term, 0)
+        .top(term)
     }
 }
 
@@ -167,24 +184,81 @@ impl Term {
 
 /// Decides, per atom, whether to write `ATOM_CACHE_REF` with the given
 /// index instead of the atom's text.
-type AtomRefs<'a> = Option<&'a mut dyn FnMut(Atom) -> Option<u8>>;
-
-struct Writer<'o, 'a, B> {
-    out: &'o mut B,
-    max_depth: usize,
-    cache: AtomRefs<'a>,
+trait AtomRefs {
+    fn index(&mut self, a: Atom) -> Option<u8>;
 }
 
-impl<B: BufMut> Writer<'_, '_, B> {
-    fn term(&mut self, t: &Term, depth: usize) -> Result<(), EncodeError> {
-        if depth > self.max_depth {
-            return Err(EncodeError::TooDeep(self.max_depth));
-        }
+/// Every atom written as text (the plain encoder: no check per atom).
+struct NoRefs;
+
+impl AtomRefs for NoRefs {
+    #[inline(always)]
+    fn index(&mut self, _: Atom) -> Option<u8> {
+        None
+    }
+}
+
+/// The distribution header's choice, atom by atom.
+struct DynRefs<'a>(&'a mut dyn FnMut(Atom) -> Option<u8>);
+
+impl AtomRefs for DynRefs<'_> {
+    #[inline]
+    fn index(&mut self, a: Atom) -> Option<u8> {
+        (self.0)(a)
+    }
+}
+
+/// The writer's error: boxed, so that the result of each step fits in a
+/// register (errors are rare; the success path is what runs).
+type Step = Result<(), Box<EncodeError>>;
+
+#[cold]
+#[inline(never)]
+fn fail(e: EncodeError) -> Box<EncodeError> {
+    Box::new(e)
+}
+
+struct Writer<'o, 'r, B, C: ?Sized> {
+    out: &'o mut B,
+    max_depth: usize,
+    refs: &'r mut C,
+}
+
+impl<B: BufMut, C: AtomRefs + ?Sized> Writer<'_, '_, B, C> {
+    #[inline]
+    fn top(&mut self, t: &Term) -> Result<(), EncodeError> {
+        self.term(t, 0).map_err(|e| *e)
+    }
+
+    /// Writes `t`, at nesting `depth` (already within the limit): the
+    /// common scalars inline, the rest out of line.
+    #[inline(always)]
+    fn term(&mut self, t: &Term, depth: usize) -> Step {
         match t {
             Term::Int(i) => {
                 self.int(*i);
                 Ok(())
             }
+            Term::Atom(a) => self.atom(*a),
+            Term::Binary(b) => self.binary(b),
+            _ => self.other(t, depth),
+        }
+    }
+
+    /// Checks that the elements of a compound term at `depth` may nest one
+    /// level deeper.
+    #[inline(always)]
+    fn inner(&self, depth: usize) -> Result<usize, Box<EncodeError>> {
+        let d = depth + 1;
+        if d > self.max_depth {
+            return Err(fail(EncodeError::TooDeep(self.max_depth)));
+        }
+        Ok(d)
+    }
+
+    #[inline(never)]
+    fn other(&mut self, t: &Term, depth: usize) -> Step {
+        match t {
             // Checking the stack costs a little; every 16 levels is enough.
             Term::Tuple(_)
             | Term::List(_)
@@ -193,76 +267,68 @@ impl<B: BufMut> Writer<'_, '_, B> {
             | Term::Fun(_)
                 if depth % 16 == 0 =>
             {
-                super::deep(|| self.term_at(t, depth))
+                super::deep(|| self.other_at(t, depth))
             }
-            _ => self.term_at(t, depth),
+            _ => self.other_at(t, depth),
         }
     }
 
-    fn term_at(&mut self, t: &Term, depth: usize) -> Result<(), EncodeError> {
+    #[inline(always)]
+    fn other_at(&mut self, t: &Term, depth: usize) -> Step {
         match t {
             Term::Int(i) => self.int(*i),
+            Term::Atom(a) => self.atom(*a)?,
+            Term::Binary(b) => self.binary(b)?,
             Term::BigInt(b) => self.big(b),
             Term::Float(f) => {
                 if !f.is_finite() {
-                    return Err(EncodeError::NonFiniteFloat(*f));
+                    return Err(fail(EncodeError::NonFiniteFloat(*f)));
                 }
-                self.out.put_u8(NEW_FLOAT_EXT);
-                self.out.put_f64(*f);
-            }
-            Term::Atom(a) => self.atom(*a)?,
-            Term::Binary(b) => {
-                self.out.put_u8(BINARY_EXT);
-                self.out.put_u32(len32(b.len(), "binary")?);
-                self.out.put_slice(b);
+                let b = f.to_bits().to_be_bytes();
+                self.out.put_slice(&[
+                    NEW_FLOAT_EXT,
+                    b[0],
+                    b[1],
+                    b[2],
+                    b[3],
+                    b[4],
+                    b[5],
+                    b[6],
+                    b[7],
+                ]);
             }
             Term::BitBinary(bb) => {
                 if !(1..=8).contains(&bb.bits) {
-                    return Err(EncodeError::BadBitCount(bb.bits));
+                    return Err(fail(EncodeError::BadBitCount(bb.bits)));
                 }
                 if bb.bytes.is_empty() {
-                    self.out.put_u8(BINARY_EXT);
-                    self.out.put_u32(0);
+                    self.out.put_slice(&[BINARY_EXT, 0, 0, 0, 0]);
                 } else if bb.bits == 8 {
-                    self.out.put_u8(BINARY_EXT);
-                    self.out.put_u32(len32(bb.bytes.len(), "binary")?);
-                    self.out.put_slice(&bb.bytes);
+                    self.binary(&bb.bytes)?;
                 } else {
-                    self.out.put_u8(BIT_BINARY_EXT);
-                    self.out.put_u32(len32(bb.bytes.len(), "bitstring")?);
-                    self.out.put_u8(bb.bits);
+                    let n = len32(bb.bytes.len(), "bitstring")?.to_be_bytes();
+                    self.out
+                        .put_slice(&[BIT_BINARY_EXT, n[0], n[1], n[2], n[3], bb.bits]);
                     let (init, last) = bb.bytes.split_at(bb.bytes.len() - 1);
                     self.out.put_slice(init);
                     // The unused low bits are written as zeros.
                     self.out.put_u8(last[0] & (0xffu8 << (8 - bb.bits)));
                 }
             }
-            Term::Tuple(v) => {
-                if v.len() < 256 {
-                    self.out.put_u8(SMALL_TUPLE_EXT);
-                    self.out.put_u8(v.len() as u8);
-                } else {
-                    self.out.put_u8(LARGE_TUPLE_EXT);
-                    self.out.put_u32(len32(v.len(), "tuple")?);
-                }
-                for e in v {
-                    self.term(e, depth + 1)?;
-                }
-            }
+            Term::Tuple(v) => self.tuple(v, depth)?,
             Term::List(v) => self.list(v, None, depth)?,
             Term::ByteList(b) => {
                 if b.is_empty() {
                     self.out.put_u8(NIL_EXT);
                 } else if b.len() <= 0xffff {
-                    self.out.put_u8(STRING_EXT);
-                    self.out.put_u16(b.len() as u16);
+                    let n = (b.len() as u16).to_be_bytes();
+                    self.out.put_slice(&[STRING_EXT, n[0], n[1]]);
                     self.out.put_slice(b);
                 } else {
-                    self.out.put_u8(LIST_EXT);
-                    self.out.put_u32(len32(b.len(), "list")?);
+                    let n = len32(b.len(), "list")?.to_be_bytes();
+                    self.out.put_slice(&[LIST_EXT, n[0], n[1], n[2], n[3]]);
                     for &c in b.iter() {
-                        self.out.put_u8(SMALL_INTEGER_EXT);
-                        self.out.put_u8(c);
+                        self.out.put_slice(&[SMALL_INTEGER_EXT, c]);
                     }
                     self.out.put_u8(NIL_EXT);
                 }
@@ -284,12 +350,20 @@ impl<B: BufMut> Writer<'_, '_, B> {
                 self.out.put_u32(p.creation);
             }
             Term::Ref(r) => {
-                self.out.put_u8(NEWER_REFERENCE_EXT);
-                self.out.put_u16(r.ids().len() as u16);
+                let ids = r.ids();
+                let n = (ids.len() as u16).to_be_bytes();
+                self.out.put_slice(&[NEWER_REFERENCE_EXT, n[0], n[1]]);
                 self.atom(r.node)?;
-                self.out.put_u32(r.creation);
-                for &w in r.ids() {
-                    self.out.put_u32(w);
+                let mut words = [0u8; 4 + 4 * Reference::MAX_WORDS];
+                words[..4].copy_from_slice(&r.creation.to_be_bytes());
+                for (chunk, w) in words[4..].chunks_exact_mut(4).zip(ids) {
+                    chunk.copy_from_slice(&w.to_be_bytes());
+                }
+                if ids.len() == 3 {
+                    // As OTP makes them: a fixed-size write.
+                    self.out.put_slice(&words[..16]);
+                } else {
+                    self.out.put_slice(&words[..4 + 4 * ids.len()]);
                 }
             }
             Term::Fun(f) => match &**f {
@@ -301,8 +375,7 @@ impl<B: BufMut> Writer<'_, '_, B> {
                     self.out.put_u8(EXPORT_EXT);
                     self.atom(*module)?;
                     self.atom(*function)?;
-                    self.out.put_u8(SMALL_INTEGER_EXT);
-                    self.out.put_u8(*arity);
+                    self.out.put_slice(&[SMALL_INTEGER_EXT, *arity]);
                 }
                 Fun::Local(l) => {
                     // The size field counts from itself to the end; measure
@@ -312,7 +385,7 @@ impl<B: BufMut> Writer<'_, '_, B> {
                         let mut w = Writer {
                             out: &mut body,
                             max_depth: self.max_depth,
-                            cache: self.cache.take(),
+                            refs: &mut *self.refs,
                         };
                         w.out.put_u8(l.arity);
                         w.out.put_slice(&l.uniq);
@@ -322,12 +395,15 @@ impl<B: BufMut> Writer<'_, '_, B> {
                         w.int(i64::from(l.old_index));
                         w.int(i64::from(l.old_uniq));
                         w.pid(&l.pid)?;
-                        let written = l.free_vars.iter().try_for_each(|v| w.term(v, depth + 1));
-                        self.cache = w.cache.take();
-                        written?;
+                        if !l.free_vars.is_empty() {
+                            let d = w.inner(depth)?;
+                            for v in &l.free_vars {
+                                w.term(v, d)?;
+                            }
+                        }
                     }
-                    self.out.put_u8(NEW_FUN_EXT);
-                    self.out.put_u32(len32(body.len() + 4, "fun")?);
+                    let n = len32(body.len() + 4, "fun")?.to_be_bytes();
+                    self.out.put_slice(&[NEW_FUN_EXT, n[0], n[1], n[2], n[3]]);
                     self.out.put_slice(&body);
                 }
             },
@@ -335,21 +411,28 @@ impl<B: BufMut> Writer<'_, '_, B> {
         Ok(())
     }
 
+    #[inline(always)]
     fn int(&mut self, i: i64) {
         if (0..=255).contains(&i) {
-            self.out.put_u8(SMALL_INTEGER_EXT);
-            self.out.put_u8(i as u8);
+            self.out.put_slice(&[SMALL_INTEGER_EXT, i as u8]);
         } else if let Ok(i) = i32::try_from(i) {
-            self.out.put_u8(INTEGER_EXT);
-            self.out.put_i32(i);
+            let b = i.to_be_bytes();
+            self.out.put_slice(&[INTEGER_EXT, b[0], b[1], b[2], b[3]]);
         } else {
-            let m = i.unsigned_abs();
-            let n = 8 - (m.leading_zeros() / 8) as usize;
-            self.out.put_u8(SMALL_BIG_EXT);
-            self.out.put_u8(n as u8);
-            self.out.put_u8(u8::from(i < 0));
-            self.out.put_slice(&m.to_le_bytes()[..n]);
+            self.small_big(i);
         }
+    }
+
+    #[inline(never)]
+    fn small_big(&mut self, i: i64) {
+        let m = i.unsigned_abs();
+        let n = 8 - (m.leading_zeros() / 8) as usize;
+        let mut b = [0u8; 11];
+        b[0] = SMALL_BIG_EXT;
+        b[1] = n as u8;
+        b[2] = u8::from(i < 0);
+        b[3..].copy_from_slice(&m.to_le_bytes());
+        self.out.put_slice(&b[..3 + n]);
     }
 
     fn big(&mut self, b: &BigInt) {
@@ -369,43 +452,62 @@ impl<B: BufMut> Writer<'_, '_, B> {
         self.out.put_slice(&digits);
     }
 
-    fn atom(&mut self, a: Atom) -> Result<(), EncodeError> {
-        if let Some(i) = self.cache.as_mut().and_then(|f| f(a)) {
-            self.out.put_u8(ATOM_CACHE_REF);
-            self.out.put_u8(i);
+    #[inline(always)]
+    fn binary(&mut self, b: &[u8]) -> Step {
+        let n = len32(b.len(), "binary")?.to_be_bytes();
+        self.out.put_slice(&[BINARY_EXT, n[0], n[1], n[2], n[3]]);
+        self.out.put_slice(b);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn atom(&mut self, a: Atom) -> Step {
+        if let Some(i) = self.refs.index(a) {
+            self.out.put_slice(&[ATOM_CACHE_REF, i]);
             return Ok(());
         }
-        let s = a.as_str();
-        if s.len() < 256 {
-            self.out.put_u8(SMALL_ATOM_UTF8_EXT);
-            self.out.put_u8(s.len() as u8);
-        } else {
-            let chars = s.chars().count();
-            if chars > MAX_ATOM_CHARS {
-                return Err(EncodeError::AtomTooLong(chars));
+        match a.ext_bytes() {
+            Some(ext) => {
+                self.out.put_slice(ext);
+                Ok(())
             }
-            self.out.put_u8(ATOM_UTF8_EXT);
-            self.out.put_u16(s.len() as u16);
+            None => Err(too_long(a)),
         }
-        self.out.put_slice(s.as_bytes());
-        Ok(())
     }
 
-    fn pid(&mut self, p: &Pid) -> Result<(), EncodeError> {
+    fn pid(&mut self, p: &Pid) -> Step {
         self.out.put_u8(NEW_PID_EXT);
         self.atom(p.node)?;
-        self.out.put_u32(p.id);
-        self.out.put_u32(p.serial);
-        self.out.put_u32(p.creation);
+        let (i, s, c) = (
+            p.id.to_be_bytes(),
+            p.serial.to_be_bytes(),
+            p.creation.to_be_bytes(),
+        );
+        self.out.put_slice(&[
+            i[0], i[1], i[2], i[3], s[0], s[1], s[2], s[3], c[0], c[1], c[2], c[3],
+        ]);
         Ok(())
     }
 
-    fn list(
-        &mut self,
-        elems: &[Term],
-        tail: Option<&Term>,
-        depth: usize,
-    ) -> Result<(), EncodeError> {
+    fn tuple(&mut self, v: &[Term], depth: usize) -> Step {
+        if v.len() < 256 {
+            self.out.put_slice(&[SMALL_TUPLE_EXT, v.len() as u8]);
+        } else {
+            let n = len32(v.len(), "tuple")?.to_be_bytes();
+            self.out
+                .put_slice(&[LARGE_TUPLE_EXT, n[0], n[1], n[2], n[3]]);
+        }
+        if v.is_empty() {
+            return Ok(());
+        }
+        let d = self.inner(depth)?;
+        for e in v {
+            self.term(e, d)?;
+        }
+        Ok(())
+    }
+
+    fn list(&mut self, elems: &[Term], tail: Option<&Term>, depth: usize) -> Step {
         if elems.is_empty() {
             return match tail {
                 None => {
@@ -416,53 +518,83 @@ impl<B: BufMut> Writer<'_, '_, B> {
             };
         }
         if tail.is_none() && elems.len() <= 0xffff && elems.iter().all(is_byte) {
-            self.out.put_u8(STRING_EXT);
-            self.out.put_u16(elems.len() as u16);
-            for e in elems {
-                if let Term::Int(i) = e {
-                    self.out.put_u8(*i as u8);
+            let n = (elems.len() as u16).to_be_bytes();
+            self.out.put_slice(&[STRING_EXT, n[0], n[1]]);
+            let mut chunk = [0u8; 64];
+            for part in elems.chunks(chunk.len()) {
+                for (c, e) in chunk.iter_mut().zip(part) {
+                    if let Term::Int(i) = e {
+                        *c = *i as u8;
+                    }
                 }
+                self.out.put_slice(&chunk[..part.len()]);
             }
             return Ok(());
         }
-        self.out.put_u8(LIST_EXT);
-        self.out.put_u32(len32(elems.len(), "list")?);
+        let n = len32(elems.len(), "list")?.to_be_bytes();
+        self.out.put_slice(&[LIST_EXT, n[0], n[1], n[2], n[3]]);
+        let d = self.inner(depth)?;
         for e in elems {
-            self.term(e, depth + 1)?;
+            self.term(e, d)?;
         }
         match tail {
             None => self.out.put_u8(NIL_EXT),
-            Some(t) => self.term(t, depth + 1)?,
+            Some(t) => self.term(t, d)?,
         }
         Ok(())
     }
 
-    fn map(&mut self, m: &Map, depth: usize) -> Result<(), EncodeError> {
-        self.out.put_u8(MAP_EXT);
-        self.out.put_u32(len32(m.len(), "map")?);
-        let in_order = m
-            .entries
-            .windows(2)
-            .all(|w| w[0].0.exact_cmp(&w[1].0) == Ordering::Less);
-        if in_order || m.len() > 32 {
+    fn map(&mut self, m: &Map, depth: usize) -> Step {
+        let n = len32(m.len(), "map")?.to_be_bytes();
+        self.out.put_slice(&[MAP_EXT, n[0], n[1], n[2], n[3]]);
+        if m.entries.is_empty() {
+            return Ok(());
+        }
+        let in_order = m.len() > SMALL_MAP
+            || m.entries
+                .windows(2)
+                .all(|w| key_cmp(&w[0].0, &w[1].0) == Ordering::Less);
+        if in_order {
+            let d = self.inner(depth)?;
             for (k, v) in &m.entries {
-                self.term(k, depth + 1)?;
-                self.term(v, depth + 1)?;
+                self.term(k, d)?;
+                self.term(v, d)?;
             }
             return Ok(());
         }
         // OTP writes small maps in key order.
         let mut sorted: Vec<&(Term, Term)> = m.entries.iter().collect();
-        sorted.sort_by(|a, b| a.0.exact_cmp(&b.0));
-        if sorted.windows(2).any(|w| w[0].0.exact_eq(&w[1].0)) {
-            return Err(EncodeError::DuplicateMapKey);
+        sorted.sort_by(|a, b| key_cmp(&a.0, &b.0));
+        if sorted
+            .windows(2)
+            .any(|w| key_cmp(&w[0].0, &w[1].0) == Ordering::Equal)
+        {
+            return Err(fail(EncodeError::DuplicateMapKey));
         }
+        let d = self.inner(depth)?;
         for (k, v) in sorted {
-            self.term(k, depth + 1)?;
-            self.term(v, depth + 1)?;
+            self.term(k, d)?;
+            self.term(v, d)?;
         }
         Ok(())
     }
+}
+
+/// The exact order of map keys ([`Term::exact_cmp`]), with the common
+/// cases of atom and integer keys first.
+#[inline]
+fn key_cmp(a: &Term, b: &Term) -> Ordering {
+    match (a, b) {
+        (Term::Atom(x), Term::Atom(y)) => x.cmp(y),
+        (Term::Int(x), Term::Int(y)) => x.cmp(y),
+        _ => a.exact_cmp(b),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn too_long(a: Atom) -> Box<EncodeError> {
+    fail(EncodeError::AtomTooLong(a.as_str().chars().count()))
 }
 
 fn is_byte(t: &Term) -> bool {
