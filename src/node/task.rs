@@ -5,9 +5,11 @@
 //!
 //! # Wire format
 //!
-//! This is the protocol of **Elixir 1.14** (tested against Debian's
-//! Elixir 1.14.0 on OTP 25), which to our reading of their sources is the
-//! same from Elixir 1.11 through 1.17:
+//! This is the protocol of **Elixir 1.14**, read from its compiled
+//! `Task.Supervisor`, `Task.Supervised`, `Task` and `DynamicSupervisor`
+//! and tested against Debian's Elixir 1.14.0 on OTP 25. Other Elixir
+//! versions that keep these message shapes work the same; none other was
+//! available to test:
 //!
 //! 1. the owner calls the supervisor (a `gen_server` call, timeout
 //!    `infinity`) with `{start_task, [Owner, monitor], temporary, nil}`,
