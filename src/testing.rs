@@ -235,6 +235,106 @@ impl Drop for RealEpmd {
     }
 }
 
+/// Whether `erl`, `epmd`, `elixir` and `mix` are available; as
+/// [`require_erl`] (skips, or panics when interop tests are required).
+pub fn require_elixir() -> bool {
+    require_programs(&["erl", "epmd", "elixir", "mix"])
+}
+
+/// The `ebin` directories of the installed Elixir's `elixir` and `logger`
+/// applications (asked from `elixir` itself), for `erl -pa`.
+pub fn elixir_ebins() -> io::Result<Vec<PathBuf>> {
+    let out = Command::new("elixir")
+        .args([
+            "-e",
+            "for a <- [:elixir, :logger], do: IO.puts(:code.lib_dir(a, :ebin))",
+        ])
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "elixir failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(PathBuf::from)
+        .collect())
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == "_build" || name == "deps" {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the Mix project at `project` (one without dependencies) into a
+/// new directory under `work_dir`, runs `mix compile` there, and returns
+/// the `ebin` directories it built (for [`ErlNode::start_elixir`]). The
+/// original is left untouched. Takes about a second: do it once per test
+/// binary (a `std::sync::OnceLock`).
+pub fn mix_compile(
+    project: &std::path::Path,
+    work_dir: &std::path::Path,
+) -> io::Result<Vec<PathBuf>> {
+    let dir = work_dir.join(unique_name("mix"));
+    copy_dir(project, &dir)?;
+    let out = Command::new("mix")
+        .arg("compile")
+        .current_dir(&dir)
+        .env("MIX_ENV", "dev")
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "mix compile failed in {}: {}{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let lib = dir.join("_build").join("dev").join("lib");
+    let mut ebins = Vec::new();
+    for entry in std::fs::read_dir(&lib)? {
+        let ebin = entry?.path().join("ebin");
+        if ebin.is_dir() {
+            ebins.push(ebin);
+        }
+    }
+    Ok(ebins)
+}
+
+/// The `erl` arguments that run Elixir applications: Elixir's own ebin
+/// directories and `code_paths` on the code path (`-pa`), and
+/// `application:ensure_all_started/1` of each of `apps`.
+pub fn elixir_args(code_paths: &[PathBuf], apps: &[&str]) -> io::Result<Vec<String>> {
+    let mut args = vec!["-pa".to_owned()];
+    for p in elixir_ebins()?.iter().chain(code_paths) {
+        args.push(p.display().to_string());
+    }
+    for app in apps {
+        args.push("-eval".into());
+        args.push(format!(
+            "{{ok, _}} = application:ensure_all_started('{app}')."
+        ));
+    }
+    Ok(args)
+}
+
 /// The Erlang code an [`ErlNode`] runs: print a ready line, then read one
 /// expression per line from stdin, print `ERLDIST_RESULT {ok,V}` or
 /// `ERLDIST_RESULT {error,...}`, and halt at end of input (so the node
@@ -244,7 +344,9 @@ Loop = fun L() ->
     case io:get_line('') of
         eof -> halt();
         {error, _} -> halt();
-        Line ->
+        Line0 ->
+            %% A binary once Elixir has set standard_io to binary mode.
+            Line = unicode:characters_to_list(Line0),
             R = try
                     {ok, Ts, _} = erl_scan:string(Line),
                     {ok, Es} = erl_parse:parse_exprs(Ts),
@@ -267,6 +369,8 @@ pub struct ErlNode {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
+    /// Lines the node printed that are not eval results, not yet taken.
+    output: Vec<String>,
     stderr: Arc<Mutex<String>>,
     name: String,
 }
@@ -293,6 +397,36 @@ impl ErlNode {
         extra_args: &[&str],
     ) -> io::Result<ErlNode> {
         Self::start_named("-sname", "localhost", prefix, epmd_port, cookie, extra_args)
+    }
+
+    /// Starts a node running Elixir applications, as `iex --sname NAME -S
+    /// mix` would run a project: with Elixir and `code_paths` (e.g. from
+    /// [`mix_compile`]) on its code path, and `apps` started. Use
+    /// [`start_exact`](Self::start_exact) with [`elixir_args`] for an exact
+    /// name. [`eval`](Self::eval) takes Erlang syntax:
+    /// `'Elixir.Chat':send_message('kate@localhost', <<"hi">>).`
+    ///
+    /// ```no_run
+    /// use erldist::testing::{mix_compile, require_elixir, ErlNode, RealEpmd};
+    /// if !require_elixir() {
+    ///     return;
+    /// }
+    /// let ebins = mix_compile("tests/fixtures/chat".as_ref(), &std::env::temp_dir()).unwrap();
+    /// let epmd = RealEpmd::start().unwrap();
+    /// let mut kate = ErlNode::start_elixir("kate", epmd.port(), "secret", &ebins, &["chat"]).unwrap();
+    /// assert_eq!(kate.eval("'Elixir.Chat':receive_message(<<\"hi\">>).").unwrap(), "ok");
+    /// assert!(kate.wait_output("hi", std::time::Duration::from_secs(5)));
+    /// ```
+    pub fn start_elixir(
+        prefix: &str,
+        epmd_port: u16,
+        cookie: &str,
+        code_paths: &[PathBuf],
+        apps: &[&str],
+    ) -> io::Result<ErlNode> {
+        let args = elixir_args(code_paths, apps)?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start_with(prefix, epmd_port, cookie, &args)
     }
 
     /// As [`start_with`](Self::start_with), but with a long name:
@@ -389,6 +523,7 @@ impl ErlNode {
             lines,
             stderr,
             name,
+            output: Vec::new(),
         };
         node.expect_line("ERLDIST_READY", NODE_START_TIMEOUT)?;
         Ok(node)
@@ -400,7 +535,7 @@ impl ErlNode {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.starts_with(prefix) => return Ok(line),
-                Ok(_) => {}
+                Ok(line) => self.output.push(line),
                 Err(RecvTimeoutError::Timeout) => {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -471,6 +606,34 @@ impl ErlNode {
                 "{expr} failed on {}: {result}",
                 self.name
             ))),
+        }
+    }
+
+    /// Takes the lines the node printed on its standard output so far
+    /// (what `io:format/2` or Elixir's `IO.puts/1` wrote there), except
+    /// the helper's own; later calls return only newer lines.
+    pub fn take_output(&mut self) -> Vec<String> {
+        while let Ok(line) = self.lines.try_recv() {
+            self.output.push(line);
+        }
+        std::mem::take(&mut self.output)
+    }
+
+    /// Waits until the node prints the line `line` on its standard output
+    /// (see [`take_output`](Self::take_output)); returns whether it did
+    /// within `timeout`. Lines before it are consumed, later ones kept.
+    pub fn wait_output(&mut self, line: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.output.iter().position(|l| l == line) {
+                self.output.drain(..=i);
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.output.push(l),
+                Err(_) => return false,
+            }
         }
     }
 

@@ -11,11 +11,13 @@
 //! reason to its links and monitors exactly once.
 
 mod builder;
+pub mod gen_server;
 pub mod io;
 mod mailbox;
 mod net;
 mod process;
 mod spawn;
+pub mod task;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -27,6 +29,7 @@ use futures_util::FutureExt;
 use tokio::task::AbortHandle;
 
 pub use builder::{NodeBuilder, NodeError};
+pub use gen_server::{CallError, GenServer};
 pub use net::NodeEvent;
 pub use process::{Exited, Process};
 
