@@ -79,7 +79,7 @@ async fn erldist_connects_to_real_node_and_messages_arrive() {
     let rust = RustNode::start("rust", "localhost", epmd.port(), "c2", false, LONG_TICK).await;
     eval(
         &node,
-        "register(sink, spawn(fun() -> receive M -> receive {get, P} -> P ! M end end end)).",
+        "register(sink, spawn(fun() -> receive M when element(1, M) =:= hello -> receive {get, P} -> P ! M end end end)).",
     )
     .await;
     let peer = NodeName::parse(&name_of(&node)).unwrap();

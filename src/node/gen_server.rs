@@ -245,13 +245,13 @@ impl Process {
     pub(crate) fn take_matching(&mut self, mut pred: impl FnMut(&Term) -> bool) -> Option<Term> {
         if !self.closed {
             loop {
-                match self.inbox.try_recv() {
-                    Ok(Signal::Message(m)) => self.saved.push_back(m),
-                    Ok(Signal::Exited) => {
+                match self.entry.mailbox.try_pop() {
+                    Some(Signal::Message(m)) => self.saved.push_back(m),
+                    Some(Signal::Exited) => {
                         self.closed = true;
                         break;
                     }
-                    Err(_) => break,
+                    None => break,
                 }
             }
         }
