@@ -11,9 +11,11 @@
 //! reason to its links and monitors exactly once.
 
 mod builder;
+mod group_leader;
 pub mod io;
 mod net;
 mod process;
+mod rpc;
 mod spawn;
 
 use std::collections::{HashMap, HashSet};
@@ -27,8 +29,11 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 pub use builder::{NodeBuilder, NodeError};
+pub use group_leader::{GroupLeaderConfig, IoOutput, IoSink};
 pub use net::NodeEvent;
 pub use process::{Exited, Process};
+pub use rpc::{Exception, RpcError};
+pub use spawn::{GroupLeaderOpt, SpawnError, SpawnOpts, Spawned};
 
 use crate::connection::control::{ControlMessage, DistMessage, ProcRef};
 use net::Net;
@@ -223,6 +228,8 @@ struct ProcState {
     aliases: HashSet<Reference>,
     name: Option<Atom>,
     task: Option<AbortHandle>,
+    /// The group leader, if set (else the node's default one).
+    group_leader: Option<Pid>,
 }
 
 impl ProcEntry {
@@ -254,6 +261,9 @@ struct NodeInner {
     next_id: AtomicU32,
     next_ref: AtomicU64,
     net: Option<Arc<Net>>,
+    /// Spawn requests in flight, Rust functions callable from BEAM, the
+    /// default group leader.
+    spawn: spawn::SpawnState,
 }
 
 /// A node: the home of Rust processes.
@@ -304,6 +314,7 @@ impl Node {
                 next_id: AtomicU32::new(1),
                 next_ref: AtomicU64::new(1),
                 net,
+                spawn: spawn::SpawnState::default(),
             }),
         }
     }
@@ -798,6 +809,7 @@ impl Node {
                 aliases: std::mem::take(&mut st.aliases),
                 name: st.name.take(),
                 task: st.task.take(),
+                group_leader: None,
             }
         };
         let pid = entry.pid;
