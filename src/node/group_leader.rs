@@ -476,7 +476,7 @@ mod tests {
             &[term!(42), term!({a, "x"}), term!("héllo")],
         )
         .unwrap();
-        assert_eq!(got, "42 and {a,\"x\"}: héllo\n~");
+        assert_eq!(got, "42 and {a,<<\"x\">>}: héllo\n~");
         assert!(format("~w", &[]).is_err());
         assert_eq!(
             format("~10.3.0w|~i~c", &[term!(1), term!(x), term!(65)]).unwrap(),
