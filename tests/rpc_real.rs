@@ -144,6 +144,17 @@ async fn beam_calls_rust() {
             Ok(atom("ok"))
         }
     });
+    node.register_process_fn("Elixir.Rusty", "greet", |mut p, args| async move {
+        let name = args
+            .first()
+            .and_then(|a| a.as_binary())
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        p.put_chars(&format!("Hello {name} from Rust\n"))
+            .await
+            .map_err(|e| Exception::error(Term::from(e.to_string())))?;
+        Ok(atom("ok"))
+    });
     let call = |e: &mut erldist::testing::ErlNode, expr: &str| {
         erl_term(e, &expr.replace("N", &format!("'{me}'")))
     };

@@ -177,6 +177,105 @@ impl Node {
     }
 }
 
+/// Why an I/O request to a group leader failed.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum IoError {
+    /// The group leader is gone (`terminated`, as `io` reports it).
+    #[error("the group leader terminated")]
+    Terminated,
+    /// The group leader answered `{error, Reason}`.
+    #[error("the group leader answered an error: {0}")]
+    Error(Term),
+    /// The requesting process exited while waiting.
+    #[error("the requesting process exited")]
+    Exited,
+}
+
+impl Process {
+    /// Sends an I/O request to this process's group leader and waits for
+    /// the reply, as `io:request/2` does (with a monitor on the group
+    /// leader, so a dead one is noticed). The group leader may be on
+    /// another node: a Rust function called by `erpc` prints on the
+    /// caller's.
+    ///
+    /// # Errors
+    /// [`IoError::Terminated`] if the group leader is gone, or
+    /// [`IoError::Exited`] if this process exited.
+    pub async fn io_request(&mut self, request: Term) -> Result<Term, IoError> {
+        let gl = self.group_leader();
+        let mon = self.monitor(gl);
+        let tag = Term::Ref(Box::new(mon));
+        self.send(
+            gl,
+            Term::Tuple(vec![
+                Term::atom("io_request"),
+                Term::Pid(self.pid()),
+                tag.clone(),
+                request,
+            ]),
+        );
+        let answer = self
+            .recv_match(|m| match m.as_tuple() {
+                Some([t, r, _]) => t.is_atom("io_reply") && r.exact_eq(&tag),
+                Some([t, r, ..]) => t.is_atom("DOWN") && r.exact_eq(&tag),
+                _ => false,
+            })
+            .await
+            .map_err(|_| IoError::Exited)?;
+        match answer.as_tuple() {
+            Some([_, _, reply]) => {
+                self.demonitor(&mon);
+                Ok(reply.clone())
+            }
+            _ => Err(IoError::Terminated),
+        }
+    }
+
+    /// Prints `text` through the group leader (`io:put_chars/1`).
+    ///
+    /// # Errors
+    /// As [`Process::io_request`], and [`IoError::Error`] if the group
+    /// leader refused.
+    pub async fn put_chars(&mut self, text: &str) -> Result<(), IoError> {
+        let req = Term::Tuple(vec![
+            Term::atom("put_chars"),
+            Term::atom("unicode"),
+            Term::binary(text.as_bytes().to_vec()),
+        ]);
+        match self.io_request(req).await? {
+            r if r.is_atom("ok") => Ok(()),
+            other => Err(reply_error(other)),
+        }
+    }
+
+    /// Reads a line from the group leader (`io:get_line/1`): `None` at
+    /// the end of input.
+    ///
+    /// # Errors
+    /// As [`Process::put_chars`].
+    pub async fn get_line(&mut self, prompt: &str) -> Result<Option<String>, IoError> {
+        let req = Term::Tuple(vec![
+            Term::atom("get_line"),
+            Term::atom("unicode"),
+            Term::binary(prompt.as_bytes().to_vec()),
+        ]);
+        match self.io_request(req).await? {
+            r if r.is_atom("eof") => Ok(None),
+            r => match chars_to_string(&r, Encoding::Unicode) {
+                Ok(line) => Ok(Some(line)),
+                Err(_) => Err(reply_error(r)),
+            },
+        }
+    }
+}
+
+fn reply_error(reply: Term) -> IoError {
+    match reply.as_tuple() {
+        Some([e, r]) if e.is_atom("error") => IoError::Error(r.clone()),
+        _ => IoError::Error(reply),
+    }
+}
+
 /// How long a group leader waits for the requester's node to format.
 const DELEGATE_TIMEOUT: Duration = Duration::from_secs(10);
 

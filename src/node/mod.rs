@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 pub use builder::{NodeBuilder, NodeError};
-pub use group_leader::{GroupLeaderConfig, IoOutput, IoSink};
+pub use group_leader::{GroupLeaderConfig, IoError, IoOutput, IoSink};
 pub use net::NodeEvent;
 pub use process::{Exited, Process};
 pub use rpc::{Exception, RpcError};
