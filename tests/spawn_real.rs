@@ -195,7 +195,7 @@ async fn beam_spawns_rust_functions() {
     }
     let epmd = RealEpmd::start().unwrap();
     let node = rust_node(&epmd).await;
-    let mut e = erl(&epmd);
+    let mut e = erl_with(&epmd, &["-pa", "/usr/lib/elixir/lib/elixir/ebin"]);
     let me = node.name();
     // Kate.reply's Rust twin: waits for {hi, From}, answers sup?.
     node.register_process_fn("Elixir.Rusty", "reply", |mut p, _args| async move {
@@ -234,5 +234,18 @@ async fn beam_spawns_rust_functions() {
         &format!("begin P = spawn_link('{me}', 'Elixir.Rusty', reply, []), P ! {{hi, self()}}, receive M -> {{node(P), M}} after 5000 -> timeout end end."),
     );
     assert_eq!(got, term!({(Term::Atom(me)), (atom("sup?"))}));
+    // Elixir's Node.spawn_link/4 and Node.spawn_monitor/4.
+    let got = erl_term(
+        &mut e,
+        &format!("begin P = 'Elixir.Node':spawn_link('{me}', 'Elixir.Rusty', reply, []), P ! {{hi, self()}}, receive 'sup?' = M -> M after 5000 -> timeout end end."),
+    );
+    assert_eq!(got, atom("sup?"));
+    // A closure (Node.spawn(node, fn -> ... end)) cannot run on a Rust
+    // node: the process exits with undef at once, the caller never hangs.
+    let got = erl_term(
+        &mut e,
+        &format!("begin {{P, R}} = 'Elixir.Node':spawn_monitor('{me}', fun() -> ok end), receive {{'DOWN', R, process, P, {{Why, _}}}} -> Why after 5000 -> timeout end end."),
+    );
+    assert_eq!(got, atom("undef"));
     node.shutdown().await;
 }

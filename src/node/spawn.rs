@@ -147,6 +147,8 @@ impl Process {
     /// `monitor`, a `'DOWN'` message with [`Spawned::monitor`] arrives.
     /// The group leader of the new process is this process's by default,
     /// so what it prints comes here (see [`Node::start_group_leader`]).
+    /// Spawning on this very node runs the Rust function registered under
+    /// the module and function name ([`Node::register_fn`]).
     ///
     /// # Errors
     /// [`SpawnError`]: refused by the node, no connection, or this process
@@ -202,7 +204,7 @@ impl Node {
         args: Vec<Term>,
     ) -> Result<(Reference, Pid), SpawnError> {
         if peer == self.name() {
-            return Err(SpawnError::Refused(Atom::from("notsup")));
+            return self.spawn_request_local(from, group_leader, &mfa, &options, args);
         }
         let net = self.net().ok_or(SpawnError::NoConnection(peer))?;
         let mut events = net.events.subscribe();
@@ -251,6 +253,68 @@ impl Node {
             }
             (_, SpawnResult::Error(e)) => Err(SpawnError::Refused(e)),
         }
+    }
+
+    /// A spawn request to this very node: served here, as OTP serves
+    /// `spawn_request(node(), ...)`.
+    fn spawn_request_local(
+        &self,
+        from: Pid,
+        group_leader: Pid,
+        mfa: &Mfa,
+        options: &[Term],
+        args: Vec<Term>,
+    ) -> Result<(Reference, Pid), SpawnError> {
+        let (mut link, mut monitor) = (false, false);
+        for o in options {
+            if o.is_atom("link") {
+                link = true;
+            } else if o.is_atom("monitor") {
+                monitor = true;
+            } else if !known_spawn_option(o) {
+                return Err(SpawnError::Refused(Atom::from("badopt")));
+            }
+        }
+        let caller = self.lookup(from).ok_or(SpawnError::Exited)?;
+        let req_id = self.make_ref();
+        let job = self.spawn_job(mfa, args);
+        let (p, pid) = self.new_process(false);
+        {
+            let mut st = p.entry.state();
+            st.group_leader = Some(group_leader);
+            if link {
+                st.links.insert(from);
+            }
+            if monitor {
+                st.watchers.insert(
+                    req_id,
+                    Watcher {
+                        pid: from,
+                        by_name: None,
+                    },
+                );
+            }
+        }
+        let caller_alive = {
+            let mut st = caller.state();
+            if st.exited.is_none() {
+                if link {
+                    st.links.insert(pid);
+                }
+                if monitor {
+                    st.watching.insert(req_id, Watched::Pid(pid));
+                }
+                true
+            } else {
+                false
+            }
+        };
+        if !caller_alive {
+            self.process_exit(&p.entry, Term::atom("abandoned"));
+            return Err(SpawnError::Exited);
+        }
+        self.start_task(p, move |p| job.run(p));
+        Ok((req_id, pid))
     }
 
     /// A peer asks this node to spawn `mfa` with `args` for `from`.
