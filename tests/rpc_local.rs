@@ -27,7 +27,21 @@ async fn rpc_and_spawn_to_this_node() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         Ok(term!(late))
     });
+    node.register_fn("calc", "crash", |_| async move {
+        if true {
+            panic!("oh no");
+        }
+        Ok(term!(never))
+    });
     let me = node.name();
+    // A panicking function raises an error, and the node carries on.
+    assert_eq!(
+        node.rpc(me, "calc", "crash", vec![], T).await,
+        Err(RpcError::Error {
+            reason: term!({panic, <<"oh no">>}),
+            stack: term!([{calc, crash, 0, []}])
+        })
+    );
     assert_eq!(
         node.rpc(me, "calc", "add", vec![term!(1), term!(2)], T)
             .await,

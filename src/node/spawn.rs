@@ -539,10 +539,7 @@ impl Job {
                 args,
                 fun,
             } => {
-                let outcome = match fun {
-                    Some(fun) => fun(p, args.clone()).await,
-                    None => Err(Exception::undef(m, f, &args)),
-                };
+                let outcome = call(fun, p, m, f, &args).await;
                 Err(match outcome {
                     Ok(v) => Term::Tuple(vec![res, Term::atom("return"), v]),
                     Err(Exception::Throw(t)) => Term::Tuple(vec![res, Term::atom("throw"), t]),
@@ -556,15 +553,45 @@ impl Job {
                 })
             }
             Job::Direct { m, f, args, fun } => {
-                let outcome = match fun {
-                    Some(fun) => fun(p, args.clone()).await,
-                    None => Err(Exception::undef(m, f, &args)),
-                };
+                let outcome = call(fun, p, m, f, &args).await;
                 match outcome {
                     Ok(_) => Ok(()),
                     Err(e) => Err(e.exit_reason(m, f, args.len())),
                 }
             }
+        }
+    }
+}
+
+/// Runs a registered function (or raises `undef` if there is none); a
+/// panic becomes `error({panic, Message})`, as a crash in Erlang code
+/// would be an error.
+async fn call(
+    fun: Option<RustFn>,
+    p: Process,
+    m: Atom,
+    f: Atom,
+    args: &[Term],
+) -> Result<Term, Exception> {
+    use futures_util::FutureExt;
+    let Some(fun) = fun else {
+        return Err(Exception::undef(m, f, args));
+    };
+    match std::panic::AssertUnwindSafe(fun(p, args.to_vec()))
+        .catch_unwind()
+        .await
+    {
+        Ok(r) => r,
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            Err(Exception::error(Term::Tuple(vec![
+                Term::atom("panic"),
+                Term::from(text),
+            ])))
         }
     }
 }
