@@ -184,6 +184,17 @@ async fn input_options_and_errors() {
         matches!(t[2].as_tuple(), Some([x, _]) if x.is_atom("EXIT")),
         "a bad format raises in the caller: {got}"
     );
+    // Elixir's IO.gets on a group leader in binary mode.
+    let gl = node.start_group_leader(
+        GroupLeaderConfig::stdout()
+            .binary(true)
+            .input_text("Kate\n"),
+    );
+    let mut me = node.process();
+    me.set_group_leader(gl);
+    let mut e2 = erl_with(&epmd, &["-pa", "/usr/lib/elixir/lib/elixir/ebin"]);
+    run_with_gl(&mut e2, gl, me.pid(), r#"'Elixir.IO':gets(<<>>)"#);
+    assert_eq!(done(&mut me).await, term!(<<"Kate\n">>));
     node.shutdown().await;
 }
 

@@ -77,6 +77,7 @@ pub struct GroupLeaderConfig {
     sink: IoSink,
     input: Option<mpsc::UnboundedReceiver<String>>,
     name: Option<Atom>,
+    binary: bool,
 }
 
 impl GroupLeaderConfig {
@@ -121,6 +122,14 @@ impl GroupLeaderConfig {
         self.input(rx)
     }
 
+    /// Whether input is answered as binaries from the start (as Elixir's
+    /// `IO.gets` expects of a device in binary mode) rather than as
+    /// character lists (OTP's default); `io:setopts/1` changes it.
+    pub fn binary(mut self, on: bool) -> GroupLeaderConfig {
+        self.binary = on;
+        self
+    }
+
     /// Registers the group leader under `name` on the node.
     pub fn register(mut self, name: impl Into<Atom>) -> GroupLeaderConfig {
         self.name = Some(name.into());
@@ -139,7 +148,7 @@ impl Node {
                 sink: config.sink,
                 input: config.input,
                 buffer: String::new(),
-                binary: false,
+                binary: config.binary,
             };
             server.serve(p).await;
         });
