@@ -25,7 +25,9 @@ const NODE_FLAGS: DistFlags = DistFlags(
         | DistFlags::ALIAS.0
         | DistFlags::BIG_SEQTRACE_LABELS.0
         | DistFlags::DIST_HDR_ATOM_CACHE.0
-        | DistFlags::FRAGMENTS.0,
+        | DistFlags::FRAGMENTS.0
+        | DistFlags::SPAWN.0
+        | DistFlags::UNICODE_IO.0,
 );
 
 /// Why a node could not start.

@@ -12,10 +12,12 @@
 
 mod builder;
 pub mod gen_server;
+mod group_leader;
 pub mod io;
 mod mailbox;
 mod net;
 mod process;
+mod rpc;
 mod spawn;
 pub mod task;
 
@@ -30,8 +32,11 @@ use tokio::task::AbortHandle;
 
 pub use builder::{NodeBuilder, NodeError};
 pub use gen_server::{CallError, GenServer};
+pub use group_leader::{GroupLeaderConfig, IoError, IoOutput, IoSink};
 pub use net::NodeEvent;
 pub use process::{Exited, Process};
+pub use rpc::{Exception, RpcError};
+pub use spawn::{GroupLeaderOpt, SpawnError, SpawnOpts, Spawned};
 
 use crate::connection::control::{ControlMessage, DistMessage, ProcRef};
 use net::Net;
@@ -226,6 +231,8 @@ struct ProcState {
     aliases: HashSet<Reference>,
     name: Option<Atom>,
     task: Option<AbortHandle>,
+    /// The group leader, if set (else the node's default one).
+    group_leader: Option<Pid>,
 }
 
 impl ProcEntry {
@@ -257,6 +264,9 @@ struct NodeInner {
     next_id: AtomicU32,
     next_ref: AtomicU64,
     net: Option<Arc<Net>>,
+    /// Spawn requests in flight, Rust functions callable from BEAM, the
+    /// default group leader.
+    spawn: spawn::SpawnState,
 }
 
 /// A node: the home of Rust processes.
@@ -307,6 +317,7 @@ impl Node {
                 next_id: AtomicU32::new(1),
                 next_ref: AtomicU64::new(1),
                 net,
+                spawn: spawn::SpawnState::default(),
             }),
         }
     }
@@ -799,6 +810,7 @@ impl Node {
                 aliases: std::mem::take(&mut st.aliases),
                 name: st.name.take(),
                 task: st.task.take(),
+                group_leader: None,
             }
         };
         let pid = entry.pid;

@@ -220,6 +220,19 @@ impl Process {
         self.node.unalias(&self.entry, alias)
     }
 
+    /// The process's group leader (`group_leader/0`): the I/O server its
+    /// output goes to, and that processes it spawns on other nodes print
+    /// to. Unless set, the node's default one ([`Node::default_group_leader`]).
+    pub fn group_leader(&self) -> Pid {
+        let set = self.entry.state().group_leader;
+        set.unwrap_or_else(|| self.node.default_group_leader())
+    }
+
+    /// Sets the process's group leader (`group_leader/2` on itself).
+    pub fn set_group_leader(&self, leader: Pid) {
+        self.entry.state().group_leader = Some(leader);
+    }
+
     /// Spawns a process linked to this one (`spawn_link/1`).
     pub fn spawn_link<F, Fut, R>(&self, f: F) -> Pid
     where
