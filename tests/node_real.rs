@@ -514,7 +514,15 @@ async fn unlink_demonitor_disconnect_and_shutdown() {
     watcher.trap_exit(true);
     watcher.link(linked_erl);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    node.disconnect(e.name());
+    node.disconnect(e.name()).await;
+    let gone = eval(
+        &mut e,
+        &format!("(fun W(0) -> false; W(N) -> case lists:member('{me}', nodes()) of true -> timer:sleep(50), W(N - 1); false -> true end end)(100)."),
+    );
+    assert_eq!(
+        gone, "true",
+        "the Erlang node still sees us after disconnect"
+    );
     let m = tokio::time::timeout(T, watcher.recv())
         .await
         .unwrap()

@@ -256,10 +256,22 @@ impl Node {
     }
 
     /// Closes the connection to `peer` (`erlang:disconnect_node/1`):
-    /// links to its processes break with `noconnection`.
-    pub fn disconnect(&self, peer: &str) {
-        if let Some(net) = self.net() {
-            net.disconnect(Atom::from(peer));
+    /// links to its processes break with `noconnection`. Returns once the
+    /// connection is gone (at most a few seconds), so that a later send
+    /// connects anew, as after `disconnect_node/1` returns.
+    pub async fn disconnect(&self, peer: &str) {
+        let Some(net) = self.net() else { return };
+        let name = Atom::from(peer);
+        net.disconnect(name);
+        let node_name = NodeName::from_peer(peer).ok();
+        for _ in 0..300 {
+            let table_has = node_name
+                .as_ref()
+                .is_some_and(|n| net.config.table.get(n).is_some());
+            if !net.has_peer(name) && !table_has {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

@@ -91,6 +91,10 @@ impl Net {
             .collect()
     }
 
+    pub(crate) fn has_peer(&self, node: Atom) -> bool {
+        self.peers().contains_key(&node)
+    }
+
     pub(crate) fn is_up(&self, node: Atom) -> bool {
         self.peers().get(&node).is_some_and(|p| p.up)
     }
