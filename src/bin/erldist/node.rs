@@ -148,140 +148,185 @@ pub struct SendArgs {
 
 /// `erldist ping NODE`.
 pub fn ping(args: PingArgs) -> ExitCode {
-    run("ping", &args.opts, move |node, opts| async move {
-        let peer = full_node_name(&args.node)?;
-        let result = within(opts.limit(), "no answer", async {
-            connect(&node, &peer).await?;
-            if node.ping(&peer).await {
-                Ok(())
-            } else {
-                Err(failed("pang: no answer from net_kernel"))
-            }
-        })
-        .await;
-        // The answer on stdout, the reason on stderr.
-        println!("{}", if result.is_ok() { "pong" } else { "pang" });
-        result
-    })
+    let prepared = full_node_name(&args.node);
+    run(
+        "ping",
+        &args.opts,
+        prepared,
+        move |node, opts, peer| async move {
+            let result = within(opts.limit(), "no answer", async {
+                connect(&node, &peer).await?;
+                if node.ping(&peer).await {
+                    Ok(())
+                } else {
+                    Err(failed("pang: no answer from net_kernel"))
+                }
+            })
+            .await;
+            // The answer on stdout, the reason on stderr.
+            println!("{}", if result.is_ok() { "pong" } else { "pang" });
+            result
+        },
+    )
 }
 
 /// `erldist call NODE M F [ARGS]`.
 pub fn call(args: CallArgs) -> ExitCode {
-    run("call", &args.opts, move |node, opts| async move {
-        let peer = full_node_name(&args.node)?;
-        let (m, f) = (atom_arg(&args.module)?, atom_arg(&args.function)?);
-        let call_args = parse_args(args.args.as_deref())?;
-        let limit = opts.limit();
-        let started = tokio::time::Instant::now();
-        within(limit, "timeout", connect(&node, &peer)).await?;
-        // rpc takes a Duration: a long one stands for infinity.
-        let left = limit
-            .map(|l| l.saturating_sub(started.elapsed()))
-            .unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
-        match node.rpc(peer.as_str(), m, f, call_args, left).await {
-            Ok(v) => {
-                print_term(&v)?;
-                Ok(())
+    let prepared = mfa_args(&args.node, &args.module, &args.function, &args.args);
+    run(
+        "call",
+        &args.opts,
+        prepared,
+        move |node, opts, (peer, m, f, call_args)| async move {
+            let limit = opts.limit();
+            let started = tokio::time::Instant::now();
+            within(limit, "timeout", connect(&node, &peer)).await?;
+            // rpc takes a Duration: a long one stands for infinity.
+            let left = limit
+                .map(|l| l.saturating_sub(started.elapsed()))
+                .unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
+            match node.rpc(peer.as_str(), m, f, call_args, left).await {
+                Ok(v) => {
+                    print_term(&v)?;
+                    Ok(())
+                }
+                Err(e) => Err(failed(format!("{e}\n{}", e.to_badrpc()))),
             }
-            Err(e) => Err(failed(format!("{e}\n{}", e.to_badrpc()))),
-        }
-    })
+        },
+    )
 }
 
 /// `erldist spawn NODE M F [ARGS]`.
 pub fn spawn(args: SpawnArgs) -> ExitCode {
-    run("spawn", &args.opts, move |node, opts| async move {
-        let peer = full_node_name(&args.node)?;
-        let (m, f) = (atom_arg(&args.module)?, atom_arg(&args.function)?);
-        let spawn_args = parse_args(args.args.as_deref())?;
-        // The process's output goes to our stdout as it comes.
-        let gl = node.start_group_leader(GroupLeaderConfig::stdout());
-        let mut me = node.process();
-        me.trap_exit(true);
-        let setup_limit = opts.timeout.map_or(Some(DEFAULT_TIMEOUT), |t| t.0);
-        let spawned = within(setup_limit, "timeout", async {
-            connect(&node, &peer).await?;
-            me.spawn_remote(
-                peer.as_str(),
-                m,
-                f,
-                spawn_args,
-                SpawnOpts::new()
-                    .link()
-                    .group_leader(GroupLeaderOpt::Pid(gl)),
-            )
-            .await
-            .map_err(|e| failed(format!("spawn: {e}")))
-        })
-        .await?;
-        let pid = spawned.pid;
-        let wait = async {
-            loop {
-                let msg = me.recv().await.map_err(|e| failed(format!("{e}")))?;
-                if let Some([tag, from, reason]) = msg.as_tuple() {
-                    if tag.is_atom("EXIT") && matches!(from, Term::Pid(p) if *p == pid) {
-                        return Ok(reason.clone());
+    let prepared = mfa_args(&args.node, &args.module, &args.function, &args.args);
+    run(
+        "spawn",
+        &args.opts,
+        prepared,
+        move |node, opts, (peer, m, f, spawn_args)| async move {
+            // The process's output goes to our stdout as it comes.
+            let gl = node.start_group_leader(GroupLeaderConfig::stdout());
+            let mut me = node.process();
+            me.trap_exit(true);
+            let setup_limit = opts.timeout.map_or(Some(DEFAULT_TIMEOUT), |t| t.0);
+            let spawned = within(setup_limit, "timeout", async {
+                connect(&node, &peer).await?;
+                me.spawn_remote(
+                    peer.as_str(),
+                    m,
+                    f,
+                    spawn_args,
+                    SpawnOpts::new()
+                        .link()
+                        .group_leader(GroupLeaderOpt::Pid(gl)),
+                )
+                .await
+                .map_err(|e| failed(format!("spawn: {e}")))
+            })
+            .await?;
+            let pid = spawned.pid;
+            let wait = async {
+                loop {
+                    let msg = me.recv().await.map_err(|e| failed(format!("{e}")))?;
+                    if let Some([tag, from, reason]) = msg.as_tuple() {
+                        if tag.is_atom("EXIT") && matches!(from, Term::Pid(p) if *p == pid) {
+                            return Ok(reason.clone());
+                        }
                     }
                 }
+            };
+            let limit = opts.timeout.and_then(|t| t.0);
+            let reason = tokio::select! {
+                r = within(limit, "timeout", wait) => r,
+                _ = tokio::signal::ctrl_c() => Err(failed("interrupted")),
+            };
+            let reason = match reason {
+                Ok(r) => r,
+                Err(f) => {
+                    // Do not leave the process running behind us.
+                    me.exit(pid, Term::atom("kill"));
+                    node.shutdown().await;
+                    return Err(f);
+                }
+            };
+            let _ = std::io::stdout().flush();
+            if reason.is_atom("normal") {
+                Ok(())
+            } else {
+                Err(failed(format!(
+                    "process {} exited: {reason}",
+                    Term::Pid(pid)
+                )))
             }
-        };
-        let limit = opts.timeout.and_then(|t| t.0);
-        let reason = tokio::select! {
-            r = within(limit, "timeout", wait) => r,
-            _ = tokio::signal::ctrl_c() => Err(failed("interrupted")),
-        };
-        let reason = match reason {
-            Ok(r) => r,
-            Err(f) => {
-                // Do not leave the process running behind us.
-                me.exit(pid, Term::atom("kill"));
-                node.shutdown().await;
-                return Err(f);
-            }
-        };
-        let _ = std::io::stdout().flush();
-        if reason.is_atom("normal") {
-            Ok(())
-        } else {
-            Err(failed(format!(
-                "process {} exited: {reason}",
-                Term::Pid(pid)
-            )))
-        }
-    })
+        },
+    )
 }
 
 /// `erldist send NODE NAME TERM`.
 pub fn send(args: SendArgs) -> ExitCode {
-    run("send", &args.opts, move |node, opts| async move {
+    let prepared = (|| {
         let peer = full_node_name(&args.node)?;
         let name = atom_arg(&args.registered)?;
         let msg: Term = args
             .term
             .parse()
             .map_err(|e| usage(format!("bad TERM {:?}: {e}", args.term)))?;
-        within(opts.limit(), "timeout", async {
-            connect(&node, &peer).await?;
-            let me = node.process();
-            me.send((name, Atom::from(peer.as_str())), msg);
-            // The ping goes on the same connection after the message: its
-            // answer means the message was delivered.
-            if node.ping(&peer).await {
-                Ok(())
-            } else {
-                Err(failed("the connection went down after sending"))
-            }
-        })
-        .await
-    })
+        Ok((peer, name, msg))
+    })();
+    run(
+        "send",
+        &args.opts,
+        prepared,
+        move |node, opts, (peer, name, msg)| async move {
+            within(opts.limit(), "timeout", async {
+                connect(&node, &peer).await?;
+                let me = node.process();
+                me.send((name, Atom::from(peer.as_str())), msg);
+                // The ping goes on the same connection after the message: its
+                // answer means the message was delivered.
+                if node.ping(&peer).await {
+                    Ok(())
+                } else {
+                    Err(failed("the connection went down after sending"))
+                }
+            })
+            .await
+        },
+    )
 }
 
-/// Starts the runtime and the node, runs `body`, reports, and exits.
-fn run<F, Fut>(command: &str, opts: &NodeOpts, body: F) -> ExitCode
+/// The node, module, function and arguments of `call` and `spawn`.
+type Mfa = (String, Atom, Atom, Vec<Term>);
+
+fn mfa_args(node: &str, m: &str, f: &str, args: &Option<String>) -> Result<Mfa, Failure> {
+    Ok((
+        full_node_name(node)?,
+        atom_arg(m)?,
+        atom_arg(f)?,
+        parse_args(args.as_deref())?,
+    ))
+}
+
+/// Reports `failure` and exits with its status.
+fn exit_with(command: &str, failure: Failure) -> ! {
+    for line in failure.message.lines() {
+        eprintln!("erldist {command}: {line}");
+    }
+    std::process::exit(i32::from(failure.status));
+}
+
+/// Starts the runtime and the node, runs `body` with what `prepared`
+/// holds (arguments checked before any network use: bad usage exits 2
+/// at once), reports, and exits.
+fn run<P, F, Fut>(command: &str, opts: &NodeOpts, prepared: Result<P, Failure>, body: F) -> ExitCode
 where
-    F: FnOnce(Node, NodeOpts) -> Fut,
+    F: FnOnce(Node, NodeOpts, P) -> Fut,
     Fut: std::future::Future<Output = Result<(), Failure>>,
 {
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(f) => exit_with(command, f),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -296,24 +341,18 @@ where
     let opts = opts.clone();
     let result = runtime.block_on(async move {
         let node = start_node(&opts).await?;
-        let result = body(node.clone(), opts).await;
+        let result = body(node.clone(), opts, prepared).await;
         let _ = std::io::stdout().flush();
         // Say goodbye to the peer, but do not wait long for it.
         let _ = tokio::time::timeout(Duration::from_millis(500), node.shutdown()).await;
         result
     });
     let _ = std::io::stdout().flush();
-    let status = match result {
-        Ok(()) => 0,
-        Err(f) => {
-            for line in f.message.lines() {
-                eprintln!("erldist {command}: {line}");
-            }
-            f.status
-        }
-    };
     // Do not wait for the runtime's tasks (connections, readers): exit now.
-    std::process::exit(i32::from(status));
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(f) => exit_with(command, f),
+    }
 }
 
 /// The unique default name: `erldist_<pid>_<n>`.
