@@ -284,3 +284,24 @@ fn help_and_bad_usage() {
         assert!(!stderr(&o).is_empty());
     }
 }
+
+#[test]
+fn a_long_named_target_gets_a_long_named_cli_node() {
+    if !require_erl() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    let erl = ErlNode::start_long("long", epmd.port(), COOKIE, &[]).unwrap();
+    let s = Setup { epmd, erl };
+    let o = s.run("call", &["erlang", "node"]);
+    assert_eq!(
+        (code(&o), stdout(&o)),
+        (0, format!("'{}'\n", s.erl.name())),
+        "{}",
+        stderr(&o)
+    );
+    // The CLI's own name is long too, and hidden.
+    let o = s.run("call", &["erlang", "nodes", "[hidden]"]);
+    let out = stdout(&o);
+    assert!(out.starts_with("['erldist_") && out.contains('.'), "{out}");
+}

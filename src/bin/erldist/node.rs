@@ -152,6 +152,7 @@ pub fn ping(args: PingArgs) -> ExitCode {
     run(
         "ping",
         &args.opts,
+        &args.node,
         prepared,
         move |node, opts, peer| async move {
             let result = within(opts.limit(), "no answer", async {
@@ -176,6 +177,7 @@ pub fn call(args: CallArgs) -> ExitCode {
     run(
         "call",
         &args.opts,
+        &args.node,
         prepared,
         move |node, opts, (peer, m, f, call_args)| async move {
             let limit = opts.limit();
@@ -202,6 +204,7 @@ pub fn spawn(args: SpawnArgs) -> ExitCode {
     run(
         "spawn",
         &args.opts,
+        &args.node,
         prepared,
         move |node, opts, (peer, m, f, spawn_args)| async move {
             // The process's output goes to our stdout as it comes.
@@ -276,6 +279,7 @@ pub fn send(args: SendArgs) -> ExitCode {
     run(
         "send",
         &args.opts,
+        &args.node,
         prepared,
         move |node, opts, (peer, name, msg)| async move {
             within(opts.limit(), "timeout", async {
@@ -318,12 +322,18 @@ fn exit_with(command: &str, failure: Failure) -> ! {
 /// Starts the runtime and the node, runs `body` with what `prepared`
 /// holds (arguments checked before any network use: bad usage exits 2
 /// at once), reports, and exits.
-fn run<P, F, Fut>(command: &str, opts: &NodeOpts, prepared: Result<P, Failure>, body: F) -> ExitCode
+fn run<P, F, Fut>(
+    command: &str,
+    opts: &NodeOpts,
+    target: &str,
+    prepared: Result<P, Failure>,
+    body: F,
+) -> ExitCode
 where
     F: FnOnce(Node, NodeOpts, P) -> Fut,
     Fut: std::future::Future<Output = Result<(), Failure>>,
 {
-    let prepared = match prepared {
+    let (prepared, peer) = match prepared.and_then(|p| Ok((p, full_node_name(target)?))) {
         Ok(p) => p,
         Err(f) => exit_with(command, f),
     };
@@ -340,7 +350,7 @@ where
     };
     let opts = opts.clone();
     let result = runtime.block_on(async move {
-        let node = start_node(&opts).await?;
+        let node = start_node(&opts, &peer).await?;
         let result = body(node.clone(), opts, prepared).await;
         let _ = std::io::stdout().flush();
         // Say goodbye to the peer, but do not wait long for it.
@@ -360,7 +370,11 @@ fn default_alive(n: u32) -> String {
     format!("erldist_{}_{n}", std::process::id())
 }
 
-async fn start_node(opts: &NodeOpts) -> Result<Node, Failure> {
+/// Starts this node. Without `--sname`/`--name`, its name follows the
+/// target's mode, as nodes of both kinds cannot talk: a short name on this
+/// host's short name, or for a long-named target (a dotted host) a long
+/// name on this host's full name (or 127.0.0.1 when it has no dots).
+async fn start_node(opts: &NodeOpts, peer: &str) -> Result<Node, Failure> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let explicit = match (&opts.sname, &opts.name) {
         (Some(s), _) => Some(if s.contains('@') {
@@ -383,7 +397,7 @@ async fn start_node(opts: &NodeOpts) -> Result<Node, Failure> {
             None => format!(
                 "{}@{}",
                 default_alive(COUNTER.fetch_add(1, Ordering::Relaxed)),
-                short_host()?
+                default_host(peer)?
             ),
         };
         let mut builder = Node::builder(&name)
@@ -405,6 +419,21 @@ async fn start_node(opts: &NodeOpts) -> Result<Node, Failure> {
             Err(e) => return Err(failed(format!("cannot start the node {name}: {e}"))),
         }
     }
+}
+
+fn default_host(peer: &str) -> Result<String, Failure> {
+    let long = peer.split_once('@').is_some_and(|(_, h)| h.contains('.'));
+    if !long {
+        return short_host();
+    }
+    let full = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    Ok(if full.contains('.') {
+        full
+    } else {
+        "127.0.0.1".to_owned()
+    })
 }
 
 fn short_host() -> Result<String, Failure> {
