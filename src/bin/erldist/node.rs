@@ -350,7 +350,16 @@ where
     };
     let opts = opts.clone();
     let result = runtime.block_on(async move {
-        let node = start_node(&opts, &peer).await?;
+        let node = match start_node(&opts, &peer).await {
+            Ok(node) => node,
+            Err(f) => {
+                // ping answers pang whatever the reason.
+                if command == "ping" && f.status == FAILED {
+                    println!("pang");
+                }
+                return Err(f);
+            }
+        };
         let result = body(node.clone(), opts, prepared).await;
         let _ = std::io::stdout().flush();
         // Say goodbye to the peer, but do not wait long for it.
@@ -409,7 +418,9 @@ async fn start_node(opts: &NodeOpts, peer: &str) -> Result<Node, Failure> {
         match builder.start().await {
             Ok(node) => return Ok(node),
             // A stale name of an earlier run with our pid: try the next.
-            Err(NodeError::Epmd(e)) if explicit.is_none() && attempts < 5 => {
+            Err(NodeError::Epmd(e @ erldist::epmd::EpmdError::NameTaken { .. }))
+                if explicit.is_none() && attempts < 5 =>
+            {
                 attempts += 1;
                 tracing::debug!("EPMD refused {name}: {e}");
             }
