@@ -6,6 +6,10 @@
 //!   stdout.
 //! - `erldist epmd [--port N] [--address A]`: runs an EPMD server.
 //! - `erldist names [--host H] [--port N]`: lists the names an EPMD holds.
+//! - `erldist ping|call|spawn|send NODE ...`: a short-lived hidden node that
+//!   talks to NODE (see `node.rs`).
+
+mod node;
 
 use std::io::{self, BufRead, Read, Write};
 use std::process::ExitCode;
@@ -32,6 +36,14 @@ enum Command {
     Epmd(EpmdArgs),
     /// List the names registered with an EPMD, like `epmd -names`.
     Names(NamesArgs),
+    /// Ping a node: prints pong, or pang with the reason on stderr.
+    Ping(node::PingArgs),
+    /// Call a function on a node and print the result.
+    Call(node::CallArgs),
+    /// Spawn a linked process on a node, print its output, wait for its exit.
+    Spawn(node::SpawnArgs),
+    /// Send a term to a process registered by name on a node.
+    Send(node::SendArgs),
 }
 
 #[derive(Subcommand)]
@@ -81,6 +93,10 @@ fn main() -> ExitCode {
         },
         Command::Epmd(args) => epmd(args),
         Command::Names(args) => names(args),
+        Command::Ping(args) => node::ping(args),
+        Command::Call(args) => node::call(args),
+        Command::Spawn(args) => node::spawn(args),
+        Command::Send(args) => node::send(args),
     }
 }
 
@@ -280,5 +296,14 @@ fn names(args: NamesArgs) -> ExitCode {
             eprintln!("erldist names: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }
