@@ -73,6 +73,7 @@ pub struct NodeBuilder {
     epmd_host: String,
     epmd_port: Option<u16>,
     embedded_epmd: bool,
+    register: bool,
     net_ticktime: Duration,
     handshake_timeout: Duration,
 }
@@ -97,6 +98,7 @@ impl Node {
             epmd_host: "localhost".to_owned(),
             epmd_port: None,
             embedded_epmd: true,
+            register: true,
             net_ticktime: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(7),
         }
@@ -145,6 +147,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Whether to register the name with EPMD (default: yes). A node that
+    /// does not register can still connect to others (as `erl_call` does)
+    /// but nobody can find it; it needs no EPMD on its own host.
+    pub fn register(mut self, on: bool) -> NodeBuilder {
+        self.register = on;
+        self
+    }
+
     /// The net tick time (default 60 s, as OTP): a peer silent this long
     /// is down.
     pub fn net_ticktime(mut self, t: Duration) -> NodeBuilder {
@@ -180,9 +190,14 @@ impl NodeBuilder {
             .port();
         let epmd_port = self.epmd_port.unwrap_or_else(epmd::default_port);
         let client = EpmdClient::with_address(self.epmd_host.clone(), epmd_port);
-        let (registration, server) =
-            epmd::register_or_embed(&client, name.alive(), port, self.embedded_epmd).await?;
-        let creation = registration.creation();
+        let (registration, server, creation) = if self.register {
+            let (r, server) =
+                epmd::register_or_embed(&client, name.alive(), port, self.embedded_epmd).await?;
+            let creation = r.creation();
+            (Some(r), server, creation)
+        } else {
+            (None, None, unregistered_creation())
+        };
         let mut config =
             LocalNodeConfig::new(name.clone(), creation, Cookies::new(cookie)).hidden(self.hidden);
         config.flags |= NODE_FLAGS;
@@ -190,7 +205,7 @@ impl NodeBuilder {
         config.setup_timeout = self.handshake_timeout;
         config.epmd = EpmdClient::new().port(epmd_port);
         let net = Arc::new(Net::new(config.clone()));
-        *net.registration.lock().unwrap_or_else(|e| e.into_inner()) = Some(registration);
+        *net.registration.lock().unwrap_or_else(|e| e.into_inner()) = registration;
         *net.embedded_epmd.lock().unwrap_or_else(|e| e.into_inner()) = server;
         let node = Node::build(Atom::from(name.as_str()), creation, Some(net.clone()));
         node.start_net_kernel();
@@ -215,6 +230,16 @@ impl NodeBuilder {
         });
         Ok(node)
     }
+}
+
+/// A creation for a node that EPMD does not number: from the clock, never
+/// one of the small values OTP reserves.
+fn unregistered_creation() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32 ^ d.subsec_nanos())
+        .unwrap_or(4);
+    t.max(4)
 }
 
 impl Node {

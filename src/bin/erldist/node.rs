@@ -409,9 +409,12 @@ async fn start_node(opts: &NodeOpts, peer: &str) -> Result<Node, Failure> {
                 default_host(peer)?
             ),
         };
+        // Like erl_call: a client that registers nothing, so it needs no
+        // EPMD on this host.
         let mut builder = Node::builder(&name)
             .hidden(!opts.visible)
-            .embedded_epmd(false);
+            .embedded_epmd(false)
+            .register(false);
         if let Some(c) = &opts.cookie {
             builder = builder.cookie(c);
         }
