@@ -7,7 +7,7 @@ use ::serde::de::{
 use num_bigint::BigInt;
 use num_traits::ToPrimitive;
 
-use super::term_impl::{stash, ATOM_TOKEN, TERM_TOKEN};
+use super::term_impl::{with_incoming, ATOM_TOKEN, TERM_TOKEN};
 use super::Error;
 use crate::term::{Map, Term};
 
@@ -233,8 +233,9 @@ impl<'de> de::Deserializer<'de> for Deserializer {
         v: V,
     ) -> Result<V::Value, Error> {
         if name == TERM_TOKEN {
-            stash(self.term);
-            return v.visit_newtype_struct(Deserializer::new(Term::NIL));
+            return with_incoming(self.term, || {
+                v.visit_newtype_struct(Deserializer::new(Term::NIL))
+            });
         }
         if name == ATOM_TOKEN && !matches!(self.term, Term::Atom(_)) {
             return Err(self.mismatch("an atom"));

@@ -2,7 +2,7 @@
 
 use ::serde::ser::{self, Serialize};
 
-use super::term_impl::{take_stashed, ATOM_TOKEN, TERM_TOKEN};
+use super::term_impl::{take_outgoing, ATOM_TOKEN, TERM_TOKEN};
 use super::Error;
 use crate::term::{Atom, Term};
 
@@ -109,7 +109,7 @@ impl ser::Serializer for Serializer {
         value: &T,
     ) -> Result<Term, Error> {
         if name == TERM_TOKEN {
-            if let Some(t) = take_stashed() {
+            if let Some(t) = take_outgoing() {
                 return Ok(t);
             }
         } else if name == ATOM_TOKEN {

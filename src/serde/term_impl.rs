@@ -21,23 +21,42 @@ pub(crate) const TERM_TOKEN: &str = "$erldist::private::Term";
 pub(crate) const ATOM_TOKEN: &str = "$erldist::private::Atom";
 
 thread_local! {
-    static STASH: RefCell<Option<Term>> = const { RefCell::new(None) };
+    /// A term on its way out: `Term::serialize` to erldist's serializer.
+    static OUT: RefCell<Option<Term>> = const { RefCell::new(None) };
+    /// A term on its way in: erldist's deserializer to `Term::deserialize`.
+    static IN: RefCell<Option<Term>> = const { RefCell::new(None) };
 }
 
-pub(crate) fn stash(t: Term) {
-    STASH.with(|s| *s.borrow_mut() = Some(t));
+fn put(slot: &'static std::thread::LocalKey<RefCell<Option<Term>>>, t: Option<Term>) {
+    slot.with(|s| *s.borrow_mut() = t);
 }
 
-pub(crate) fn take_stashed() -> Option<Term> {
-    STASH.with(|s| s.borrow_mut().take())
+fn take(slot: &'static std::thread::LocalKey<RefCell<Option<Term>>>) -> Option<Term> {
+    slot.with(|s| s.borrow_mut().take())
+}
+
+/// The term `Term::serialize` handed over, if any.
+pub(crate) fn take_outgoing() -> Option<Term> {
+    take(&OUT)
+}
+
+/// Hands `t` to `Term::deserialize` while `f` runs (the slot is empty
+/// again afterwards, whatever `f` did).
+pub(crate) fn with_incoming<R>(t: Term, f: impl FnOnce() -> R) -> R {
+    put(&IN, Some(t));
+    let r = f();
+    put(&IN, None);
+    r
 }
 
 impl Serialize for Term {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // erldist's serializer takes the stashed term; any other serializes
         // `Generic`, which clears the slot.
-        stash(self.clone());
-        serializer.serialize_newtype_struct(TERM_TOKEN, &Generic(self))
+        put(&OUT, Some(self.clone()));
+        let r = serializer.serialize_newtype_struct(TERM_TOKEN, &Generic(self));
+        put(&OUT, None);
+        r
     }
 }
 
@@ -46,7 +65,7 @@ struct Generic<'a>(&'a Term);
 
 impl Serialize for Generic<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        drop(take_stashed());
+        put(&OUT, None);
         generic(self.0, s)
     }
 }
@@ -118,7 +137,7 @@ impl<'de> Visitor<'de> for TermVisitor {
         f.write_str("any term")
     }
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Term, D::Error> {
-        match take_stashed() {
+        match take(&IN) {
             Some(t) => Ok(t),
             None => d.deserialize_any(TermVisitor),
         }
