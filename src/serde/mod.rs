@@ -29,7 +29,7 @@
 //! | tuple variant `E::V(a, b)`       | `{'V', a, b}`                          |
 //! | struct variant `E::V { a }`      | `{'V', %{a: ...}}`                     |
 //! | [`Term`]                         | the term itself, untouched             |
-//! | [`Atom`](crate::Atom)            | the atom                               |
+//! | [`Atom`]                         | the atom                               |
 //!
 //! Variant names are used as written in Rust; rename them to Elixir's
 //! style with serde's attributes, e.g. `#[serde(rename_all = "snake_case")]`
