@@ -389,3 +389,44 @@ fn integers_of_every_width() {
     assert_eq!(from_term::<char>(Term::Int(0x1F600)).unwrap(), '😀');
     assert_eq!(from_term::<()>(term!(nil)).unwrap(), ());
 }
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Random {
+    s: String,
+    n: i128,
+    u: u64,
+    f: f64,
+    o: Option<Vec<(i16, String)>>,
+    m: BTreeMap<String, Option<bool>>,
+    e: Vec<Role>,
+    c: char,
+}
+
+fn arb_role() -> impl proptest::strategy::Strategy<Value = Role> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(Role::Admin),
+        Just(Role::Guest),
+        any::<u32>().prop_map(Role::Member),
+        (any::<i8>(), ".*").prop_map(|(a, b)| Role::Pair(a, b)),
+        (any::<u8>(), ".*").prop_map(|(level, label)| Role::Custom { level, label }),
+    ]
+}
+
+proptest::proptest! {
+    #[test]
+    fn random_values_round_trip_through_bytes(
+        s in ".*",
+        n in proptest::prelude::any::<i128>(),
+        u in proptest::prelude::any::<u64>(),
+        f in -1e300f64..1e300,
+        o in proptest::option::of(proptest::collection::vec((proptest::prelude::any::<i16>(), ".*"), 0..4)),
+        m in proptest::collection::btree_map(".*", proptest::option::of(proptest::prelude::any::<bool>()), 0..4),
+        e in proptest::collection::vec(arb_role(), 0..4),
+        c in proptest::prelude::any::<char>(),
+    ) {
+        let v = Random { s, n, u, f, o, m, e, c };
+        let bytes = to_bytes(&v).unwrap();
+        proptest::prop_assert_eq!(from_bytes::<Random>(&bytes).unwrap(), v);
+    }
+}

@@ -58,6 +58,11 @@
 //! generic shape (atoms and binaries as strings, pids as their text) and
 //! deserializes from any self-describing data.
 //!
+//! Limits: serde's `#[serde(flatten)]` serializes fields through a map, so
+//! flattened fields get binary keys, not atoms; and buffering serde
+//! attributes (`flatten`, `untagged`, internally tagged enums) on the way
+//! in see a [`Term`] field through the generic shape, not untouched.
+//!
 //! ```
 //! use serde::{Deserialize, Serialize};
 //! use erldist::{term, Term};
