@@ -28,6 +28,8 @@ pub mod epmd;
 pub mod flags;
 pub mod handshake;
 pub mod node;
+#[cfg(feature = "serde")]
+pub mod serde;
 pub mod term;
 pub mod testing;
 
@@ -38,6 +40,8 @@ pub use bytes;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+#[cfg(feature = "serde")]
+pub use self::serde::{from_bytes, from_term, to_bytes, to_term, to_term_struct, ElixirStruct};
 pub use node::{Dest, Exited, MonitorTarget, Node, NodeBuilder, NodeError, NodeEvent, Process};
 pub use term::{
     Atom, BitBinary, ConvertError, DecodeError, DecodeErrorKind, DecodeOptions, Decoder,
