@@ -4,11 +4,19 @@
 //! distribution protocol natively; this crate is built in layers, each usable
 //! on its own:
 //!
-//! - [`term`]: Erlang terms in Rust ([`Term`], [`Atom`], [`Pid`], ...) and the
-//!   External Term Format, the bytes `term_to_binary/1` writes.
+//! - [`mod@term`]: Erlang terms in Rust ([`Term`], [`Atom`], [`Pid`], ...) and
+//!   the External Term Format, the bytes `term_to_binary/1` writes;
+//! - [`epmd`]: the port mapper, client and server (embeddable);
+//! - [`handshake`]: names, cookies and the handshake's states;
+//! - [`connection`]: frames, ticks, control messages, the distribution
+//!   header's atom cache and fragments, and the tokio driver;
+//! - [`node`]: the [`Node`] and its [`Process`]es: messages, names, links,
+//!   monitors, remote spawn, group leaders, RPC, GenServer, Task.Supervisor;
+//! - [`testing`]: real `epmd`, `erl` and Elixir nodes for tests.
 //!
 //! The protocol logic is sans-IO: codecs and state machines over bytes,
-//! testable without sockets; tokio appears only at the edges.
+//! testable without sockets; tokio appears only at the edges (the EPMD
+//! server, the connection driver, the node's tasks).
 //!
 //! ```
 //! use erldist::{term, Term};
