@@ -26,6 +26,19 @@ pub fn example_bin(name: &str) -> PathBuf {
     let bin = profile_dir
         .join("examples")
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        // `cargo test --test examples_x` alone does not build the
+        // examples (a plain `cargo test` does): build this one.
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "--quiet", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --example {name}");
+    }
     assert!(bin.exists(), "{} not built", bin.display());
     bin
 }
