@@ -26,7 +26,11 @@ pub fn example_bin(name: &str) -> PathBuf {
     let bin = profile_dir
         .join("examples")
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(format!("{name}.rs"));
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if !bin.exists() || modified(&bin) < modified(&source) {
         // `cargo test --test examples_x` alone does not build the
         // examples (a plain `cargo test` does): build this one.
         let mut cargo = Command::new(env!("CARGO"));
