@@ -88,7 +88,7 @@ async fn send_message(
     message: &str,
 ) -> Result<Term, erldist::node::task::TaskError> {
     let (fun, args) = if recipient == Atom::from("moebi@localhost") {
-        let me = Term::Atom(Atom::from(p.node().name()));
+        let me = Term::Atom(p.node().name());
         ("receive_message_for_moebi", vec![Term::from(message), me])
     } else {
         ("receive_message", vec![Term::from(message)])

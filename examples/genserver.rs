@@ -75,7 +75,7 @@ impl Counter {
     /// `{add, N}` with an integer N.
     fn add(request: &Term) -> Option<i64> {
         match request.as_tuple() {
-            Some([tag, Term::Int(n)]) if tag.is_atom("add") => i64::try_from(n.clone()).ok(),
+            Some([tag, Term::Int(n)]) if tag.is_atom("add") => Some(*n),
             _ => None,
         }
     }
@@ -115,7 +115,7 @@ async fn through_peer(
 ) -> Result<(), String> {
     let me = Term::Tuple(vec![
         Term::Atom(elixir_module("Counter")),
-        Term::Atom(Atom::from(node.name())),
+        Term::Atom(node.name()),
     ]);
     let got = node
         .rpc(peer, "Elixir.GenServer", fun, vec![me, request], TIMEOUT)

@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use erldist::node::Exception;
-use erldist::{Atom, Node, Term};
+use erldist::{Node, Term};
 
 #[derive(Parser)]
 #[command(about = "S7: remote calls into an Elixir node, and from it into Rust")]
@@ -133,7 +133,7 @@ async fn main() -> ExitCode {
         Err(e) => println!("String.to_integer(\"x\") raised {e}"),
     }
     // The other way: the peer calls Rust.
-    let me = Term::Atom(Atom::from(node.name()));
+    let me = Term::Atom(node.name());
     let me_shown = format!(":\"{}\"", node.name());
     let call_back = vec![
         me.clone(),
