@@ -290,6 +290,13 @@ pub struct Pid {
     pub creation: u32,
 }
 
+/// Prints as a term does: `#Pid<node.id.serial.creation>`.
+impl std::fmt::Display for Pid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&Term::Pid(*self), f)
+    }
+}
+
 /// A port identifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Port {
