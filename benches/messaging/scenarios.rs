@@ -29,14 +29,14 @@ struct Plan {
 }
 
 const FULL: Plan = Plan {
-    runs: 3,
+    runs: 5,
     small: 1_000_000,
     kb: 100_000,
-    mb: 200,
+    mb: 1_000,
     rounds: 10_000,
     servers: 120,
     call_ms: 2_000,
-    connects: 5,
+    connects: 7,
     procs: 100_000,
 };
 
