@@ -57,6 +57,8 @@ struct Env {
     b: ErlNode,
     r1: Node,
     r2: Node,
+    /// Where `erlc` put bench_peer.beam; removed at the end.
+    dir: PathBuf,
     // Dropped last: the nodes above deregister from it.
     _epmd: RealEpmd,
 }
@@ -164,8 +166,8 @@ fn compile_peer() -> PathBuf {
 async fn setup() -> Env {
     let epmd = RealEpmd::start().expect("start epmd");
     let port = epmd.port();
-    let dir = compile_peer();
-    let dir = dir.to_str().expect("utf-8 temp dir").to_owned();
+    let beam_dir = compile_peer();
+    let dir = beam_dir.to_str().expect("utf-8 temp dir").to_owned();
     let start = |prefix: &str| {
         tokio::task::block_in_place(|| ErlNode::start_with(prefix, port, COOKIE, &["-pa", &dir]))
             .expect("start erl")
@@ -186,6 +188,7 @@ async fn setup() -> Env {
         b,
         r1,
         r2,
+        dir: beam_dir,
         _epmd: epmd,
     }
 }
@@ -574,4 +577,5 @@ pub async fn run(full: bool) {
     });
     env.r1.shutdown().await;
     env.r2.shutdown().await;
+    let _ = std::fs::remove_dir_all(&env.dir);
 }
