@@ -1,0 +1,40 @@
+//! Messaging between nodes, erldist side by side with BEAM.
+//!
+//! `cargo bench --bench messaging` starts everything itself: a real `epmd`
+//! (`RealEpmd`), two real `erl` nodes, A and B, loaded with
+//! `benches/messaging/bench_peer.erl` (compiled with `erlc` into a temp
+//! dir), and erldist nodes in this process. Each scenario runs the erldist
+//! variant and the BEAM variant back to back, a few times each, and the
+//! median is taken. BEAM->BEAM figures are timed inside Erlang
+//! (`erlang:monotonic_time`) and returned through `eval`. One line per
+//! scenario:
+//!
+//! ```text
+//! scenario=<name> erldist=<value> beam=<value> ratio=<r> unit=<unit> ...
+//! ```
+//!
+//! `ratio` > 1 means erldist is ahead: erldist / beam for rates, beam /
+//! erldist for times and bytes. Per-run figures are printed on `#` lines.
+//! Without `--bench` (as `cargo test --benches` runs it) every scenario runs
+//! once with small counts, as a smoke test.
+
+#[path = "messaging/scenarios.rs"]
+mod scenarios;
+
+fn main() {
+    if std::env::var_os(scenarios::MEMORY_CHILD_ENV).is_some() {
+        scenarios::memory_child();
+        return;
+    }
+    let full = std::env::args().any(|a| a == "--bench");
+    if !erldist::testing::require_erl() || !erldist::testing::require_programs(&["erlc", "epmd"]) {
+        println!("scenario=all skipped reason=no erl/erlc/epmd on PATH");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(scenarios::run(full));
+}

@@ -1,0 +1,142 @@
+%% The BEAM side of `cargo bench --bench messaging`: sinks, an echo server,
+%% gen_servers, and the BEAM->BEAM measurements (timed here with
+%% erlang:monotonic_time and returned through ErlNode::eval).
+%%
+%% Sink protocol (the same for Rust and Erlang sinks): `{start, From}`, then
+%% N messages of any kind, then the sink sends `{done, self()}` to From.
+-module(bench_peer).
+-behaviour(gen_server).
+
+-export([sink/1, start_sink/1, echo/0, start_echo/0,
+         stream/3, stream_to_new_sink/4, pingpong/2,
+         start_servers/1, calls/3, connect/1, process_memory/1]).
+-export([init/1, handle_call/3, handle_cast/2]).
+
+%% A reusable sink for runs of N messages.
+sink(N) ->
+    receive
+        {start, From} ->
+            count(N),
+            From ! {done, self()},
+            sink(N)
+    end.
+
+count(0) -> ok;
+count(K) -> receive _ -> count(K - 1) end.
+
+start_sink(N) -> spawn(fun() -> sink(N) end).
+
+echo() ->
+    receive
+        {From, M} -> From ! M, echo()
+    end.
+
+%% A registered echo server: {From, M} -> From ! M.
+start_echo() ->
+    case whereis(bench_echo) of
+        undefined -> register(bench_echo, spawn(fun echo/0));
+        _ -> true
+    end.
+
+%% Streams N copies of Msg to Sink (start, N messages, wait for done) from
+%% a fresh process; returns the elapsed microseconds.
+stream(Sink, N, Msg) ->
+    Self = self(),
+    P = spawn(fun() ->
+        T0 = erlang:monotonic_time(),
+        Sink ! {start, self()},
+        send_n(Sink, N, Msg),
+        receive {done, _} -> ok end,
+        T1 = erlang:monotonic_time(),
+        Self ! {self(), erlang:convert_time_unit(T1 - T0, native, microsecond)}
+    end),
+    receive {P, Us} -> Us end.
+
+%% BEAM->BEAM: a sink on Node, a sender here.
+stream_to_new_sink(Node, N, Msg, Runs) ->
+    Sink = spawn(Node, ?MODULE, sink, [N]),
+    Res = [stream(Sink, N, Msg) || _ <- lists:seq(1, Runs)],
+    exit(Sink, kill),
+    Res.
+
+send_n(_, 0, _) -> ok;
+send_n(Sink, K, Msg) -> Sink ! Msg, send_n(Sink, K - 1, Msg).
+
+%% Round trips to Echo ({From, M} -> From ! M); returns {MedianNs, P99Ns}.
+pingpong(Echo, Rounds) ->
+    Self = self(),
+    P = spawn(fun() ->
+        [rtt(Echo) || _ <- lists:seq(1, 200)],  % warm up
+        Ts = lists:sort([rtt(Echo) || _ <- lists:seq(1, Rounds)]),
+        Self ! {self(), {lists:nth(max(1, Rounds div 2), Ts),
+                         lists:nth(max(1, (Rounds * 99) div 100), Ts)}}
+    end),
+    receive {P, R} -> R end.
+
+rtt(Echo) ->
+    T0 = erlang:monotonic_time(),
+    Echo ! {self(), ping},
+    receive ping -> ok end,
+    erlang:convert_time_unit(erlang:monotonic_time() - T0, native, nanosecond).
+
+%% K gen_servers registered as bench_gs_1 .. bench_gs_K.
+start_servers(K) ->
+    [begin
+         Name = list_to_atom("bench_gs_" ++ integer_to_list(I)),
+         case whereis(Name) of
+             undefined -> {ok, _} = gen_server:start({local, Name}, ?MODULE, [], []);
+             _ -> ok
+         end,
+         Name
+     end || I <- lists:seq(1, K)],
+    ok.
+
+init([]) -> {ok, 0}.
+handle_call(_Req, _From, S) -> {reply, pong, S + 1}.
+handle_cast(_Req, S) -> {noreply, S}.
+
+%% K callers here, caller I calling {bench_gs_I, Node} for Ms milliseconds;
+%% returns the total number of completed calls.
+calls(Node, K, Ms) ->
+    Self = self(),
+    Deadline = erlang:monotonic_time(millisecond) + Ms,
+    Ps = [spawn(fun() ->
+              Name = list_to_atom("bench_gs_" ++ integer_to_list(I)),
+              Self ! {self(), call_loop({Name, Node}, Deadline, 0)}
+          end) || I <- lists:seq(1, K)],
+    lists:sum([receive {P, C} -> C end || P <- Ps]).
+
+call_loop(Server, Deadline, C) ->
+    case erlang:monotonic_time(millisecond) >= Deadline of
+        true -> C;
+        false -> pong = gen_server:call(Server, ping), call_loop(Server, Deadline, C + 1)
+    end.
+
+%% Disconnects from Node, waits until the connection is gone, and times a
+%% net_adm:ping (EPMD lookup, handshake, the net_kernel call); microseconds.
+connect(Node) ->
+    erlang:disconnect_node(Node),
+    wait_gone(Node, 100),
+    timer:sleep(200),
+    T0 = erlang:monotonic_time(),
+    pong = net_adm:ping(Node),
+    erlang:convert_time_unit(erlang:monotonic_time() - T0, native, microsecond).
+
+wait_gone(_, 0) -> ok;
+wait_gone(Node, K) ->
+    case lists:member(Node, nodes()) of
+        true -> timer:sleep(10), wait_gone(Node, K - 1);
+        false -> ok
+    end.
+
+%% Bytes per idle process (blocked in receive, with its mailbox), from the
+%% growth of erlang:memory(processes) over spawning N of them.
+process_memory(N) ->
+    erlang:garbage_collect(),
+    M0 = erlang:memory(processes),
+    Ps = [spawn(fun() -> receive stop -> ok end end) || _ <- lists:seq(1, N)],
+    %% Let every process reach its receive.
+    timer:sleep(200),
+    M1 = erlang:memory(processes),
+    [P ! stop || P <- Ps],
+    (M1 - M0) div N.

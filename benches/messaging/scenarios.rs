@@ -1,0 +1,581 @@
+//! The scenarios of `benches/messaging.rs`: setup, the erldist variant of
+//! each (timed here) and the BEAM variant (timed in `bench_peer.erl`).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use erldist::testing::{unique_name, ErlNode, RealEpmd};
+use erldist::{Atom, Node, Pid, Process, Term};
+
+const COOKIE: &str = "bench_cookie";
+
+/// Set in the child process that measures erldist's process memory.
+pub const MEMORY_CHILD_ENV: &str = "ERLDIST_BENCH_MEMORY_CHILD";
+
+/// Counts and repetitions: the full run, or a smoke test.
+struct Plan {
+    runs: usize,
+    small: usize,
+    kb: usize,
+    mb: usize,
+    rounds: usize,
+    servers: usize,
+    call_ms: u64,
+    connects: usize,
+    procs: usize,
+}
+
+const FULL: Plan = Plan {
+    runs: 5,
+    small: 1_000_000,
+    kb: 100_000,
+    mb: 1_000,
+    rounds: 10_000,
+    servers: 120,
+    call_ms: 2_000,
+    connects: 7,
+    procs: 100_000,
+};
+
+const SMOKE: Plan = Plan {
+    runs: 1,
+    small: 1_000,
+    kb: 100,
+    mb: 2,
+    rounds: 100,
+    servers: 120,
+    call_ms: 100,
+    connects: 1,
+    procs: 1_000,
+};
+
+struct Env {
+    a: ErlNode,
+    b: ErlNode,
+    r1: Node,
+    r2: Node,
+    /// Where `erlc` put bench_peer.beam; removed at the end.
+    dir: PathBuf,
+    // Dropped last: the nodes above deregister from it.
+    _epmd: RealEpmd,
+}
+
+fn parse(text: &str) -> Term {
+    text.parse()
+        .unwrap_or_else(|e| panic!("parse {text}: {e:?}"))
+}
+
+fn eval(node: &mut ErlNode, expr: &str) -> String {
+    tokio::task::block_in_place(|| node.eval(expr)).unwrap_or_else(|e| panic!("eval {expr}: {e}"))
+}
+
+fn eval_i64(node: &mut ErlNode, expr: &str) -> i64 {
+    parse(&eval(node, expr))
+        .as_i64()
+        .unwrap_or_else(|| panic!("{expr}: not an integer"))
+}
+
+/// The value of `expr` on the Erlang node, through term_to_binary (so pids
+/// keep their node).
+fn erl_term(node: &mut ErlNode, expr: &str) -> Term {
+    let expr = expr.trim_end_matches('.');
+    let bin = parse(&eval(node, &format!("term_to_binary(({expr})).")));
+    Term::decode(bin.as_binary().expect("a binary")).expect("decode")
+}
+
+fn erl_pid(node: &mut ErlNode, expr: &str) -> Pid {
+    erl_term(node, expr).try_into().expect("a pid")
+}
+
+/// An Erlang expression for `t` (pids included): binary_to_term of its bytes.
+fn erl_expr(t: impl Into<Term>) -> String {
+    let bytes = t.into().encode().expect("encode");
+    let list: Vec<String> = bytes.iter().map(u8::to_string).collect();
+    format!("binary_to_term(<<{}>>)", list.join(","))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn fmt_runs(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.0}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Prints the summary line; `higher_better` picks the ratio's direction.
+fn report(
+    name: &str,
+    unit: &str,
+    rust: Vec<f64>,
+    beam: Vec<f64>,
+    higher_better: bool,
+    extra: &str,
+) {
+    println!(
+        "# {name}: erldist runs [{}] beam runs [{}] {unit}",
+        fmt_runs(&rust),
+        fmt_runs(&beam)
+    );
+    let (r, b) = (median(rust), median(beam));
+    let ratio = if higher_better { r / b } else { b / r };
+    let line =
+        format!("scenario={name} erldist={r:.0} beam={b:.0} ratio={ratio:.2} unit={unit}{extra}");
+    println!("{line}");
+    SUMMARY.with(|s| s.borrow_mut().push(line));
+}
+
+thread_local! {
+    static SUMMARY: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+async fn start_rust(port: u16, prefix: &str) -> Node {
+    Node::builder(&format!("{}@localhost", unique_name(prefix)))
+        .cookie(COOKIE)
+        .epmd("localhost", port)
+        .embedded_epmd(false)
+        .start()
+        .await
+        .expect("start an erldist node")
+}
+
+fn compile_peer() -> PathBuf {
+    let dir = std::env::temp_dir().join(unique_name("erldist_bench"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let src = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/messaging/bench_peer.erl"
+    );
+    let ok = Command::new("erlc")
+        .arg("-o")
+        .arg(&dir)
+        .arg(src)
+        .status()
+        .expect("run erlc")
+        .success();
+    assert!(ok, "erlc {src} failed");
+    dir
+}
+
+async fn setup() -> Env {
+    let epmd = RealEpmd::start().expect("start epmd");
+    let port = epmd.port();
+    let beam_dir = compile_peer();
+    let dir = beam_dir.to_str().expect("utf-8 temp dir").to_owned();
+    let start = |prefix: &str| {
+        tokio::task::block_in_place(|| ErlNode::start_with(prefix, port, COOKIE, &["-pa", &dir]))
+            .expect("start erl")
+    };
+    let mut a = start("bench_a");
+    let mut b = start("bench_b");
+    let r1 = start_rust(port, "bench_r1").await;
+    let r2 = start_rust(port, "bench_r2").await;
+    assert_eq!(
+        eval(&mut b, &format!("net_adm:ping('{}').", a.name())),
+        "pong"
+    );
+    assert!(r1.ping(a.name()).await && r2.ping(a.name()).await);
+    assert!(r1.ping(r2.name().as_ref()).await);
+    eval(&mut a, "bench_peer:start_echo().");
+    Env {
+        a,
+        b,
+        r1,
+        r2,
+        dir: beam_dir,
+        _epmd: epmd,
+    }
+}
+
+/// A reusable erldist sink (the protocol of `bench_peer:sink/1`).
+fn rust_sink(node: &Node, n: usize) -> Pid {
+    node.spawn(move |mut p| async move {
+        loop {
+            let Ok(m) = p.recv().await else { return };
+            let from = match m.as_tuple() {
+                Some([t, Term::Pid(f)]) if t.is_atom("start") => *f,
+                _ => continue,
+            };
+            for _ in 0..n {
+                if p.recv().await.is_err() {
+                    return;
+                }
+            }
+            p.send(
+                from,
+                Term::tuple(vec![Term::atom("done"), Term::Pid(p.pid())]),
+            );
+        }
+    })
+}
+
+/// Streams `n` copies of `msg` from `p` to `sink` and waits for its done.
+async fn rust_stream(p: &mut Process, sink: &Pid, n: usize, msg: &Term) -> Duration {
+    let t0 = Instant::now();
+    p.send(
+        sink,
+        Term::tuple(vec![Term::atom("start"), Term::Pid(p.pid())]),
+    );
+    for _ in 0..n {
+        p.send(sink, msg.clone());
+    }
+    loop {
+        let m = p.recv().await.expect("sender alive");
+        if matches!(m.as_tuple(), Some([t, _]) if t.is_atom("done")) {
+            return t0.elapsed();
+        }
+    }
+}
+
+fn per_sec(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+/// erldist -> sink on A, against B -> sink on A. Rates: `n * unit` per second.
+async fn send_scenario(
+    env: &mut Env,
+    name: &str,
+    unit: &str,
+    n: usize,
+    unit_size: usize,
+    (rust_msg, erl_msg): (Term, &str),
+    runs: usize,
+) {
+    let sink = erl_pid(&mut env.a, &format!("bench_peer:start_sink({n})."));
+    let mut p = env.r1.process();
+    let mut rust = Vec::new();
+    let mut beam = Vec::new();
+    let a_name = env.a.name().to_owned();
+    for _ in 0..runs {
+        let d = rust_stream(&mut p, &sink, n, &rust_msg).await;
+        rust.push(per_sec(n * unit_size, d));
+        let us = erl_term(
+            &mut env.b,
+            &format!("bench_peer:stream_to_new_sink('{a_name}', {n}, {erl_msg}, 1)."),
+        );
+        let us = us.list_elems().expect("a list")[0].as_i64().expect("us");
+        beam.push(per_sec(n * unit_size, Duration::from_micros(us as u64)));
+    }
+    eval(&mut env.a, &format!("exit({}, kill).", erl_expr(sink)));
+    report(name, unit, rust, beam, true, &format!(" n={n} runs={runs}"));
+}
+
+async fn recv_small(env: &mut Env, n: usize, runs: usize) {
+    let sink = rust_sink(&env.r1, n);
+    let b_name = env.b.name().to_owned();
+    let (mut rust, mut beam) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let us = eval_i64(
+            &mut env.a,
+            &format!("bench_peer:stream({}, {n}, {{hello, 42}}).", erl_expr(sink)),
+        );
+        rust.push(per_sec(n, Duration::from_micros(us as u64)));
+        let us = erl_term(
+            &mut env.a,
+            &format!("bench_peer:stream_to_new_sink('{b_name}', {n}, {{hello, 42}}, 1)."),
+        );
+        let us = us.list_elems().expect("a list")[0].as_i64().expect("us");
+        beam.push(per_sec(n, Duration::from_micros(us as u64)));
+    }
+    env.r1.kill(sink, Term::atom("kill"));
+    report(
+        "recv_small",
+        "msg/s",
+        rust,
+        beam,
+        true,
+        &format!(" n={n} runs={runs}"),
+    );
+}
+
+async fn rust_to_rust(env: &mut Env, n: usize, runs: usize) {
+    let sink = rust_sink(&env.r2, n);
+    let mut p = env.r1.process();
+    let a_name = env.a.name().to_owned();
+    let msg = Term::tuple(vec![Term::atom("hello"), Term::from(42)]);
+    let (mut rust, mut beam) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        rust.push(per_sec(n, rust_stream(&mut p, &sink, n, &msg).await));
+        let us = erl_term(
+            &mut env.b,
+            &format!("bench_peer:stream_to_new_sink('{a_name}', {n}, {{hello, 42}}, 1)."),
+        );
+        let us = us.list_elems().expect("a list")[0].as_i64().expect("us");
+        beam.push(per_sec(n, Duration::from_micros(us as u64)));
+    }
+    env.r2.kill(sink, Term::atom("kill"));
+    report(
+        "rust_to_rust",
+        "msg/s",
+        rust,
+        beam,
+        true,
+        &format!(" n={n} runs={runs}"),
+    );
+}
+
+async fn pingpong(env: &mut Env, rounds: usize, runs: usize) {
+    let echo = erl_pid(&mut env.a, "whereis(bench_echo).");
+    let echo_expr = erl_expr(echo);
+    let mut p = env.r1.process();
+    let (mut rm, mut rp, mut bm, mut bp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let mut ts = Vec::with_capacity(rounds);
+        for i in 0..rounds + 200 {
+            let t0 = Instant::now();
+            p.send(
+                echo,
+                Term::tuple(vec![Term::Pid(p.pid()), Term::atom("ping")]),
+            );
+            let m = p.recv().await.expect("alive");
+            debug_assert!(m.is_atom("ping"));
+            if i >= 200 {
+                ts.push(t0.elapsed().as_nanos() as f64);
+            }
+        }
+        ts.sort_by(f64::total_cmp);
+        rm.push(ts[(rounds / 2).saturating_sub(1)]);
+        rp.push(ts[(rounds * 99 / 100).saturating_sub(1)]);
+        let r = parse(&eval(
+            &mut env.b,
+            &format!("bench_peer:pingpong({echo_expr}, {rounds})."),
+        ));
+        let r = r.as_tuple().expect("{Median, P99}").to_vec();
+        bm.push(r[0].as_i64().expect("ns") as f64);
+        bp.push(r[1].as_i64().expect("ns") as f64);
+    }
+    let (rp99, bp99) = (median(rp.clone()), median(bp.clone()));
+    println!(
+        "# pingpong_rtt p99: erldist runs [{}] beam runs [{}] ns",
+        fmt_runs(&rp),
+        fmt_runs(&bp)
+    );
+    report(
+        "pingpong_rtt",
+        "ns_median",
+        rm,
+        bm,
+        false,
+        &format!(
+            " erldist_p99={rp99:.0} beam_p99={bp99:.0} ratio_p99={:.2} rounds={rounds} runs={runs}",
+            bp99 / rp99
+        ),
+    );
+}
+
+async fn genserver_calls(env: &mut Env, servers: usize, ms: u64, runs: usize) {
+    eval(&mut env.a, &format!("bench_peer:start_servers({servers})."));
+    let a = Atom::from(env.a.name());
+    let a_name = env.a.name().to_owned();
+    let (mut rust, mut beam) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let total = Arc::new(AtomicU64::new(0));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(servers);
+        let deadline = Instant::now() + Duration::from_millis(ms);
+        for i in 1..=servers {
+            let (total, tx, a) = (Arc::clone(&total), tx.clone(), a);
+            env.r1.spawn(move |mut p| async move {
+                let server = (Atom::from(format!("bench_gs_{i}").as_str()), a);
+                let mut c = 0;
+                while Instant::now() < deadline {
+                    let r = p.call(server, Term::atom("ping")).await;
+                    assert!(matches!(&r, Ok(t) if t.is_atom("pong")), "{r:?}");
+                    c += 1;
+                }
+                total.fetch_add(c, Ordering::Relaxed);
+                drop(tx);
+            });
+        }
+        drop(tx);
+        while rx.recv().await.is_some() {}
+        let n = total.load(Ordering::Relaxed);
+        rust.push(n as f64 / (ms as f64 / 1000.0));
+        let n = eval_i64(
+            &mut env.b,
+            &format!("bench_peer:calls('{a_name}', {servers}, {ms})."),
+        );
+        beam.push(n as f64 / (ms as f64 / 1000.0));
+    }
+    report(
+        "genserver_calls",
+        "calls/s",
+        rust,
+        beam,
+        true,
+        &format!(" callers={servers} ms={ms} runs={runs}"),
+    );
+}
+
+async fn connect(env: &mut Env, runs: usize) {
+    let node = start_rust(env._epmd.port(), "bench_conn").await;
+    let a_name = env.a.name().to_owned();
+    let (mut rust, mut beam) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        if i > 0 {
+            node.disconnect(&a_name).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let t0 = Instant::now();
+        assert!(node.ping(&a_name).await);
+        rust.push(t0.elapsed().as_micros() as f64);
+        beam.push(eval_i64(&mut env.b, &format!("bench_peer:connect('{a_name}').")) as f64);
+    }
+    node.shutdown().await;
+    report("connect", "us", rust, beam, false, &format!(" runs={runs}"));
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS");
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("VmRSS kB");
+    kb * 1024
+}
+
+/// In a fresh child process: RSS growth over spawning N idle processes,
+/// per process; printed as `bytes=<n>`.
+pub fn memory_child() {
+    let n: usize = std::env::var(MEMORY_CHILD_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let node = Node::local("bench_mem@localhost");
+        // Warm up the runtime and the node's tables a little.
+        let warm: Vec<Pid> = (0..100)
+            .map(|_| {
+                node.spawn(|mut p| async move {
+                    let _ = p.recv().await;
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for p in warm {
+            node.send(p, Term::atom("stop"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = rss_bytes();
+        let pids: Vec<Pid> = (0..n)
+            .map(|_| {
+                node.spawn(|mut p| async move {
+                    let _ = p.recv().await;
+                })
+            })
+            .collect();
+        // Let every process reach its recv.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = rss_bytes();
+        // The pid list itself is not a process's memory.
+        let pid_list = (pids.capacity() * std::mem::size_of::<Pid>()) as u64;
+        println!(
+            "bytes={}",
+            (after.saturating_sub(before).saturating_sub(pid_list)) / n as u64
+        );
+    });
+}
+
+fn process_memory(env: &mut Env, n: usize, runs: usize) {
+    let exe = std::env::current_exe().expect("current exe");
+    let (mut rust, mut beam) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let out = Command::new(&exe)
+            .env(MEMORY_CHILD_ENV, n.to_string())
+            .output()
+            .expect("run the memory child");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let bytes: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("bytes="))
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| panic!("memory child said {text:?}"));
+        rust.push(bytes);
+        beam.push(eval_i64(&mut env.a, &format!("bench_peer:process_memory({n}).")) as f64);
+    }
+    report(
+        "process_memory",
+        "bytes/process",
+        rust,
+        beam,
+        false,
+        &format!(" n={n} runs={runs}"),
+    );
+}
+
+pub async fn run(full: bool) {
+    let plan = if full { FULL } else { SMOKE };
+    let t0 = Instant::now();
+    let mut env = setup().await;
+    println!(
+        "# erl nodes {} and {}; erldist nodes {} and {}; {} runs per scenario",
+        env.a.name(),
+        env.b.name(),
+        env.r1.name(),
+        env.r2.name(),
+        plan.runs
+    );
+    let small = Term::tuple(vec![Term::atom("hello"), Term::from(42)]);
+    process_memory(&mut env, plan.procs, plan.runs);
+    send_scenario(
+        &mut env,
+        "send_small",
+        "msg/s",
+        plan.small,
+        1,
+        (small, "{hello, 42}"),
+        plan.runs,
+    )
+    .await;
+    recv_small(&mut env, plan.small, plan.runs).await;
+    rust_to_rust(&mut env, plan.small, plan.runs).await;
+    let kb = Term::binary(vec![0u8; 1024]);
+    send_scenario(
+        &mut env,
+        "send_1kb",
+        "bytes/s",
+        plan.kb,
+        1024,
+        (kb, "binary:copy(<<0>>, 1024)"),
+        plan.runs,
+    )
+    .await;
+    let mb = Term::binary(vec![0u8; 1 << 20]);
+    send_scenario(
+        &mut env,
+        "send_1mb",
+        "bytes/s",
+        plan.mb,
+        1 << 20,
+        (mb, "binary:copy(<<0>>, 1048576)"),
+        plan.runs,
+    )
+    .await;
+    pingpong(&mut env, plan.rounds, plan.runs).await;
+    genserver_calls(&mut env, plan.servers, plan.call_ms, plan.runs).await;
+    connect(&mut env, plan.connects).await;
+    println!("# summary ({:.0} s)", t0.elapsed().as_secs_f64());
+    SUMMARY.with(|s| {
+        for line in s.borrow().iter() {
+            println!("{line}");
+        }
+    });
+    env.r1.shutdown().await;
+    env.r2.shutdown().await;
+    let _ = std::fs::remove_dir_all(&env.dir);
+}
