@@ -50,6 +50,8 @@ struct PeerCtl {
     tx: mpsc::UnboundedSender<Out>,
     up: bool,
     visible: bool,
+    /// The flags in effect on the connection, once up.
+    flags: crate::flags::DistFlags,
 }
 
 /// The network side of a node.
@@ -140,19 +142,26 @@ impl Net {
                 tx,
                 up: false,
                 visible: false,
+                flags: crate::flags::DistFlags::EMPTY,
             },
         );
         drop(peers);
         tokio::spawn(peer_task(node.clone(), peer, name, id, rx));
     }
 
-    fn set_up(&self, peer: Atom, id: u64, visible: bool) {
+    fn set_up(&self, peer: Atom, id: u64, visible: bool, flags: crate::flags::DistFlags) {
         if let Some(p) = self.peers().get_mut(&peer) {
             if p.id == id {
                 p.up = true;
                 p.visible = visible;
+                p.flags = flags;
             }
         }
+    }
+
+    /// The flags in effect on the connection to `peer`, if it is up.
+    pub(crate) fn peer_flags(&self, peer: Atom) -> Option<crate::flags::DistFlags> {
+        self.peers().get(&peer).filter(|p| p.up).map(|p| p.flags)
     }
 
     /// Removes the peer's entry if it is still task `id`'s.
@@ -336,7 +345,7 @@ async fn run_connection(
     let (handle, mut events) = conn.into_parts();
     let mut encoder = DistEncoder::new(flags);
     let mut decoder = DistDecoder::new(flags);
-    net.set_up(peer, id, outcome.visible);
+    net.set_up(peer, id, outcome.visible, flags);
     info!(peer = %peer, visible = outcome.visible, "node up");
     let _ = net.events.send(NodeEvent::Up(peer));
     let mut batch: Vec<DistMessage> = queue.drain(..).collect();

@@ -211,6 +211,14 @@ impl Node {
         self.connect(peer.as_str())
             .await
             .map_err(|_| SpawnError::NoConnection(peer))?;
+        // A peer that cannot take spawn requests (an old or C node): notsup
+        // at once, as OTP answers, instead of a request it would drop.
+        if net
+            .peer_flags(peer)
+            .is_some_and(|f| !f.contains(crate::flags::DistFlags::SPAWN))
+        {
+            return Err(SpawnError::Refused(Atom::from("notsup")));
+        }
         let req_id = self.make_ref();
         let (tx, mut rx) = oneshot::channel();
         self.inner.spawn.pending().insert(req_id, tx);
