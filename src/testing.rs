@@ -97,6 +97,20 @@ pub fn require_programs(programs: &[&str]) -> bool {
     false
 }
 
+/// An Erlang expression whose value is `t`, pids, ports, references and
+/// funs included: `binary_to_term(<<...>>)` of its external format. For
+/// passing Rust values into [`ErlNode::eval`].
+///
+/// ```
+/// let e = erldist::testing::erl_literal(&erldist::term!({ok, 1}));
+/// assert_eq!(e, "binary_to_term(<<131,104,2,119,2,111,107,97,1>>)");
+/// ```
+pub fn erl_literal(t: &crate::Term) -> String {
+    let bytes = t.encode().unwrap_or_default();
+    let list: Vec<String> = bytes.iter().map(u8::to_string).collect();
+    format!("binary_to_term(<<{}>>)", list.join(","))
+}
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A node name unique across processes and calls: `prefix` plus the
@@ -577,6 +591,24 @@ impl ErlNode {
     /// The OS process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Evaluates `expr` (with or without its final `.`) on the node and
+    /// returns its value as a term, through `term_to_binary`, so that pids
+    /// and references keep their node (the `~w` text of
+    /// [`eval`](Self::eval) prints them as `<0.85.0>`).
+    pub fn eval_term(&mut self, expr: &str) -> io::Result<crate::Term> {
+        let expr = expr.trim_end().trim_end_matches('.');
+        let text = self.eval(&format!(
+            "term_to_binary(({expr}), [{{minor_version, 2}}])."
+        ))?;
+        let bin: crate::Term = text
+            .parse()
+            .map_err(|e| io::Error::other(format!("not a term: {e}")))?;
+        let bytes = bin
+            .as_binary()
+            .ok_or_else(|| io::Error::other(format!("not a binary: {bin}")))?;
+        crate::Term::decode(bytes).map_err(io::Error::other)
     }
 
     /// Evaluates Erlang expressions on the node (one line, ending with a

@@ -30,9 +30,7 @@ fn eval(node: &mut ErlNode, expr: &str) -> String {
 
 /// An Erlang expression for `t` (pids included): binary_to_term of its bytes.
 fn erl_expr(t: impl Into<Term>) -> String {
-    let bytes = t.into().encode().expect("encode");
-    let list: Vec<String> = bytes.iter().map(u8::to_string).collect();
-    format!("binary_to_term(<<{}>>)", list.join(","))
+    erldist::testing::erl_literal(&t.into())
 }
 
 fn parse(text: &str) -> Term {

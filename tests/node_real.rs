@@ -32,22 +32,15 @@ fn parse(text: &str) -> Term {
     text.parse().unwrap_or_else(|e| panic!("parse {text}: {e}"))
 }
 
-/// The value of `expr` on the Erlang node, as a term (through
-/// term_to_binary, so pids keep their node).
+/// The value of `expr` on the Erlang node, as a term (pids keep their node).
 fn erl_term(node: &mut ErlNode, expr: &str) -> Term {
-    let expr = expr.trim_end_matches('.');
-    let bin = parse(&eval(
-        node,
-        &format!("term_to_binary(({expr}), [{{minor_version, 2}}])."),
-    ));
-    Term::decode(bin.as_binary().expect("a binary")).expect("decode")
+    tokio::task::block_in_place(|| node.eval_term(expr))
+        .unwrap_or_else(|e| panic!("eval {expr}: {e}"))
 }
 
-/// An Erlang expression for `t` (pids included): binary_to_term of its bytes.
+/// An Erlang expression for `t` (pids included).
 fn erl_expr(t: impl Into<Term>) -> String {
-    let bytes = t.into().encode().expect("encode");
-    let list: Vec<String> = bytes.iter().map(u8::to_string).collect();
-    format!("binary_to_term(<<{}>>)", list.join(","))
+    erldist::testing::erl_literal(&t.into())
 }
 
 fn erl_pid(node: &mut ErlNode, expr: &str) -> Pid {

@@ -79,19 +79,13 @@ pub fn parse(text: &str) -> Term {
 
 /// The value of `expr` on the Erlang node, as a term (pids keep their node).
 pub fn erl_term(node: &mut ErlNode, expr: &str) -> Term {
-    let expr = expr.trim_end_matches('.');
-    let bin = parse(&eval(
-        node,
-        &format!("term_to_binary(({expr}), [{{minor_version, 2}}])."),
-    ));
-    Term::decode(bin.as_binary().expect("a binary")).expect("decode")
+    tokio::task::block_in_place(|| node.eval_term(expr))
+        .unwrap_or_else(|e| panic!("eval {expr}: {e}"))
 }
 
 /// An Erlang expression for `t` (pids included).
 pub fn erl_expr(t: impl Into<Term>) -> String {
-    let bytes = t.into().encode().expect("encode");
-    let list: Vec<String> = bytes.iter().map(u8::to_string).collect();
-    format!("binary_to_term(<<{}>>)", list.join(","))
+    erldist::testing::erl_literal(&t.into())
 }
 
 pub fn erl_pid(node: &mut ErlNode, expr: &str) -> Pid {
