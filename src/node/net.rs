@@ -253,6 +253,8 @@ async fn peer_task(
     };
     let mut conn = match first {
         Ok(c) => {
+            // Up (with its flags) before anyone waiting is told so.
+            net.set_up(peer, id, c.outcome().visible, c.outcome().flags);
             for w in waiters.drain(..) {
                 let _ = w.send(Ok(()));
             }
