@@ -101,25 +101,39 @@ fn main() -> ExitCode {
 }
 
 fn term_decode(hex: bool) -> ExitCode {
+    if hex {
+        return answer_lines(false, |line| {
+            let bytes = hex::decode(line.trim()).map_err(|e| format!("bad hex: {e}"))?;
+            let t = Term::decode_bytes(&bytes.into()).map_err(|e| e.to_string())?;
+            Ok(t.to_string())
+        });
+    }
+    let mut input = Vec::new();
+    if let Err(e) = io::stdin().read_to_end(&mut input) {
+        eprintln!("erldist: reading stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    match Term::decode_bytes(&input.into()) {
+        Ok(t) => {
+            let mut out = io::stdout().lock();
+            if writeln!(out, "{t}").and_then(|_| out.flush()).is_err() {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--hex` mode: answers each line of stdin with `answer`'s text, or
+/// `error: <reason>` on its line, in order; the exit status is 1 if any
+/// line failed.
+fn answer_lines(skip_blank: bool, answer: impl Fn(&str) -> Result<String, String>) -> ExitCode {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    if !hex {
-        let mut input = Vec::new();
-        if let Err(e) = io::stdin().read_to_end(&mut input) {
-            eprintln!("erldist: reading stdin: {e}");
-            return ExitCode::FAILURE;
-        }
-        return match Term::decode_bytes(&input.into()) {
-            Ok(t) => {
-                let _ = writeln!(out, "{t}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     let mut failed = false;
     for line in io::stdin().lock().lines() {
         let line = match line {
@@ -129,11 +143,11 @@ fn term_decode(hex: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let answer = hex::decode(line.trim())
-            .map_err(|e| format!("bad hex: {e}"))
-            .and_then(|bytes| Term::decode_bytes(&bytes.into()).map_err(|e| e.to_string()));
-        let written = match answer {
-            Ok(t) => writeln!(out, "{t}"),
+        if skip_blank && line.trim().is_empty() {
+            continue;
+        }
+        let written = match answer(&line) {
+            Ok(text) => writeln!(out, "{text}"),
             Err(e) => {
                 failed = true;
                 writeln!(out, "error: {e}")
@@ -143,8 +157,7 @@ fn term_decode(hex: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let _ = out.flush();
-    if failed {
+    if out.flush().is_err() || failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -152,63 +165,33 @@ fn term_decode(hex: bool) -> ExitCode {
 }
 
 fn term_encode(hex: bool) -> ExitCode {
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    if !hex {
-        let mut input = String::new();
-        if let Err(e) = io::stdin().read_to_string(&mut input) {
-            eprintln!("erldist: reading stdin: {e}");
-            return ExitCode::FAILURE;
-        }
-        let encoded = input
-            .parse::<Term>()
-            .map_err(|e| e.to_string())
-            .and_then(|t| t.encode().map_err(|e| e.to_string()));
-        return match encoded {
-            Ok(bytes) => {
-                if out.write_all(&bytes).and_then(|_| out.flush()).is_err() {
-                    return ExitCode::FAILURE;
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    if hex {
+        return answer_lines(true, |line| {
+            let t = line.parse::<Term>().map_err(|e| e.to_string())?;
+            t.encode().map(hex::encode).map_err(|e| e.to_string())
+        });
     }
-    let mut failed = false;
-    for line in io::stdin().lock().lines() {
-        let line = match line {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("erldist: reading stdin: {e}");
+    let mut input = String::new();
+    if let Err(e) = io::stdin().read_to_string(&mut input) {
+        eprintln!("erldist: reading stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let encoded = input
+        .parse::<Term>()
+        .map_err(|e| e.to_string())
+        .and_then(|t| t.encode().map_err(|e| e.to_string()));
+    match encoded {
+        Ok(bytes) => {
+            let mut out = io::stdout().lock();
+            if out.write_all(&bytes).and_then(|_| out.flush()).is_err() {
                 return ExitCode::FAILURE;
             }
-        };
-        if line.trim().is_empty() {
-            continue;
+            ExitCode::SUCCESS
         }
-        let encoded = line
-            .parse::<Term>()
-            .map_err(|e| e.to_string())
-            .and_then(|t| t.encode().map_err(|e| e.to_string()));
-        let written = match encoded {
-            Ok(bytes) => writeln!(out, "{}", hex::encode(bytes)),
-            Err(e) => {
-                failed = true;
-                writeln!(out, "error: {e}")
-            }
-        };
-        if written.is_err() {
-            return ExitCode::FAILURE;
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
-    }
-    let _ = out.flush();
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
     }
 }
 
