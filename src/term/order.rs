@@ -185,38 +185,67 @@ fn view(t: &Term) -> ListView<'_> {
     }
 }
 
+impl<'a> ListView<'a> {
+    fn len(&self) -> usize {
+        match self {
+            ListView::Terms(v, _) => v.len(),
+            ListView::Bytes(b) => b.len(),
+        }
+    }
+
+    fn tail(&self) -> Option<&'a Term> {
+        match self {
+            ListView::Terms(_, t) => *t,
+            ListView::Bytes(_) => None,
+        }
+    }
+}
+
+/// Compares the `i`-th elements of two lists (a byte list's element is a
+/// small integer, made on the stack: no allocation).
+fn cmp_elem(a: &ListView<'_>, b: &ListView<'_>, i: usize, exact: bool) -> Ordering {
+    let int = |bytes: &[u8]| Term::Int(bytes.get(i).map_or(0, |&c| i64::from(c)));
+    match (a, b) {
+        (ListView::Bytes(x), ListView::Bytes(y)) => x.get(i).cmp(&y.get(i)),
+        (ListView::Terms(x, _), ListView::Bytes(y)) => match x.get(i) {
+            Some(t) => compare(t, &int(y), exact),
+            None => Ordering::Less,
+        },
+        (ListView::Bytes(x), ListView::Terms(y, _)) => match y.get(i) {
+            Some(t) => compare(&int(x), t, exact),
+            None => Ordering::Greater,
+        },
+        (ListView::Terms(x, _), ListView::Terms(y, _)) => match (x.get(i), y.get(i)) {
+            (Some(p), Some(q)) => compare(p, q, exact),
+            (p, q) => p.is_some().cmp(&q.is_some()),
+        },
+    }
+}
+
 fn cmp_lists(a: &Term, b: &Term, exact: bool) -> Ordering {
     let (va, vb) = (view(a), view(b));
     if let (ListView::Bytes(x), ListView::Bytes(y)) = (&va, &vb) {
         return x.cmp(y);
     }
-    let small: Vec<Term>;
-    let small2: Vec<Term>;
-    let (xa, ta) = match va {
-        ListView::Terms(v, t) => (v, t),
-        ListView::Bytes(b) => {
-            small = b.iter().map(|&c| Term::Int(i64::from(c))).collect();
-            (&small[..], None)
-        }
-    };
-    let (xb, tb) = match vb {
-        ListView::Terms(v, t) => (v, t),
-        ListView::Bytes(b) => {
-            small2 = b.iter().map(|&c| Term::Int(i64::from(c))).collect();
-            (&small2[..], None)
-        }
-    };
     // Walk cons cells: [H|T] compares heads, then tails.
-    let n = xa.len().min(xb.len());
+    let n = va.len().min(vb.len());
     for i in 0..n {
-        match compare(&xa[i], &xb[i], exact) {
+        match cmp_elem(&va, &vb, i, exact) {
             Ordering::Equal => {}
             o => return o,
         }
     }
     // One side ran out of elements: compare the remaining tails as terms.
-    let rest_a = tail_term(&xa[n..], ta);
-    let rest_b = tail_term(&xb[n..], tb);
+    let rest_a = if va.len() > n {
+        Rest::Cons
+    } else {
+        tail_of(va.tail())
+    };
+    let rest_b = if vb.len() > n {
+        Rest::Cons
+    } else {
+        tail_of(vb.tail())
+    };
     match (rest_a, rest_b) {
         (Rest::Nil, Rest::Nil) => Ordering::Equal,
         (Rest::Nil, Rest::Cons) => Ordering::Less,
@@ -230,20 +259,17 @@ fn cmp_lists(a: &Term, b: &Term, exact: bool) -> Ordering {
     }
 }
 
-enum Rest<'a> {
-    Nil,
-    Cons,
-    Other(&'a Term),
-}
-
-fn tail_term<'a>(left: &'a [Term], tail: Option<&'a Term>) -> Rest<'a> {
-    if !left.is_empty() {
-        return Rest::Cons;
-    }
+fn tail_of(tail: Option<&Term>) -> Rest<'_> {
     match tail {
         None => Rest::Nil,
         Some(t) => Rest::Other(t),
     }
+}
+
+enum Rest<'a> {
+    Nil,
+    Cons,
+    Other(&'a Term),
 }
 
 fn bits_of(t: &Term) -> (&[u8], usize) {
