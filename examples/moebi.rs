@@ -57,11 +57,7 @@ const AWAIT: Duration = Duration::from_secs(5);
 
 /// A message as the chat prints it: the text of a binary (Elixir string).
 fn text(t: Option<&Term>) -> String {
-    match t {
-        Some(Term::Binary(b)) => String::from_utf8_lossy(b).into_owned(),
-        Some(other) => other.to_string(),
-        None => String::new(),
-    }
+    t.map(Term::to_text).unwrap_or_default()
 }
 
 #[tokio::main]

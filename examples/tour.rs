@@ -374,11 +374,7 @@ async fn start(name: &str, cookie: &str, port: u16) -> Fallible<Node> {
 }
 
 fn text_of(t: Option<&Term>) -> String {
-    match t {
-        Some(Term::Binary(b)) => String::from_utf8_lossy(b).into_owned(),
-        Some(other) => other.to_string(),
-        None => String::new(),
-    }
+    t.map(Term::to_text).unwrap_or_default()
 }
 
 /// kate, the real Elixir node: the chat fixture compiled, its app started.

@@ -54,10 +54,7 @@ async fn rust_node(name: &str, epmd: &RealEpmd) -> Node {
 }
 
 fn text(t: &Term) -> String {
-    match t {
-        Term::Binary(b) => String::from_utf8_lossy(b).into_owned(),
-        other => other.to_string(),
-    }
+    t.to_text()
 }
 
 fn chat() -> Atom {

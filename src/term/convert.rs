@@ -444,6 +444,21 @@ impl TryFrom<&Term> for String {
     }
 }
 
+impl Term {
+    /// The term as a person reads it: the text of a string (a UTF-8 binary,
+    /// as Elixir sends, or a list of characters), anything else as `~w`
+    /// prints it.
+    ///
+    /// ```
+    /// use erldist::{term, Term};
+    /// assert_eq!(Term::from("hi").to_text(), "hi");
+    /// assert_eq!(term!({ok, 1}).to_text(), "{ok,1}");
+    /// ```
+    pub fn to_text(&self) -> String {
+        String::try_from(self).unwrap_or_else(|_| self.to_string())
+    }
+}
+
 impl TryFrom<Term> for String {
     type Error = ConvertError;
     fn try_from(t: Term) -> Result<String, ConvertError> {
