@@ -275,7 +275,17 @@ async fn a_dynamic_name_is_given_by_the_real_node() {
     assert_eq!(me.host(), "localhost");
     assert_ne!(conn.outcome().local_creation, 0);
     assert!(!conn.outcome().visible);
-    let hidden = eval(&node, &format!("lists:member('{me}', nodes(hidden)).")).await;
+    // The real node sends its challenge ack before it marks the connection
+    // up (dist_util:connection/1), so it may list us a moment after our
+    // `connect` returns: wait for that, up to 5 s.
+    let hidden = eval(
+        &node,
+        &format!(
+            "(fun W(0) -> false; W(N) -> case lists:member('{me}', nodes(hidden)) of \
+             true -> true; false -> timer:sleep(50), W(N-1) end end)(100)."
+        ),
+    )
+    .await;
     assert_eq!(hidden, "true");
 }
 
