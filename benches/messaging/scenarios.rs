@@ -518,6 +518,15 @@ fn process_memory(env: &mut Env, n: usize, runs: usize) {
     );
 }
 
+/// Whether `name` is to run: all scenarios, or those listed (comma
+/// separated) in `ERLDIST_BENCH_ONLY`.
+fn wanted(name: &str) -> bool {
+    match std::env::var("ERLDIST_BENCH_ONLY") {
+        Ok(list) if !list.is_empty() => list.split(',').any(|s| s.trim() == name),
+        _ => true,
+    }
+}
+
 pub async fn run(full: bool) {
     let plan = if full { FULL } else { SMOKE };
     let t0 = Instant::now();
@@ -531,44 +540,60 @@ pub async fn run(full: bool) {
         plan.runs
     );
     let small = Term::tuple(vec![Term::atom("hello"), Term::from(42)]);
-    process_memory(&mut env, plan.procs, plan.runs);
-    send_scenario(
-        &mut env,
-        "send_small",
-        "msg/s",
-        plan.small,
-        1,
-        (small, "{hello, 42}"),
-        plan.runs,
-    )
-    .await;
-    recv_small(&mut env, plan.small, plan.runs).await;
-    rust_to_rust(&mut env, plan.small, plan.runs).await;
-    let kb = Term::binary(vec![0u8; 1024]);
-    send_scenario(
-        &mut env,
-        "send_1kb",
-        "bytes/s",
-        plan.kb,
-        1024,
-        (kb, "binary:copy(<<0>>, 1024)"),
-        plan.runs,
-    )
-    .await;
-    let mb = Term::binary(vec![0u8; 1 << 20]);
-    send_scenario(
-        &mut env,
-        "send_1mb",
-        "bytes/s",
-        plan.mb,
-        1 << 20,
-        (mb, "binary:copy(<<0>>, 1048576)"),
-        plan.runs,
-    )
-    .await;
-    pingpong(&mut env, plan.rounds, plan.runs).await;
-    genserver_calls(&mut env, plan.servers, plan.call_ms, plan.runs).await;
-    connect(&mut env, plan.connects).await;
+    if wanted("process_memory") {
+        process_memory(&mut env, plan.procs, plan.runs);
+    }
+    if wanted("send_small") {
+        let msg = (small.clone(), "{hello, 42}");
+        send_scenario(
+            &mut env,
+            "send_small",
+            "msg/s",
+            plan.small,
+            1,
+            msg,
+            plan.runs,
+        )
+        .await;
+    }
+    if wanted("recv_small") {
+        recv_small(&mut env, plan.small, plan.runs).await;
+    }
+    if wanted("rust_to_rust") {
+        rust_to_rust(&mut env, plan.small, plan.runs).await;
+    }
+    if wanted("send_1kb") {
+        let kb = (Term::binary(vec![0u8; 1024]), "binary:copy(<<0>>, 1024)");
+        send_scenario(
+            &mut env, "send_1kb", "bytes/s", plan.kb, 1024, kb, plan.runs,
+        )
+        .await;
+    }
+    if wanted("send_1mb") {
+        let mb = (
+            Term::binary(vec![0u8; 1 << 20]),
+            "binary:copy(<<0>>, 1048576)",
+        );
+        send_scenario(
+            &mut env,
+            "send_1mb",
+            "bytes/s",
+            plan.mb,
+            1 << 20,
+            mb,
+            plan.runs,
+        )
+        .await;
+    }
+    if wanted("pingpong_rtt") {
+        pingpong(&mut env, plan.rounds, plan.runs).await;
+    }
+    if wanted("genserver_calls") {
+        genserver_calls(&mut env, plan.servers, plan.call_ms, plan.runs).await;
+    }
+    if wanted("connect") {
+        connect(&mut env, plan.connects).await;
+    }
     println!("# summary ({:.0} s)", t0.elapsed().as_secs_f64());
     SUMMARY.with(|s| {
         for line in s.borrow().iter() {
