@@ -90,6 +90,7 @@ use std::num::NonZeroU64;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::control::{ControlError, ControlMessage, ControlOp, DistMessage};
+use super::framing::OutFrame;
 use crate::flags::DistFlags;
 use crate::term::{AtomError, DecodeError, DecodeOptions, EncodeError, MAX_ATOM_CHARS};
 use crate::{Atom, Decoder, Encoder, Term};
@@ -1064,21 +1065,63 @@ impl AtomCacheOut {
     }
 }
 
+/// Which cache slots the frame being encoded references, kept by the
+/// encoder across frames so that a frame costs no allocation or clearing:
+/// a mark is valid only when its generation is the current frame's.
+#[derive(Debug)]
+struct SlotMarks {
+    generation: u32,
+    /// Per slot: (generation, reference index).
+    marks: Vec<(u32, u8)>,
+}
+
+impl SlotMarks {
+    fn new() -> SlotMarks {
+        SlotMarks {
+            generation: 0,
+            marks: vec![(0, 0); ATOM_CACHE_SIZE],
+        }
+    }
+
+    /// Forgets every mark: the start of a new frame.
+    fn next_frame(&mut self) -> &mut SlotMarks {
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.marks.fill((0, 0));
+            self.generation = 1;
+        }
+        self
+    }
+
+    fn get(&self, slot: u16) -> Option<u8> {
+        match self.marks.get(usize::from(slot)) {
+            Some(&(g, ix)) if g == self.generation => Some(ix),
+            _ => None,
+        }
+    }
+
+    fn set(&mut self, slot: u16, ix: u8) {
+        if let Some(m) = self.marks.get_mut(usize::from(slot)) {
+            *m = (self.generation, ix);
+        }
+    }
+}
+
 /// The atom cache references of one frame being encoded (OTP's
 /// `ErtsAtomCacheMap`).
 struct FrameAtoms<'c> {
-    cache: &'c AtomCacheOut,
+    cache: Option<&'c AtomCacheOut>,
     /// (atom, slot, new entry), in reference order.
     refs: Vec<(Atom, u16, bool)>,
-    by_slot: HashMap<u16, u8>,
+    by_slot: &'c mut SlotMarks,
 }
 
 impl<'c> FrameAtoms<'c> {
-    fn new(cache: &'c AtomCacheOut) -> FrameAtoms<'c> {
+    fn new(cache: Option<&'c AtomCacheOut>, marks: &'c mut SlotMarks) -> FrameAtoms<'c> {
         FrameAtoms {
             cache,
             refs: Vec::new(),
-            by_slot: HashMap::new(),
+            by_slot: marks.next_frame(),
         }
     }
 
@@ -1088,7 +1131,7 @@ impl<'c> FrameAtoms<'c> {
     /// long to encode).
     fn index(&mut self, atom: Atom) -> Option<u8> {
         let slot = AtomCacheOut::slot_of(atom);
-        if let Some(&ix) = self.by_slot.get(&slot) {
+        if let Some(ix) = self.by_slot.get(slot) {
             let (held, _, _) = self.refs.get(usize::from(ix))?;
             return (*held == atom).then_some(ix);
         }
@@ -1100,9 +1143,9 @@ impl<'c> FrameAtoms<'c> {
             return None;
         }
         let ix = u8::try_from(self.refs.len()).ok()?;
-        let new = self.cache.get(usize::from(slot)) != Some(atom);
+        let new = self.cache.and_then(|c| c.get(usize::from(slot))) != Some(atom);
         self.refs.push((atom, slot, new));
-        self.by_slot.insert(slot, ix);
+        self.by_slot.set(slot, ix);
         Some(ix)
     }
 
@@ -1164,6 +1207,7 @@ pub struct DistEncoder {
     fragment_size: usize,
     next_sequence: u64,
     encoder: Encoder,
+    marks: SlotMarks,
 }
 
 impl DistEncoder {
@@ -1186,6 +1230,7 @@ impl DistEncoder {
             fragment_size: DEFAULT_FRAGMENT_SIZE,
             next_sequence: 1,
             encoder: Encoder::new(),
+            marks: SlotMarks::new(),
         }
     }
 
@@ -1221,9 +1266,23 @@ impl DistEncoder {
     /// An [`EncodeError`] for terms that cannot be encoded; the atom cache
     /// is then unchanged.
     pub fn encode(&mut self, msg: &DistMessage) -> Result<Vec<Bytes>, EncodeError> {
+        Ok(self
+            .encode_split(msg)?
+            .into_iter()
+            .map(OutFrame::into_bytes)
+            .collect())
+    }
+
+    /// Encodes `msg` as [`DistEncoder::encode`] does, each frame in two
+    /// pieces that share one buffer holding the encoded message: no copy
+    /// of the message is made to cut it into frames.
+    ///
+    /// # Errors
+    /// As [`DistEncoder::encode`].
+    pub fn encode_split(&mut self, msg: &DistMessage) -> Result<Vec<OutFrame>, EncodeError> {
         let seq = NonZeroU64::new(self.next_sequence).unwrap_or(NonZeroU64::MIN);
         self.next_sequence = seq.get().wrapping_add(1).max(1);
-        self.encode_fragments(msg, seq)
+        Ok(self.encode_with(msg, Some(seq))?.0)
     }
 
     /// Encodes `msg` as one frame, however long.
@@ -1232,7 +1291,7 @@ impl DistEncoder {
     /// As [`DistEncoder::encode`].
     pub fn encode_frame(&mut self, msg: &DistMessage) -> Result<Bytes, EncodeError> {
         let (mut frames, _) = self.encode_with(msg, None)?;
-        Ok(frames.pop().unwrap_or_default())
+        Ok(frames.pop().map(OutFrame::into_bytes).unwrap_or_default())
     }
 
     /// Encodes `msg` as [`DistEncoder::encode`] does, with this sequence
@@ -1246,14 +1305,19 @@ impl DistEncoder {
         msg: &DistMessage,
         sequence_id: NonZeroU64,
     ) -> Result<Vec<Bytes>, EncodeError> {
-        Ok(self.encode_with(msg, Some(sequence_id))?.0)
+        Ok(self
+            .encode_with(msg, Some(sequence_id))?
+            .0
+            .into_iter()
+            .map(OutFrame::into_bytes)
+            .collect())
     }
 
     fn encode_with(
         &mut self,
         msg: &DistMessage,
         sequence_id: Option<NonZeroU64>,
-    ) -> Result<(Vec<Bytes>, bool), EncodeError> {
+    ) -> Result<(Vec<OutFrame>, bool), EncodeError> {
         let control = msg.control().to_term();
         if !self.framing.has_header() {
             let mut out = BytesMut::new();
@@ -1262,11 +1326,10 @@ impl DistEncoder {
             if let Some(p) = msg.payload() {
                 self.encoder.encode_to(p, &mut out)?;
             }
-            return Ok((vec![out.freeze()], false));
+            return Ok((vec![OutFrame::whole(out.freeze())], false));
         }
-        let empty = AtomCacheOut::new();
-        let mut atoms = FrameAtoms::new(self.cache.as_ref().unwrap_or(&empty));
-        let mut body = BytesMut::new();
+        let mut atoms = FrameAtoms::new(self.cache.as_ref(), &mut self.marks);
+        let mut body = BytesMut::with_capacity(256);
         let use_cache = self.cache.is_some();
         let mut write = |t: &Term, body: &mut BytesMut| {
             if use_cache {
@@ -1287,11 +1350,13 @@ impl DistEncoder {
         let fragmented = self.framing.has_fragments() && payload_len > fs;
         let frames = match sequence_id.filter(|_| fragmented) {
             None => {
-                let mut out = BytesMut::with_capacity(body.len() + 3 + 6 * atoms.refs.len());
-                out.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
-                atoms.write_header(&mut out);
-                out.put_slice(&body);
-                vec![out.freeze()]
+                let mut head = BytesMut::with_capacity(2 + 1 + 6 * atoms.refs.len());
+                head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
+                atoms.write_header(&mut head);
+                vec![OutFrame {
+                    head: head.freeze(),
+                    body,
+                }]
             }
             Some(seq) => {
                 let seq = seq.get();
@@ -1299,24 +1364,29 @@ impl DistEncoder {
                 let count = 1 + rest_len.div_ceil(fs);
                 let first_end = control_len + fs;
                 let mut frames = Vec::with_capacity(count);
-                let mut out = BytesMut::with_capacity(first_end + 19 + 6 * atoms.refs.len());
-                out.put_slice(&[VERSION_MAGIC, FrameTag::DIST_FRAG_HEADER.0]);
-                out.put_u64(seq);
-                out.put_u64(count as u64);
-                atoms.write_header(&mut out);
-                out.put_slice(&body[..first_end]);
-                frames.push(out.freeze());
+                let mut head = BytesMut::with_capacity(
+                    19 + 6 * atoms.refs.len() + (count - 1) * FRAGMENT_CONT_HEADER_SIZE,
+                );
+                head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_FRAG_HEADER.0]);
+                head.put_u64(seq);
+                head.put_u64(count as u64);
+                atoms.write_header(&mut head);
+                frames.push(OutFrame {
+                    head: head.split().freeze(),
+                    body: body.slice(..first_end),
+                });
                 let mut at = first_end;
                 let mut id = count as u64;
                 while at < body.len() {
                     id -= 1;
                     let end = (at + fs).min(body.len());
-                    let mut out = BytesMut::with_capacity(FRAGMENT_CONT_HEADER_SIZE + end - at);
-                    out.put_slice(&[VERSION_MAGIC, FrameTag::DIST_FRAG_CONT.0]);
-                    out.put_u64(seq);
-                    out.put_u64(id);
-                    out.put_slice(&body[at..end]);
-                    frames.push(out.freeze());
+                    head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_FRAG_CONT.0]);
+                    head.put_u64(seq);
+                    head.put_u64(id);
+                    frames.push(OutFrame {
+                        head: head.split().freeze(),
+                        body: body.slice(at..end),
+                    });
                     at = end;
                 }
                 frames
@@ -1449,6 +1519,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn split_frames_share_one_buffer_and_join_to_the_same_bytes() {
+        let to = Pid {
+            node: Atom::from("a@h"),
+            id: 1,
+            serial: 0,
+            creation: 1,
+        };
+        let big = Term::binary(vec![7u8; 200_000]);
+        let msg = DistMessage::new(ControlMessage::Send { to }, Some(big)).unwrap();
+        let split = DistEncoder::new(BOTH).encode_split(&msg).unwrap();
+        let whole = DistEncoder::new(BOTH).encode(&msg).unwrap();
+        assert_eq!(split.len(), 4);
+        let joined: Vec<Bytes> = split.iter().cloned().map(OutFrame::into_bytes).collect();
+        assert_eq!(joined, whole);
+        // Each body starts where the previous one ended: slices of one
+        // buffer, not copies.
+        for pair in split.windows(2) {
+            let end = pair[0].body.as_ptr() as usize + pair[0].body.len();
+            assert_eq!(pair[1].body.as_ptr() as usize, end);
+        }
+        let mut rx = DistDecoder::new(BOTH);
+        let got: Vec<_> = whole
+            .into_iter()
+            .filter_map(|f| rx.decode_frame(f).unwrap())
+            .collect();
+        assert_eq!(got, vec![msg]);
     }
 
     #[test]

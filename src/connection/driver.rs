@@ -37,7 +37,9 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::framing::{decode_frame, frame_header, Frame, FrameError, DEFAULT_MAX_FRAME, TICK};
+use super::framing::{
+    decode_frame, frame_header, Frame, FrameError, OutFrame, DEFAULT_MAX_FRAME, TICK,
+};
 use crate::epmd::{EpmdClient, EpmdError};
 use crate::flags::DistFlags;
 use crate::handshake::{
@@ -322,6 +324,7 @@ pub struct Closed;
 enum Command {
     Frame(Bytes),
     Frames(Vec<Bytes>),
+    OutFrames(Vec<OutFrame>),
 }
 
 /// Sends frames on a connection and closes it. Cheap to clone; the
@@ -340,6 +343,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Frame(b) => write!(f, "Frame({} bytes)", b.len()),
             Command::Frames(v) => write!(f, "Frames({})", v.len()),
+            Command::OutFrames(v) => write!(f, "OutFrames({})", v.len()),
         }
     }
 }
@@ -364,6 +368,20 @@ impl ConnectionHandle {
     pub async fn send_frames(&self, payloads: Vec<Bytes>) -> Result<(), Closed> {
         self.tx
             .send(Command::Frames(payloads))
+            .await
+            .map_err(|_| Closed)
+    }
+
+    /// Queues frames in pieces (as [`DistEncoder::encode_split`] makes
+    /// them), to be written together without joining their pieces.
+    ///
+    /// [`DistEncoder::encode_split`]: super::dist_header::DistEncoder::encode_split
+    ///
+    /// # Errors
+    /// [`Closed`] when the connection is down.
+    pub async fn send_out_frames(&self, frames: Vec<OutFrame>) -> Result<(), Closed> {
+        self.tx
+            .send(Command::OutFrames(frames))
             .await
             .map_err(|_| Closed)
     }
@@ -1145,15 +1163,23 @@ struct WriteQueue {
 
 impl WriteQueue {
     fn push(&mut self, payload: Bytes) -> Result<(), DownReason> {
-        let header = frame_header(payload.len())
+        self.push_out(OutFrame::whole(payload))
+    }
+
+    /// Queues the length prefix and both pieces; a large piece is kept in
+    /// its own buffer, not copied.
+    fn push_out(&mut self, frame: OutFrame) -> Result<(), DownReason> {
+        let header = frame_header(frame.len())
             .ok_or_else(|| DownReason::Protocol("frame larger than 4 GiB".into()))?;
-        self.bytes += 4 + payload.len();
+        self.bytes += 4 + frame.len();
         self.tail.put_slice(&header);
-        if payload.len() <= COALESCE_LIMIT {
-            self.tail.put_slice(&payload);
-        } else {
-            self.seal();
-            self.chunks.push_back(payload);
+        for piece in [frame.head, frame.body] {
+            if piece.len() <= COALESCE_LIMIT {
+                self.tail.put_slice(&piece);
+            } else {
+                self.seal();
+                self.chunks.push_back(piece);
+            }
         }
         Ok(())
     }
@@ -1284,6 +1310,11 @@ async fn run(
                         Some(Command::Frames(v)) => {
                             for b in v {
                                 if let Err(r) = out.push(b) { return r; }
+                            }
+                        }
+                        Some(Command::OutFrames(v)) => {
+                            for f in v {
+                                if let Err(r) = out.push_out(f) { return r; }
                             }
                         }
                     }

@@ -32,6 +32,52 @@ pub enum Frame {
     Data(Bytes),
 }
 
+/// A frame payload to send, in two pieces written back to back: `head`
+/// (headers, small) and `body` (the encoded message or a slice of it,
+/// shared with the encoder's buffer rather than copied). The length prefix
+/// covers both.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutFrame {
+    /// The first bytes of the payload.
+    pub head: Bytes,
+    /// The rest of the payload.
+    pub body: Bytes,
+}
+
+impl OutFrame {
+    /// A frame whose payload is one piece.
+    pub fn whole(payload: Bytes) -> OutFrame {
+        OutFrame {
+            head: payload,
+            body: Bytes::new(),
+        }
+    }
+
+    /// The payload's length (what the length prefix says).
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    /// Whether the payload is empty (a tick).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The payload as one buffer (copies unless one piece is empty).
+    pub fn into_bytes(self) -> Bytes {
+        if self.body.is_empty() {
+            return self.head;
+        }
+        if self.head.is_empty() {
+            return self.body;
+        }
+        let mut out = BytesMut::with_capacity(self.len());
+        out.put_slice(&self.head);
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+}
+
 /// A frame that breaks the framing rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {

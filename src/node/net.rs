@@ -19,6 +19,7 @@ use super::{Dest, ExitKind, Node, Watched};
 use crate::connection::control::{ControlMessage, DistMessage, ProcRef};
 use crate::connection::dist_header::{DistDecoder, DistEncoder};
 use crate::connection::driver::{self, Connection, ConnectionEvent, DownReason, LocalNodeConfig};
+use crate::connection::framing::OutFrame;
 use crate::epmd::{EpmdServer, Registration};
 use crate::handshake::NodeName;
 use crate::term::{Atom, Pid, Term};
@@ -333,6 +334,10 @@ async fn connect_or_adopt(
 
 /// Runs one connection until it goes down; returns a newer connection
 /// from the same peer if one replaced it.
+/// How many encoded bytes the peer task hands to the connection's writer at
+/// a time.
+const FLUSH_BYTES: usize = 256 * 1024;
+
 async fn run_connection(
     node: &Node,
     net: &Net,
@@ -354,14 +359,31 @@ async fn run_connection(
     let mut replacement = None;
     let reason: String = 'conn: loop {
         if !batch.is_empty() {
+            // Encoded frames go to the writer every FLUSH_BYTES, so that it
+            // writes while the rest is encoded and a batch of large
+            // messages is never all in memory twice.
             let mut frames = Vec::with_capacity(batch.len());
+            let mut bytes = 0;
             for m in batch.drain(..) {
-                match encoder.encode(&m) {
-                    Ok(f) => frames.extend(f),
+                match encoder.encode_split(&m) {
+                    Ok(f) => {
+                        bytes += f.iter().map(OutFrame::len).sum::<usize>();
+                        frames.extend(f);
+                    }
                     Err(e) => warn!(peer = %peer, error = %e, "message not sent: cannot encode it"),
                 }
+                if bytes >= FLUSH_BYTES {
+                    bytes = 0;
+                    if handle
+                        .send_out_frames(std::mem::take(&mut frames))
+                        .await
+                        .is_err()
+                    {
+                        break 'conn handle.closed().await.to_string();
+                    }
+                }
             }
-            if handle.send_frames(frames).await.is_err() {
+            if !frames.is_empty() && handle.send_out_frames(frames).await.is_err() {
                 break 'conn handle.closed().await.to_string();
             }
         }
