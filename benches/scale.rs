@@ -1,0 +1,340 @@
+//! How erldist's costs grow: `cargo bench --bench scale`.
+//!
+//! Four sweeps, each printing one line per size:
+//!
+//! - `processes`: n idle processes on one node (spawn time, memory per
+//!   process, then one message to each and the time until all have ended);
+//! - `in_flight`: n small messages sent at once from one node to a sink on
+//!   another (over TCP), the time until the sink has them all and the peak
+//!   memory while they are in flight;
+//! - `message_size`: round trips of a binary of 1 KiB to 64 MiB between two
+//!   nodes (fragmented on the wire), and the round trip of a small message
+//!   sent while a 64 MiB message is on its way;
+//! - `nodes`: n erldist nodes in one process forming a full mesh (every
+//!   node connected to every other), the time to form it, the memory per
+//!   connection, and a ping from one node to all others.
+//!
+//! Everything is erldist here (the BEAM comparisons are in
+//! `benches/messaging.rs`); the nodes register with a private real `epmd`.
+//! Without `--bench` (as `cargo test --benches` runs it) each sweep runs at
+//! its smallest size only, as a smoke test.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use erldist::testing::{require_programs, unique_name, RealEpmd};
+use erldist::{Node, Pid, Process, Term};
+
+const COOKIE: &str = "scale_cookie";
+
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
+}
+
+/// Samples RSS every 5 ms until dropped; `peak()` is the highest seen.
+struct PeakRss {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl PeakRss {
+    fn start() -> PeakRss {
+        let peak = Arc::new(AtomicU64::new(rss()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        PeakRss { peak, stop }
+    }
+
+    fn peak(&self) -> u64 {
+        self.peak.fetch_max(rss(), Ordering::Relaxed).max(rss())
+    }
+}
+
+impl Drop for PeakRss {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn start_node(epmd: &RealEpmd, prefix: &str) -> Node {
+    Node::builder(&format!("{}@localhost", unique_name(prefix)))
+        .cookie(COOKIE)
+        .epmd("localhost", epmd.port())
+        .embedded_epmd(false)
+        .start()
+        .await
+        .expect("start a node")
+}
+
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+async fn processes(sizes: &[usize]) {
+    let node = Node::local(&format!("{}@localhost", unique_name("scale_procs")));
+    for &n in sizes {
+        let base_count = node.process_count();
+        settle().await;
+        let before = rss();
+        let t0 = Instant::now();
+        let pids: Vec<Pid> = (0..n)
+            .map(|_| {
+                node.spawn(|mut p| async move {
+                    let _ = p.recv().await;
+                })
+            })
+            .collect();
+        let spawn = t0.elapsed();
+        settle().await;
+        let per_proc = rss()
+            .saturating_sub(before)
+            .saturating_sub((pids.capacity() * std::mem::size_of::<Pid>()) as u64)
+            / n as u64;
+        let t1 = Instant::now();
+        for p in &pids {
+            node.send(*p, Term::atom("stop"));
+        }
+        while node.process_count() > base_count {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let fanout = t1.elapsed();
+        println!(
+            "scale=processes n={n} spawn_ns_per_process={:.0} bytes_per_process={per_proc} \
+             message_and_exit_ns_per_process={:.0}",
+            spawn.as_nanos() as f64 / n as f64,
+            fanout.as_nanos() as f64 / n as f64
+        );
+    }
+}
+
+/// A sink that counts `n` messages after `{start, From}` and answers
+/// `done`, again and again.
+fn sink(node: &Node) -> Pid {
+    node.spawn(move |mut p| async move {
+        loop {
+            let Ok(m) = p.recv().await else { return };
+            let (from, n) = match m.as_tuple() {
+                Some([t, Term::Pid(f), Term::Int(n)]) if t.is_atom("start") => (*f, *n),
+                _ => continue,
+            };
+            for _ in 0..n {
+                if p.recv().await.is_err() {
+                    return;
+                }
+            }
+            p.send(from, Term::atom("done"));
+        }
+    })
+}
+
+async fn wait_for(p: &mut Process, what: &str) {
+    loop {
+        match p.recv_timeout(Duration::from_secs(120)).await {
+            Ok(Some(m)) if m.is_atom(what) => return,
+            Ok(Some(_)) => continue,
+            other => panic!("waiting for {what}: {other:?}"),
+        }
+    }
+}
+
+async fn in_flight(epmd: &RealEpmd, sizes: &[usize]) {
+    let a = start_node(epmd, "scale_a").await;
+    let b = start_node(epmd, "scale_b").await;
+    a.connect(&b.name().to_string()).await.expect("connect");
+    let sink = sink(&b);
+    let mut p = a.process();
+    let msg = Term::tuple(vec![Term::atom("hello"), Term::from(42)]);
+    for &n in sizes {
+        settle().await;
+        let before = rss();
+        let peak = PeakRss::start();
+        let t0 = Instant::now();
+        let start = vec![
+            Term::atom("start"),
+            Term::Pid(p.pid()),
+            Term::from(n as i64),
+        ];
+        p.send(sink, Term::tuple(start));
+        for _ in 0..n {
+            p.send(sink, msg.clone());
+        }
+        let queued = t0.elapsed();
+        wait_for(&mut p, "done").await;
+        let total = t0.elapsed();
+        let peak_growth = peak.peak().saturating_sub(before);
+        println!(
+            "scale=in_flight n={n} queue_ms={:.1} drain_ms={:.1} msg_per_s={:.0} \
+             peak_bytes_per_message={}",
+            queued.as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3,
+            n as f64 / total.as_secs_f64(),
+            peak_growth / n as u64
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// An echo process: `{From, M}` -> `From ! M`.
+fn echo(node: &Node) -> Pid {
+    node.spawn(|mut p| async move {
+        while let Ok(m) = p.recv().await {
+            if let Some([Term::Pid(from), body]) = m.as_tuple() {
+                p.send(*from, body.clone());
+            }
+        }
+    })
+}
+
+async fn round_trip(p: &mut Process, echo: Pid, body: Term) -> Duration {
+    let t0 = Instant::now();
+    p.send(echo, Term::tuple(vec![Term::Pid(p.pid()), body]));
+    match p.recv_timeout(Duration::from_secs(120)).await {
+        Ok(Some(_)) => t0.elapsed(),
+        other => panic!("no echo: {other:?}"),
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn message_size(epmd: &RealEpmd, sizes: &[usize]) {
+    let a = start_node(epmd, "scale_a").await;
+    let b = start_node(epmd, "scale_b").await;
+    a.connect(&b.name().to_string()).await.expect("connect");
+    let echo = echo(&b);
+    let mut p = a.process();
+    for &size in sizes {
+        let body = Term::binary(vec![7u8; size]);
+        let rounds = (256 << 20) / size.max(1) / 2;
+        let rounds = rounds.clamp(3, 1000);
+        round_trip(&mut p, echo, body.clone()).await;
+        let mut rtts = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            rtts.push(round_trip(&mut p, echo, body.clone()).await);
+        }
+        let m = median(rtts);
+        println!(
+            "scale=message_size bytes={size} rounds={rounds} rtt_median_us={:.0} \
+             mib_per_s_each_way={:.0}",
+            m.as_secs_f64() * 1e6,
+            2.0 * size as f64 / m.as_secs_f64() / (1 << 20) as f64
+        );
+    }
+    // A small message behind a large one from another process: the large
+    // one goes out in fragments, and the small one need not wait for all
+    // of them.
+    let big = *sizes.last().unwrap_or(&(1 << 20));
+    let small = Term::atom("ping");
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(round_trip(&mut p, echo, small.clone()).await);
+    }
+    let sink = sink(&b);
+    let mut q = a.process();
+    let mut during = Vec::new();
+    for _ in 0..5 {
+        let start = vec![Term::atom("start"), Term::Pid(q.pid()), Term::from(1)];
+        q.send(sink, Term::tuple(start));
+        let t0 = Instant::now();
+        q.send(sink, Term::binary(vec![1u8; big]));
+        during.push(round_trip(&mut p, echo, small.clone()).await);
+        wait_for(&mut q, "done").await;
+        let large = t0.elapsed();
+        if during.len() == 5 {
+            println!(
+                "scale=small_behind_large large_bytes={big} small_rtt_idle_us={:.0} \
+                 small_rtt_during_us={:.0} large_delivery_us={:.0}",
+                median(idle.clone()).as_secs_f64() * 1e6,
+                median(during.clone()).as_secs_f64() * 1e6,
+                large.as_secs_f64() * 1e6
+            );
+        }
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+async fn nodes(epmd: &RealEpmd, sizes: &[usize]) {
+    for &n in sizes {
+        settle().await;
+        let mut cluster = Vec::with_capacity(n);
+        for _ in 0..n {
+            cluster.push(start_node(epmd, "scale_n").await);
+        }
+        settle().await;
+        let before = rss();
+        let t0 = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, node) in cluster.iter().enumerate() {
+            for other in &cluster[i + 1..] {
+                let (node, peer) = (node.clone(), other.name().to_string());
+                tasks.spawn(async move { node.connect(&peer).await });
+            }
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.expect("join").expect("connect");
+        }
+        let mesh = t0.elapsed();
+        settle().await;
+        let connections = n * (n - 1) / 2;
+        let per_conn = rss().saturating_sub(before) / connections.max(1) as u64;
+        let visible: usize = cluster.iter().map(|c| c.nodes().len()).sum();
+        assert_eq!(visible, n * (n - 1), "every node sees every other");
+        let t1 = Instant::now();
+        for other in &cluster[1..] {
+            assert!(cluster[0].ping(&other.name().to_string()).await);
+        }
+        let ping = t1.elapsed() / (n as u32 - 1).max(1);
+        println!(
+            "scale=nodes n={n} connections={connections} mesh_ms={:.0} \
+             bytes_per_connection_both_ends={per_conn} ping_us={:.0}",
+            mesh.as_secs_f64() * 1e3,
+            ping.as_secs_f64() * 1e6
+        );
+        for node in cluster {
+            node.shutdown().await;
+        }
+    }
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    if !require_programs(&["epmd"]) {
+        println!("scale=all skipped reason=no epmd on PATH");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let epmd = RealEpmd::start().expect("epmd");
+        let pick = |all: &'static [usize]| if full { all } else { &all[..1] };
+        processes(pick(&[10_000, 100_000, 1_000_000])).await;
+        in_flight(&epmd, pick(&[10_000, 100_000, 1_000_000])).await;
+        let sizes: &[usize] = if full {
+            &[1 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20]
+        } else {
+            &[1 << 10, 1 << 20]
+        };
+        message_size(&epmd, sizes).await;
+        nodes(&epmd, pick(&[10, 50, 100])).await;
+    });
+}
