@@ -16,6 +16,7 @@ mod group_leader;
 pub mod io;
 mod mailbox;
 mod net;
+pub mod pg;
 mod process;
 mod rpc;
 mod spawn;
