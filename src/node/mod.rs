@@ -18,6 +18,7 @@ mod mailbox;
 mod net;
 pub mod pg;
 mod process;
+pub mod pubsub;
 mod rpc;
 mod spawn;
 pub mod task;
