@@ -12,6 +12,7 @@
 
 mod builder;
 pub mod gen_server;
+pub mod global;
 mod group_leader;
 pub mod io;
 mod mailbox;
