@@ -68,7 +68,7 @@ async fn resolves_and_sends_to_global_names_and_refuses_to_register() {
         eval(&mut e2, &format!("net_adm:ping('{e1_name}').")),
         "pong"
     );
-    assert_eq!(eval(&mut e2, &format!("global:sync().")), "ok");
+    assert_eq!(eval(&mut e2, "global:sync()."), "ok");
     let echo = register_echo(&mut e1, "echo");
     // Registered on e2, which the Rust node never connects to: e1's
     // replica resolves it.

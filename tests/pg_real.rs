@@ -254,7 +254,7 @@ async fn rust_scopes_replicate_and_a_dropped_scope_leaves() {
     let p1 = n1.process();
     let p2 = n2.process();
     pg1.join(g.clone(), p1.pid()).await.unwrap();
-    n1.connect(&n2.name().to_string()).await.unwrap();
+    n1.connect(n2.name().as_str()).await.unwrap();
     pg2.join(g.clone(), p2.pid()).await.unwrap();
     let both = sorted(vec![p1.pid(), p2.pid()]);
     assert_eq!(rust_wait_members(&pg1, &g, &both).await, both);

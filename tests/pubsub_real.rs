@@ -4,6 +4,9 @@
 //! messages): Elixir broadcasts reach Rust subscribers, Rust broadcasts
 //! reach Elixir subscribers, with pools of one and two.
 
+#[path = "examples_common.rs"]
+mod examples;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -247,4 +250,73 @@ async fn pool_of_two_and_a_shared_scope() {
     got.sort();
     assert_eq!(got, (1..=20).collect::<Vec<i64>>());
     node.shutdown().await;
+}
+
+/// `examples/pubsub.rs`: subscribes, broadcasts `{rust_says, Text}` to
+/// the Elixir subscribers, and prints what Elixir broadcasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_talks_with_an_elixir_pubsub() {
+    if !require_elixir() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    let mut e = elixir_node(&epmd, 1);
+    eval(
+        &mut e,
+        &format!("'Elixir.PubSubFixture':subscriber({PUBSUB}, <<\"room:lobby\">>, sub1)."),
+    );
+    let me = format!("{}@localhost", unique_name("alex"));
+    let args = [
+        e.name(),
+        "--sname",
+        &me,
+        "--cookie",
+        COOKIE,
+        "--say",
+        "hello",
+        "--count",
+        "1",
+    ];
+    let mut run = tokio::task::block_in_place(|| examples::Running::start("pubsub", &args, &epmd));
+    assert!(tokio::task::block_in_place(
+        || run.wait_stderr("subscribed to room:lobby on MyApp.PubSub")
+    ));
+    let sent = tokio::task::block_in_place(|| run.wait_stdout("sent {:rust_says, \"hello\"}"));
+    assert!(sent, "{:?}", run.take_stdout());
+    let said = [term!({rust_says, <<"hello">>})];
+    assert_eq!(elixir_wait_messages(&mut e, "sub1", &said), said);
+
+    let expr = format!(
+        "length([P || P <- pg:get_members('Elixir.Phoenix.PubSub', 'Elixir.MyApp.PubSub.Adapter'), \
+         node(P) =:= '{me}'])."
+    );
+    let deadline = std::time::Instant::now() + T;
+    while eval(&mut e, &expr) != "1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the example's worker never showed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eval(
+        &mut e,
+        &format!("'Elixir.Phoenix.PubSub':broadcast({PUBSUB}, <<\"room:lobby\">>, {{new_msg, <<\"hi\">>}})."),
+    );
+    assert!(tokio::task::block_in_place(
+        || run.wait_stdout("received: {:new_msg, \"hi\"}")
+    ));
+    let status = tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            if let Some(s) = run.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the example did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    assert!(status.success(), "{status}");
 }

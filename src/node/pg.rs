@@ -575,13 +575,13 @@ impl Scope {
             Term::List(groups),
         ]);
         p.send(peer, Term::Tuple(vec![Term::atom("$gen_cast"), sync]));
-        if !self.remote.contains_key(&peer) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.remote.entry(peer) {
             let r = p.monitor(peer);
             p.send(
                 peer,
                 Term::Tuple(vec![Term::atom("discover"), Term::Pid(p.pid())]),
             );
-            self.remote.insert(peer, (r, HashMap::new()));
+            slot.insert((r, HashMap::new()));
         }
     }
 
