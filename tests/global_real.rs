@@ -1,6 +1,6 @@
 //! `:global` names from Rust against real `erl` nodes: resolving and
-//! sending to names registered on the cluster, the refusal to register,
-//! and what a visible or hidden Rust node does to `global:sync/0` on the
+//! sending to names registered on the cluster, registering Rust processes
+//! (through a BEAM node's `global`), and what a visible or hidden Rust node does to `global:sync/0` on the
 //! BEAM side (see the `erldist::node::global` docs).
 
 use std::time::Duration;
@@ -56,7 +56,7 @@ fn sync_within_5s(node: &mut ErlNode) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resolves_and_sends_to_global_names_and_refuses_to_register() {
+async fn resolves_sends_and_registers_global_names() {
     if !require_erl() {
         return;
     }
@@ -110,16 +110,67 @@ async fn resolves_and_sends_to_global_names_and_refuses_to_register() {
     want.sort();
     assert_eq!(names, want);
 
-    // Registering from Rust is refused, and nothing is registered.
+    // A Rust process registered globally through e1: e2, which only knows
+    // e1, resolves it and sends to it; it can have one name only, and the
+    // name is gone when it exits.
+    let mut rusty = node.process();
+    node.global_register_name(Term::atom("rusty"), rusty.pid())
+        .await
+        .unwrap();
     assert_eq!(
-        node.global_register_name(Term::atom("rusty"), me.pid()),
-        Err(GlobalError::Unsupported)
+        node.global_whereis_name(Term::atom("rusty")).await.unwrap(),
+        Some(rusty.pid())
     );
     assert_eq!(
-        node.global_unregister_name(Term::atom("echo")),
-        Err(GlobalError::Unsupported)
+        erl_term(&mut e2, "global:whereis_name(rusty)"),
+        Term::Pid(rusty.pid())
     );
-    assert_eq!(eval(&mut e1, "global:whereis_name(rusty)."), "undefined");
+    eval(&mut e2, "global:send(rusty, {hello, from_e2}).");
+    assert_eq!(
+        rusty.recv_timeout(T).await.unwrap(),
+        Some(term!({hello, from_e2}))
+    );
+    assert_eq!(
+        node.global_register_name(Term::atom("rusty"), me.pid())
+            .await,
+        Err(GlobalError::Refused(Term::atom("rusty"))),
+        "the name is taken"
+    );
+    assert_eq!(
+        node.global_register_name(Term::atom("second"), rusty.pid())
+            .await,
+        Err(GlobalError::Refused(Term::atom("second"))),
+        "one name per process"
+    );
+    drop(rusty);
+    let gone = |e: &mut ErlNode| {
+        let deadline = std::time::Instant::now() + T;
+        while eval(e, "global:whereis_name(rusty).") != "undefined" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rusty stays registered"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    tokio::task::block_in_place(|| {
+        gone(&mut e1);
+        gone(&mut e2);
+    });
+
+    // Unregistering, whoever has the name.
+    node.global_register_name(Term::atom("temp"), me.pid())
+        .await
+        .unwrap();
+    assert_eq!(
+        eval(&mut e2, "global:whereis_name(temp) =/= undefined."),
+        "true"
+    );
+    node.global_unregister_name(Term::atom("temp"))
+        .await
+        .unwrap();
+    assert_eq!(eval(&mut e1, "global:whereis_name(temp)."), "undefined");
+    assert_eq!(eval(&mut e2, "global:whereis_name(temp)."), "undefined");
     assert_eq!(eval(&mut e1, "is_pid(global:whereis_name(echo))."), "true");
     node.shutdown().await;
 }
@@ -147,6 +198,11 @@ async fn without_a_beam_node_there_is_no_global() {
     assert!(started.elapsed() < Duration::from_secs(5), "no timeout");
     assert_eq!(
         a.global_registered_names().await,
+        Err(GlobalError::NoGlobalNode)
+    );
+    let p = a.process();
+    assert_eq!(
+        a.global_register_name(Term::atom("x"), p.pid()).await,
         Err(GlobalError::NoGlobalNode)
     );
     a.shutdown().await;

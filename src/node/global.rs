@@ -1,32 +1,38 @@
 //! `:global` names, as a client: resolve names registered with
-//! `:global.register_name/2` on the cluster and send to them. Registering
-//! a Rust process globally is refused, because it needs `global`'s locking
-//! protocol, which erldist does not run.
+//! `:global.register_name/2` on the cluster, send to them, and register
+//! Rust processes, all through a connected BEAM node's `global`.
 //!
 //! # How it works, and what it does not do
 //!
-//! `:global` keeps a replica of the name table on every node of a
-//! fully connected cluster. erldist runs no `global_name_server` of its
-//! own; it asks one of the connected BEAM nodes':
+//! `:global` keeps a replica of the name table on every node of a fully
+//! connected cluster, and changes it under a cluster-wide lock. erldist
+//! runs no `global_name_server` of its own and keeps no replica; it asks
+//! one of the connected BEAM nodes' (the first that answers; a node
+//! without `global`, such as another Rust node, is skipped):
 //!
 //! - [`Node::global_whereis_name`] sends `{whereis, Name, {Pid, Tag}}` to
-//!   `global_name_server` on a connected node (the message OTP 25's
-//!   `global.erl` answers with `gen_server:reply(From, where(Name))`,
-//!   waiting while a global lock is set), trying the connected nodes in
-//!   turn and skipping those without a `global_name_server` (a monitor
-//!   tells at once); the answer is that node's view, the same on every
-//!   node of a synced cluster;
+//!   `global_name_server` (the message OTP 25's `global.erl` answers with
+//!   `gen_server:reply(From, where(Name))`, after any global lock is
+//!   released); a monitor on the server tells at once when a node has
+//!   none. The answer is that node's view, the same on every node of a
+//!   synced cluster;
 //! - [`Node::global_send`] resolves, then sends (`:global.send/2`);
-//! - [`Node::global_registered_names`] calls
-//!   `global:registered_names()` on a connected node over RPC.
+//! - [`Node::global_register_name`], [`Node::global_unregister_name`] and
+//!   [`Node::global_registered_names`] call `global:register_name/2`,
+//!   `unregister_name/1` and `registered_names/0` on that node over RPC.
+//!   The BEAM node runs the locking protocol and registers the name on
+//!   all nodes of its cluster; each of them monitors the Rust process and
+//!   drops the name when it exits or becomes unreachable. This is how
+//!   `erl_interface` C nodes register global names
+//!   (`ei_global_register`, through `global:register_name_external/2`);
+//!   erldist uses the plain `register_name/2`, so the name lives as long
+//!   as the process, not as long as the BEAM node that registered it.
 //!
-//! Taking part in `global` would mean answering its connect protocol
-//! (`init_connect`, the lockers' `lock_set` exchange, `set_lock` and
-//! `del_lock` calls, `exchange`, `resolved`, `new_nodes`, `in_sync`,
-//! `lost_connection`) and its name registration (`register` and
-//! `unregister` multicalls under the cluster-wide lock). erldist does not,
-//! so [`Node::global_register_name`] and [`Node::global_unregister_name`]
-//! return [`GlobalError::Unsupported`] rather than pretending.
+//! What erldist does not do is take part in `global` as a node: answer
+//! its connect protocol (`init_connect`, the lockers' `lock_set`
+//! exchange, `set_lock` and `del_lock` calls, `exchange`, `resolved`,
+//! `new_nodes`, `in_sync`, `lost_connection`) and keep a replica. The
+//! consequences follow.
 //!
 //! # A visible Rust node and `global:sync/0`
 //!
@@ -35,10 +41,12 @@
 //! that never comes. Checked on OTP 25.2 (tests/global_real.rs):
 //!
 //! - `global:sync()` on the BEAM node blocks (it waits until every
-//!   visible node is synced), for as long as the Rust node is connected;
+//!   visible node is synced) for as long as the Rust node is connected,
+//!   and returns once it disconnects;
 //! - `global:register_name/2`, `whereis_name/1` and `send/2` keep working
 //!   on the BEAM nodes (the Rust node never becomes a "known" node, so
-//!   registrations do not wait for it);
+//!   registrations do not wait for it), and so does everything on this
+//!   page;
 //! - `global` does not make the other BEAM nodes connect to the Rust node
 //!   (it would after a successful sync: `connect_all`).
 //!
@@ -46,7 +54,8 @@
 //! release scripts do), start the Rust node hidden
 //! ([`NodeBuilder::hidden`](super::NodeBuilder::hidden)): BEAM's `global`
 //! ignores hidden nodes, `sync` returns at once, and everything on this
-//! page still works, since it only sends messages to `global_name_server`.
+//! page still works, since it only talks to `global_name_server` and
+//! `erpc`.
 
 use std::time::Duration;
 
@@ -58,6 +67,10 @@ use crate::term::{Atom, Pid, Term};
 /// How long one BEAM node may take to answer a `whereis` (it waits while a
 /// global lock is held, e.g. during a registration elsewhere).
 pub const WHEREIS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a registration through a BEAM node may take (it waits for the
+/// cluster-wide lock).
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a `:global` operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -74,10 +87,12 @@ pub enum GlobalError {
     #[error("global_name_server on {0} did not answer in time")]
     Timeout(Atom),
     /// The RPC to a BEAM node failed.
-    #[error("global:registered_names() on {node} failed: {source}")]
+    #[error("{call} on {node} failed: {source}")]
     Rpc {
         /// The node asked.
         node: Atom,
+        /// The function called, e.g. `global:register_name`.
+        call: String,
         /// Why.
         source: RpcError,
     },
@@ -89,13 +104,10 @@ pub enum GlobalError {
         /// Its answer.
         answer: Term,
     },
-    /// Registering (or unregistering) a global name needs `global`'s
-    /// cluster-wide locking protocol, which erldist does not run.
-    #[error(
-        "registering global names is not supported: erldist does not take part in \
-         global's locking protocol (register the name on a BEAM node, or use :pg)"
-    )]
-    Unsupported,
+    /// `global` refused the registration (`no`): the name is taken, or
+    /// the process already has a global name.
+    #[error("global refused to register {0}: the name is taken, or the process has one")]
+    Refused(Term),
 }
 
 enum Asked {
@@ -184,6 +196,35 @@ impl Node {
         }
     }
 
+    /// Calls `global:Function(Args...)` on the first connected node that
+    /// runs it (another Rust node answers `undef`: the next is tried).
+    async fn global_rpc(
+        &self,
+        function: &str,
+        args: Vec<Term>,
+        timeout: Duration,
+    ) -> Result<(Atom, Term), GlobalError> {
+        let mut last = None;
+        for peer in self.global_candidates() {
+            match self
+                .rpc(peer, "global", function, args.clone(), timeout)
+                .await
+            {
+                Ok(answer) => return Ok((peer, answer)),
+                Err(RpcError::Error { reason, .. }) if reason.is_atom("undef") => {}
+                Err(RpcError::NotSup) | Err(RpcError::NoConnection) => {}
+                Err(source) => {
+                    last = Some(GlobalError::Rpc {
+                        node: peer,
+                        call: format!("global:{function}"),
+                        source,
+                    })
+                }
+            }
+        }
+        Err(last.unwrap_or(GlobalError::NoGlobalNode))
+    }
+
     /// The names registered globally (`:global.registered_names/0`), from
     /// the first connected node that answers.
     ///
@@ -191,40 +232,60 @@ impl Node {
     /// [`GlobalError::NoGlobalNode`] if no connected node answers,
     /// [`GlobalError::Rpc`] if the call fails otherwise.
     pub async fn global_registered_names(&self) -> Result<Vec<Term>, GlobalError> {
-        let mut last = None;
-        for peer in self.global_candidates() {
-            let res = self
-                .rpc(peer, "global", "registered_names", vec![], WHEREIS_TIMEOUT)
-                .await;
-            match res {
-                Ok(Term::List(names)) => return Ok(names),
-                Ok(answer) => return Err(GlobalError::BadAnswer { node: peer, answer }),
-                // Another Rust node, say: try the next one.
-                Err(RpcError::Error { reason, .. }) if reason.is_atom("undef") => {}
-                Err(RpcError::NotSup) | Err(RpcError::NoConnection) => {}
-                Err(source) => last = Some(GlobalError::Rpc { node: peer, source }),
-            }
+        match self
+            .global_rpc("registered_names", vec![], WHEREIS_TIMEOUT)
+            .await?
+        {
+            (_, Term::List(names)) => Ok(names),
+            (node, answer) => Err(GlobalError::BadAnswer { node, answer }),
         }
-        Err(last.unwrap_or(GlobalError::NoGlobalNode))
     }
 
-    /// Would register `pid` globally as `name` (`:global.register_name/2`);
-    /// always refused: see the [module documentation](crate::node::global).
+    /// Registers `pid` globally as `name` (`:global.register_name/2`), by
+    /// having a connected BEAM node's `global` do it: that node takes the
+    /// cluster-wide lock and registers the name on every node of its
+    /// cluster, each of which then monitors `pid` and drops the name when
+    /// it exits (or its node becomes unreachable), as for any remote
+    /// process. Waits at most [`REGISTER_TIMEOUT`] (the registration
+    /// waits while another holds the global lock).
     ///
     /// # Errors
-    /// Always [`GlobalError::Unsupported`].
-    pub fn global_register_name(&self, name: impl Into<Term>, pid: Pid) -> Result<(), GlobalError> {
-        let _ = (name.into(), pid);
-        Err(GlobalError::Unsupported)
+    /// [`GlobalError::Refused`] when `global` answers `no` (the name is
+    /// taken, or `pid` already has a global name);
+    /// [`GlobalError::NoGlobalNode`] with no BEAM node connected;
+    /// [`GlobalError::Rpc`] if the call fails (on a timeout, the
+    /// registration may still happen later).
+    pub async fn global_register_name(
+        &self,
+        name: impl Into<Term>,
+        pid: Pid,
+    ) -> Result<(), GlobalError> {
+        let name = name.into();
+        let args = vec![name.clone(), Term::Pid(pid)];
+        match self
+            .global_rpc("register_name", args, REGISTER_TIMEOUT)
+            .await?
+        {
+            (_, a) if a.is_atom("yes") => Ok(()),
+            (_, a) if a.is_atom("no") => Err(GlobalError::Refused(name)),
+            (node, answer) => Err(GlobalError::BadAnswer { node, answer }),
+        }
     }
 
-    /// Would remove a global name (`:global.unregister_name/1`); always
-    /// refused, as [`global_register_name`](Node::global_register_name).
+    /// Removes a global name, whoever has it (`:global.unregister_name/1`),
+    /// through a connected BEAM node's `global` as
+    /// [`global_register_name`](Node::global_register_name) does.
     ///
     /// # Errors
-    /// Always [`GlobalError::Unsupported`].
-    pub fn global_unregister_name(&self, name: impl Into<Term>) -> Result<(), GlobalError> {
-        let _ = name.into();
-        Err(GlobalError::Unsupported)
+    /// As [`global_register_name`](Node::global_register_name), without
+    /// `Refused`.
+    pub async fn global_unregister_name(&self, name: impl Into<Term>) -> Result<(), GlobalError> {
+        match self
+            .global_rpc("unregister_name", vec![name.into()], REGISTER_TIMEOUT)
+            .await?
+        {
+            (_, a) if a.is_atom("ok") => Ok(()),
+            (node, answer) => Err(GlobalError::BadAnswer { node, answer }),
+        }
     }
 }
