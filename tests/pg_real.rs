@@ -172,6 +172,27 @@ async fn members_replicate_both_ways_through_join_leave_and_exit() {
     eval(&mut e, "m1 ! stop.");
     assert_eq!(rust_wait_members(&pg, &workers, &[]).await, vec![]);
 
+    // A disconnection drops the other side's members on both sides; the
+    // scopes sync again when the nodes reconnect.
+    let c = node.process();
+    pg.join(workers.clone(), c.pid()).await.unwrap();
+    let m2 = erl_member(&mut e, "m2", scope, "workers");
+    let both = sorted(vec![c.pid(), m2]);
+    assert_eq!(rust_wait_members(&pg, &workers, &both).await, both);
+    assert_eq!(erl_wait_members(&mut e, scope, "workers", &both), both);
+    node.disconnect(e.name()).await;
+    assert_eq!(
+        rust_wait_members(&pg, &workers, &[c.pid()]).await,
+        vec![c.pid()]
+    );
+    assert_eq!(erl_wait_members(&mut e, scope, "workers", &[m2]), vec![m2]);
+    assert!(node.ping(e.name()).await);
+    assert_eq!(rust_wait_members(&pg, &workers, &both).await, both);
+    assert_eq!(erl_wait_members(&mut e, scope, "workers", &both), both);
+    eval(&mut e, "m2 ! stop.");
+    drop(c);
+    assert_eq!(rust_wait_members(&pg, &workers, &[]).await, vec![]);
+
     // Joining a process of another node is refused, as pg's nolocal.
     let err = pg.join(workers.clone(), m1).await.unwrap_err();
     assert_eq!(err, PgError::NotLocal(m1));

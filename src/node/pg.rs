@@ -680,3 +680,87 @@ impl Scope {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(id: u32) -> Pid {
+        Pid {
+            node: Atom::from("a@localhost"),
+            id,
+            serial: 0,
+            creation: 1,
+        }
+    }
+
+    #[test]
+    fn groups_compare_exactly() {
+        let mut t = Table::default();
+        t.join_remote(&Group(Term::from(1)), &[pid(1)]);
+        t.join_remote(&Group(Term::from(1.0)), &[pid(2)]);
+        assert_eq!(t.groups.len(), 2, "1 and 1.0 are two groups, as in ETS");
+    }
+
+    #[test]
+    fn remote_members_are_a_multiset() {
+        let g = Group(Term::atom("g"));
+        let mut t = Table::default();
+        t.join_remote(&g, &[pid(1), pid(1), pid(2)]);
+        t.leave_remote(&g, &[pid(1)]);
+        assert_eq!(t.groups[&g].all, vec![pid(1), pid(2)]);
+        t.leave_remote(&g, &[pid(1), pid(2), pid(3)]);
+        assert!(t.groups.is_empty(), "an empty group is removed");
+    }
+
+    #[test]
+    fn a_group_with_local_members_stays() {
+        let g = Group(Term::atom("g"));
+        let mut t = Table::default();
+        t.join_local(&g, pid(1));
+        t.join_remote(&g, &[pid(2)]);
+        t.leave_remote(&g, &[pid(2)]);
+        assert_eq!(t.groups[&g].all, vec![pid(1)]);
+        assert_eq!(t.groups[&g].local, vec![pid(1)]);
+        t.leave_local(&g, pid(1));
+        assert!(t.groups.is_empty());
+    }
+
+    #[test]
+    fn pids_go_out_as_pg_sends_them() {
+        assert_eq!(pids_term(&[pid(1)]), Term::Pid(pid(1)));
+        assert_eq!(
+            pids_term(&[pid(1), pid(2)]),
+            Term::List(vec![Term::Pid(pid(1)), Term::Pid(pid(2))])
+        );
+        assert_eq!(pid_or_pids(&Term::Pid(pid(1))), Some(vec![pid(1)]));
+        assert_eq!(pid_or_pids(&Term::List(vec![Term::atom("x")])), None);
+    }
+
+    #[tokio::test]
+    async fn a_scope_works_on_a_node_without_network() {
+        let node = Node::local("pg@localhost");
+        let pg = Pg::start(&node, "scope").unwrap();
+        let p = node.process();
+        let g = Term::atom("g");
+        pg.join(g.clone(), p.pid()).await.unwrap();
+        pg.join(g.clone(), p.pid()).await.unwrap();
+        assert_eq!(pg.get_members(&g), vec![p.pid(), p.pid()]);
+        assert!(pg.leave(g.clone(), p.pid()).await.unwrap());
+        assert_eq!(pg.get_local_members(&g), vec![p.pid()]);
+        drop(p);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !pg.which_groups().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "the exit is seen");
+            tokio::task::yield_now().await;
+        }
+        let scope_pid = pg.pid();
+        drop(pg);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while node.is_alive(scope_pid) {
+            assert!(tokio::time::Instant::now() < deadline, "the scope stops");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(node.whereis("scope"), None);
+    }
+}

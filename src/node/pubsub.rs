@@ -405,3 +405,45 @@ async fn worker(mut p: Process, subs: Arc<Mutex<Subscriptions>>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::term;
+
+    #[tokio::test]
+    async fn local_subscribers_get_bare_messages() {
+        let node = Node::local("ps@localhost");
+        let ps = PubSub::start(&node, "MyApp.PubSub").await.unwrap();
+        assert_eq!(ps.name(), Atom::from("Elixir.MyApp.PubSub"));
+        let adapter = Atom::from("Elixir.MyApp.PubSub.Adapter");
+        assert_eq!(ps.pg().get_local_members(&Term::Atom(adapter)).len(), 1);
+        let mut a = ps.subscriber("t").unwrap();
+        let mut b = ps.subscriber("t").unwrap();
+        ps.broadcast("t", term!(one));
+        assert_eq!(a.recv().await.unwrap(), term!(one));
+        assert_eq!(b.recv().await.unwrap(), term!(one));
+        ps.broadcast_from(a.pid(), "t", term!(two));
+        assert_eq!(b.recv().await.unwrap(), term!(two));
+        // What a remote worker would send to this node's worker.
+        let worker = node.whereis(adapter).unwrap();
+        node.send(
+            worker,
+            term!({forward_to_local, <<"t">>, three, (Term::Atom(default_dispatcher()))}),
+        );
+        assert_eq!(b.recv().await.unwrap(), term!(three));
+        assert_eq!(a.recv().await.unwrap(), term!(three), "not two: skipped");
+        ps.unsubscribe(a.pid(), "t");
+        assert_eq!(ps.subscribers("t"), vec![b.pid()]);
+        assert!(matches!(
+            PubSub::with_scope(ps.pg(), "MyApp.PubSub", 1).await,
+            Err(PubSubError::Register { .. })
+        ));
+        drop(ps);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while node.is_alive(worker) {
+            assert!(tokio::time::Instant::now() < deadline, "the worker stops");
+            tokio::task::yield_now().await;
+        }
+    }
+}
