@@ -201,7 +201,8 @@ async fn members_replicate_both_ways_through_join_leave_and_exit() {
 
 /// A hidden Rust node (which BEAM scopes never discover by themselves)
 /// starts its scope after connecting to a node whose scope already has
-/// members; killing that node drops its members on the Rust side.
+/// members; killing that node drops its members on the Rust side; a node
+/// connecting later is discovered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hidden_node_discovers_and_node_down_drops_members() {
     if !require_erl() {
@@ -251,6 +252,19 @@ async fn hidden_node_discovers_and_node_down_drops_members() {
         vec![me.pid(), me.pid()],
         "the local members stay"
     );
+
+    // A node that connects later is discovered when it comes up (it would
+    // not discover a hidden node itself).
+    let mut e2 = erl(&epmd);
+    assert_eq!(
+        eval(&mut e2, &format!("element(1, pg:start({scope})).")),
+        "ok"
+    );
+    let m3 = erl_member(&mut e2, "m3", scope, "g");
+    assert!(node.ping(e2.name()).await);
+    assert_eq!(rust_wait_members(&pg, &g, &[m3]).await, vec![m3]);
+    let ours = sorted(vec![me.pid(), me.pid()]);
+    assert_eq!(erl_wait_members(&mut e2, scope, "{g, 2}", &ours), ours);
     node.shutdown().await;
 }
 

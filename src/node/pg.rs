@@ -433,7 +433,8 @@ impl Scope {
                 },
             }
         }
-        node.unregister(self.shared.scope);
+        // The process exits when this returns: its name goes with it, and
+        // the peers' monitors drop its members.
     }
 
     fn discover(&self, p: &Process, peer: Atom) {

@@ -6,13 +6,13 @@
 //!
 //! # Wire format
 //!
-//! This follows **phoenix_pubsub 2.1** (2.1.0 to 2.1.3 behave alike here;
-//! 2.0 is the same with a pool of one), on OTP 23+ where it uses `:pg`
-//! rather than the old `:pg2`. It was checked against phoenix_pubsub's
-//! source (`lib/phoenix/pubsub/pg2.ex`, `application.ex`) but tested
-//! against a stand-in (`tests/fixtures/pubsub`) that reproduces those
-//! modules' messages, since Phoenix itself could not be installed on the
-//! test machines:
+//! This follows **phoenix_pubsub 2.1** (2.0 is the same with a pool of
+//! one, per the adapter's own backward-compatibility note), on OTP 23+
+//! where it uses `:pg` rather than the old `:pg2`. It was checked against
+//! phoenix_pubsub's source (`lib/phoenix/pubsub/pg2.ex` and
+//! `application.ex` of the 2.1 line) but tested against a stand-in
+//! (`tests/fixtures/pubsub`) that reproduces those modules' messages,
+//! since Phoenix itself could not be installed on the test machines:
 //!
 //! - the `phoenix_pubsub` application starts a `:pg` scope named
 //!   `Phoenix.PubSub` (the atom `'Elixir.Phoenix.PubSub'`) on every node;
