@@ -48,7 +48,10 @@
 //!   registrations do not wait for it), and so does everything on this
 //!   page;
 //! - `global` does not make the other BEAM nodes connect to the Rust node
-//!   (it would after a successful sync: `connect_all`).
+//!   (it would after a successful sync: `connect_all`); but each BEAM node
+//!   that monitors a globally registered Rust process (every node of the
+//!   cluster does) connects to it, with the same effect on its
+//!   `global:sync()`.
 //!
 //! If anything in the cluster calls `global:sync()` (some libraries and
 //! release scripts do), start the Rust node hidden
