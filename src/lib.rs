@@ -11,7 +11,8 @@
 //! - [`connection`]: frames, ticks, control messages, the distribution
 //!   header's atom cache and fragments, and the tokio driver;
 //! - [`node`]: the [`Node`] and its [`Process`]es: messages, names, links,
-//!   monitors, remote spawn, group leaders, RPC, GenServer, Task.Supervisor;
+//!   monitors, remote spawn, group leaders, RPC, GenServer, Task.Supervisor,
+//!   `:pg` groups, Phoenix.PubSub and `:global` names;
 //! - [`testing`]: real `epmd`, `erl` and Elixir nodes for tests.
 //!
 //! The protocol logic is sans-IO: codecs and state machines over bytes,

@@ -12,11 +12,14 @@
 
 mod builder;
 pub mod gen_server;
+pub mod global;
 mod group_leader;
 pub mod io;
 mod mailbox;
 mod net;
+pub mod pg;
 mod process;
+pub mod pubsub;
 mod rpc;
 mod spawn;
 pub mod task;
