@@ -153,7 +153,7 @@ async fn wait_for(p: &mut Process, what: &str) {
 async fn in_flight(epmd: &RealEpmd, sizes: &[usize]) {
     let a = start_node(epmd, "scale_a").await;
     let b = start_node(epmd, "scale_b").await;
-    a.connect(&b.name().to_string()).await.expect("connect");
+    a.connect(b.name().as_ref()).await.expect("connect");
     let sink = sink(&b);
     let mut p = a.process();
     let msg = Term::tuple(vec![Term::atom("hello"), Term::from(42)]);
@@ -216,7 +216,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 async fn message_size(epmd: &RealEpmd, sizes: &[usize]) {
     let a = start_node(epmd, "scale_a").await;
     let b = start_node(epmd, "scale_b").await;
-    a.connect(&b.name().to_string()).await.expect("connect");
+    a.connect(b.name().as_ref()).await.expect("connect");
     let echo = echo(&b);
     let mut p = a.process();
     for &size in sizes {
@@ -298,7 +298,7 @@ async fn nodes(epmd: &RealEpmd, sizes: &[usize]) {
         assert_eq!(visible, n * (n - 1), "every node sees every other");
         let t1 = Instant::now();
         for other in &cluster[1..] {
-            assert!(cluster[0].ping(&other.name().to_string()).await);
+            assert!(cluster[0].ping(other.name().as_ref()).await);
         }
         let ping = t1.elapsed() / (n as u32 - 1).max(1);
         println!(
