@@ -49,6 +49,11 @@ pub use bytes;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+// So are those of the ecosystem guide.
+#[doc = include_str!("../docs/ecosystem.md")]
+#[cfg(doctest)]
+pub struct EcosystemDoctests;
+
 #[cfg(feature = "serde")]
 pub use self::serde::{from_bytes, from_term, to_bytes, to_term, to_term_struct, ElixirStruct};
 pub use node::{Dest, Exited, MonitorTarget, Node, NodeBuilder, NodeError, NodeEvent, Process};
