@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use futures_util::future::BoxFuture;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -422,8 +423,14 @@ async fn run_connection(
     let _ = net.events.send(NodeEvent::Up(peer));
     let mut batch: Vec<DistMessage> = queue.drain(..).collect();
     let mut replacement = None;
+    // The frames being handed to the connection. A peer that does not
+    // read (frozen, or slow) fills the connection's queue and makes this
+    // wait; meanwhile we keep taking commands (a disconnect must work at
+    // once, as `disconnect_node/1` does) and what the peer sends (two
+    // nodes both waiting to write and neither reading would wait forever).
+    let mut sending: Option<BoxFuture<'_, Result<(), driver::Closed>>> = None;
     let reason: String = 'conn: loop {
-        if !batch.is_empty() {
+        if sending.is_none() && !batch.is_empty() {
             let mut frames = Vec::with_capacity(batch.len());
             for m in batch.drain(..) {
                 match encoder.encode(&m) {
@@ -431,16 +438,25 @@ async fn run_connection(
                     Err(e) => warn!(peer = %peer, error = %e, "message not sent: cannot encode it"),
                 }
             }
-            if handle.send_frames(frames).await.is_err() {
-                break 'conn handle.closed().await.to_string();
-            }
+            sending = Some(Box::pin(handle.send_frames(frames)));
         }
         tokio::select! {
+            r = async {
+                match sending.as_mut() {
+                    Some(s) => s.await,
+                    None => std::future::pending().await,
+                }
+            }, if sending.is_some() => {
+                sending = None;
+                if r.is_err() {
+                    break 'conn handle.closed().await.to_string();
+                }
+            },
             o = rx.recv() => match o {
                 Some(Out::Msg(m)) => {
                     batch.push(m);
                     // Take whatever else is queued, to write it together.
-                    while batch.len() < 1024 {
+                    for _ in 0..1024 {
                         match rx.try_recv() {
                             Ok(Out::Msg(m)) => batch.push(m),
                             Ok(Out::Waiter(w)) => {
@@ -489,6 +505,7 @@ async fn run_connection(
             },
         }
     };
+    drop(sending);
     // Messages in `batch` were lost with the connection.
     batch.clear();
     info!(peer = %peer, %reason, "node down");
