@@ -217,10 +217,11 @@ async fn sigkill_mid_stream_fires_links_and_monitors_once_and_loses_no_order() {
 /// within about the tick time, links and monitors fire with
 /// `noconnection`; after SIGCONT the two nodes connect again.
 ///
-/// BEAM (observed with two `erl` nodes at `net_ticktime` 4): the frozen
-/// node's peer logs "no tick received" and reports nodedown after 4 to 5
-/// s; once resumed, the frozen node sees its connection closed and a new
-/// `net_adm:ping/1` from either side answers `pong`.
+/// BEAM (observed with two `erl` nodes at `net_ticktime` 4, one frozen):
+/// the other logs "Node ... not responding, Removing (timedout)
+/// connection" and reports `{nodedown, N, [{nodedown_reason,
+/// net_tick_timeout}]}` after 5 s, the monitor fires with `noconnection`;
+/// right after SIGCONT, `net_adm:ping/1` answers `pong`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstop_past_the_tick_time_is_nodedown_and_heals_after_sigcont() {
     if !require_erl() {
