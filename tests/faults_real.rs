@@ -627,6 +627,84 @@ impl RawPeer {
     }
 }
 
+/// 3c. A peer restarted while its old connection still looks up (a
+/// frozen node killed and restarted, whose old socket no one has seen
+/// close): the new incarnation's handshake replaces the old connection.
+/// The same two raw connections are made to a real node and to ours,
+/// and both must react the same way: the new connection is accepted, the
+/// old one is closed, and a link and a monitor to the old incarnation
+/// fire with `noconnection`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_restarted_while_its_old_connection_looks_up_replaces_it() {
+    if !require_erl() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    let node = rust_node(&epmd).await;
+    let mut e = erl_with(epmd.port(), &[]);
+
+    // The real node.
+    let name = format!("{}@localhost", unique_name("raw"));
+    let old = RawPeer::connect(epmd.port(), &name, 7, e.name()).await;
+    eval(
+        &mut e,
+        &format!(
+            "register(watch, spawn(fun() -> process_flag(trap_exit, true), P = {p}, link(P), \
+             erlang:monitor(process, P), receive A -> receive B -> receive {{get, F}} -> F ! [A, B] end end end end)).",
+            p = erldist::testing::erl_literal(&Term::Pid(old.pid))
+        ),
+    );
+    let new = RawPeer::connect(epmd.port(), &name, 8, e.name()).await;
+    let beam = erl_term(
+        &mut e,
+        "begin watch ! {get, self()}, receive L -> L after 10000 -> timeout end end",
+    );
+    let Term::List(beam) = beam else {
+        panic!("not two messages: {beam}")
+    };
+    assert!(
+        beam.contains(&exit_msg(old.pid, "noconnection")),
+        "{beam:?}"
+    );
+    assert!(
+        beam.iter().any(|m| m
+            .as_tuple()
+            .is_some_and(|t| t[0].is_atom("DOWN") && t[4].is_atom("noconnection"))),
+        "{beam:?}"
+    );
+    tokio::time::timeout(T, old.handle.closed())
+        .await
+        .expect("the real node closes the old connection");
+    drop((old, new));
+
+    // Ours.
+    let name = format!("{}@localhost", unique_name("raw"));
+    let me_name = node.name();
+    let old = RawPeer::connect(epmd.port(), &name, 7, me_name.as_str()).await;
+    let mut me = node.process();
+    me.trap_exit(true);
+    me.link(old.pid);
+    let r = me.monitor(old.pid);
+    let mut new = RawPeer::connect(epmd.port(), &name, 8, me_name.as_str()).await;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(tokio::time::timeout(T, me.recv()).await.unwrap().unwrap());
+    }
+    assert!(got.contains(&exit_msg(old.pid, "noconnection")), "{got:?}");
+    assert!(got.contains(&down(r, old.pid, "noconnection")), "{got:?}");
+    tokio::time::timeout(T, old.handle.closed())
+        .await
+        .expect("we close the old connection");
+    // The new connection works.
+    me.register("sink").unwrap();
+    let frames = new.reg_send("sink", atom("from_the_new_one"));
+    new.handle.send_frames(frames).await.unwrap();
+    let m = tokio::time::timeout(T, me.recv()).await.unwrap().unwrap();
+    assert_eq!(m, atom("from_the_new_one"));
+    assert!(node.nodes().contains(&Atom::from(name.as_str())));
+    node.shutdown().await;
+}
+
 /// 5. The connection closes in the middle of a fragmented message: no
 /// part of it is delivered, the peer is reported down, its pending
 /// fragments go with the connection (a new connection from it reuses the
