@@ -141,6 +141,14 @@ async fn sigkill_mid_stream_fires_links_and_monitors_once_and_loses_no_order() {
     );
     sink.link(streamer);
     let mref = sink.monitor(streamer);
+    // A Rust process linked to the streamer that does not trap exits: it
+    // dies with it, of noconnection, as an Erlang process would.
+    let linked = node.spawn(move |mut p| async move {
+        p.link(streamer);
+        let _ = p.recv().await;
+    });
+    let mut watcher = node.process();
+    let vref = watcher.monitor(linked);
 
     // The other direction: a Rust process streams to an Erlang sink and
     // watches it with a monitor.
@@ -202,6 +210,11 @@ async fn sigkill_mid_stream_fires_links_and_monitors_once_and_loses_no_order() {
     assert_eq!(late, None);
     node_down(&mut events, &e_name).await;
     assert!(node.nodes().is_empty());
+    let d = tokio::time::timeout(T, watcher.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d, down(vref, linked, "noconnection"));
 
     // The Rust streamer was not blocked: its monitor fired.
     let (r, sent, down_seen) = tokio::time::timeout(T, done_rx)
