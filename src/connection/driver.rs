@@ -490,6 +490,38 @@ struct TableInner {
     tasks: usize,
 }
 
+impl TableInner {
+    /// Connection `id` to `peer` ended. Its entry goes; but if a handshake
+    /// is replacing it (the peer restarted: status `alive`, and we close
+    /// the old connection before the ack, as OTP does), the entry becomes
+    /// that handshake's pending one, for it to take up when it completes.
+    fn connection_ended(&mut self, peer: &NodeName, id: u64) {
+        self.tasks = self.tasks.saturating_sub(1);
+        let replacing = match self.entries.get(peer) {
+            Some(Entry::Up {
+                id: i,
+                pending_owner,
+                ..
+            }) if *i == id => *pending_owner,
+            _ => return,
+        };
+        match replacing {
+            Some(owner) => {
+                self.entries.insert(
+                    peer.clone(),
+                    Entry::Pending {
+                        id: owner,
+                        cancel: None,
+                    },
+                );
+            }
+            None => {
+                self.entries.remove(peer);
+            }
+        }
+    }
+}
+
 /// The connections of one local node, by peer name: what is pending and
 /// what is up. It arbitrates simultaneous connects as `net_kernel` does
 /// and lets tests check that nothing leaks. Clones share the table.
@@ -1126,13 +1158,7 @@ async fn start_connection(
             let HsIo { stream, buf, .. } = io;
             let reason = run(stream, buf, rx, &ev_tx, &shutdown, settings).await;
             info!(%reason, "connection down");
-            {
-                let mut t = table.lock();
-                t.tasks = t.tasks.saturating_sub(1);
-                if matches!(t.entries.get(&peer), Some(Entry::Up { id: i, .. }) if *i == id) {
-                    t.entries.remove(&peer);
-                }
-            }
+            table.lock().connection_ended(&peer, id);
             let _ = down_tx.send(Some(reason.clone()));
             let _ = ev_tx.send(ConnectionEvent::Down(reason)).await;
         }
@@ -1347,5 +1373,77 @@ async fn run(
                 wrote_any = false;
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake::Role;
+
+    fn handle_for(peer: &NodeName) -> ConnectionHandle {
+        let outcome = HandshakeOutcome {
+            role: Role::Acceptor,
+            local_name: NodeName::parse("me@localhost").unwrap(),
+            local_creation: 1,
+            peer_name: peer.clone(),
+            peer_creation: 2,
+            peer_flags: DistFlags::EMPTY,
+            flags: DistFlags::EMPTY,
+            visible: true,
+            replaces_old: false,
+        };
+        ConnectionHandle {
+            tx: mpsc::channel(1).0,
+            shutdown: Arc::new(Notify::new()),
+            down: watch::channel(None).1,
+            outcome: Arc::new(outcome),
+        }
+    }
+
+    /// The old connection of a restarted peer ends (we close it) before
+    /// the handshake replacing it completes: the new one still comes up.
+    #[test]
+    fn a_replacing_handshake_comes_up_after_the_old_connection_ended() {
+        let table = ConnectionTable::new();
+        let peer = NodeName::parse("peer@localhost").unwrap();
+        let old = table.new_ticket();
+        old.begin_outgoing(&peer).unwrap();
+        assert!(matches!(old.promote(&peer, &handle_for(&peer)), Ok(None)));
+        let new = table.new_ticket();
+        assert_eq!(new.accept_pending(&peer, false), AcceptPending::UpPending);
+        assert!(new.old_connection(&peer).is_some());
+        table.lock().connection_ended(&peer, old.id);
+        assert_eq!(table.running_connections(), 0);
+        assert!(new.is_pending(&peer));
+        assert!(matches!(new.promote(&peer, &handle_for(&peer)), Ok(None)));
+        assert_eq!(table.peers(), vec![peer.clone()]);
+        assert_eq!(table.running_connections(), 1);
+        // And when that one ends, with nothing replacing it, it is gone.
+        let new_id = new.id;
+        drop(new);
+        table.lock().connection_ended(&peer, new_id);
+        assert!(table.peers().is_empty());
+        // A handshake that fails after the old connection ended leaves
+        // nothing behind.
+        let a = table.new_ticket();
+        a.begin_outgoing(&peer).unwrap();
+        a.promote(&peer, &handle_for(&peer)).unwrap();
+        let b = table.new_ticket();
+        assert_eq!(b.accept_pending(&peer, false), AcceptPending::UpPending);
+        table.lock().connection_ended(&peer, a.id);
+        drop(b);
+        assert!(table.peers().is_empty());
+    }
+
+    #[test]
+    fn an_ended_connection_leaves_a_newer_entry_alone() {
+        let table = ConnectionTable::new();
+        let peer = NodeName::parse("peer@localhost").unwrap();
+        let t = table.new_ticket();
+        t.begin_outgoing(&peer).unwrap();
+        t.promote(&peer, &handle_for(&peer)).unwrap();
+        table.lock().connection_ended(&peer, t.id + 100);
+        assert_eq!(table.peers(), vec![peer]);
     }
 }

@@ -28,7 +28,8 @@
 //! name fail until they re-register. Erlang nodes retry registering every
 //! 2 s and succeed as soon as an EPMD runs on the port again (for example,
 //! the embedded one of the next erldist node to start, or a real `epmd`).
-//! erldist nodes should do the same via [`Registration::closed`]. Where
+//! An erldist [`Node`](crate::Node) does the same (other programs can
+//! watch [`Registration::closed`]). Where
 //! that matters, run a standalone EPMD instead (`epmd -daemon` or
 //! `erldist epmd`).
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::net::{Net, NodeEvent, Out};
+use super::net::{HeldRegistration, Net, NodeEvent, Out};
 use super::Node;
 use crate::connection::driver::{self, LocalNodeConfig};
 use crate::epmd::{self, EpmdClient, EpmdError};
@@ -205,7 +205,8 @@ impl NodeBuilder {
         config.setup_timeout = self.handshake_timeout;
         config.epmd = EpmdClient::new().port(epmd_port);
         let net = Arc::new(Net::new(config.clone()));
-        *net.registration.lock().unwrap_or_else(|e| e.into_inner()) = registration;
+        *net.registration.lock().unwrap_or_else(|e| e.into_inner()) =
+            registration.map(|r| HeldRegistration::keep(r, client));
         *net.embedded_epmd.lock().unwrap_or_else(|e| e.into_inner()) = server;
         let node = Node::build(Atom::from(name.as_str()), creation, Some(net.clone()));
         node.start_net_kernel();
@@ -344,7 +345,7 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(r) = registration {
-            r.unregister();
+            r.unregister().await;
         }
         let server = net
             .embedded_epmd

@@ -21,6 +21,7 @@ pub mod pg;
 mod process;
 pub mod pubsub;
 mod rpc;
+mod sendq;
 mod spawn;
 pub mod task;
 

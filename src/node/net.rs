@@ -12,15 +12,16 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use futures_util::future::BoxFuture;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::sendq::SendQueue;
 use super::{Dest, ExitKind, Node, Watched};
 use crate::connection::control::{ControlMessage, DistMessage, ProcRef};
 use crate::connection::dist_header::{DistDecoder, DistEncoder};
 use crate::connection::driver::{self, Connection, ConnectionEvent, DownReason, LocalNodeConfig};
-use crate::connection::framing::OutFrame;
-use crate::epmd::{EpmdServer, Registration};
+use crate::epmd::{EpmdClient, EpmdServer, Registration};
 use crate::handshake::NodeName;
 use crate::term::{Atom, Pid, Term};
 
@@ -61,7 +62,7 @@ pub(crate) struct Net {
     peers: Mutex<HashMap<Atom, PeerCtl>>,
     next_peer: AtomicU64,
     pub(crate) events: broadcast::Sender<NodeEvent>,
-    pub(crate) registration: Mutex<Option<Registration>>,
+    pub(crate) registration: Mutex<Option<HeldRegistration>>,
     pub(crate) embedded_epmd: Mutex<Option<EpmdServer>>,
     pub(crate) shutdown: tokio::sync::Notify,
     pub(crate) unlink_ids: AtomicU64,
@@ -182,6 +183,76 @@ impl Net {
     pub(crate) fn disconnect_all(&self) {
         for p in self.peers().values() {
             let _ = p.tx.send(Out::Disconnect);
+        }
+    }
+}
+
+/// How long to wait before registering again with an EPMD that closed
+/// the registration (OTP's `erl_epmd` `RECONNECT_TIME`).
+const REREGISTER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The node's registration with EPMD, kept up as OTP's `erl_epmd` keeps
+/// it: when EPMD closes the connection (it stopped, or was restarted),
+/// the node registers again every 2 s until an EPMD takes it, keeping its
+/// creation (pids already handed out carry it). Connections already up do
+/// not depend on it.
+pub(crate) struct HeldRegistration {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HeldRegistration {
+    /// Holds `registration`, registering again through `client` when it is
+    /// lost. Dropping the value releases the name.
+    pub(crate) fn keep(registration: Registration, client: EpmdClient) -> HeldRegistration {
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(keep_registered(registration, client, stopped));
+        HeldRegistration { stop, task }
+    }
+
+    /// Releases the name, and returns once it is released.
+    pub(crate) async fn unregister(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+async fn keep_registered(
+    registration: Registration,
+    client: EpmdClient,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let name = registration.name().to_owned();
+    let port = registration.node_port();
+    let creation = registration.creation();
+    let mut held = Some(registration);
+    loop {
+        match held.as_mut() {
+            Some(r) => tokio::select! {
+                _ = &mut stop => return,
+                () = r.closed() => {
+                    warn!(
+                        name = %name,
+                        epmd = r.epmd_addr(),
+                        "EPMD dropped the registration; registering again every {REREGISTER_INTERVAL:?}"
+                    );
+                    held = None;
+                }
+            },
+            None => tokio::select! {
+                _ = &mut stop => return,
+                r = async {
+                    tokio::time::sleep(REREGISTER_INTERVAL).await;
+                    client.register(&name, port).await
+                } => match r {
+                    Ok(r) => {
+                        // As OTP, keep the creation the node runs with.
+                        info!(name = %name, epmd = r.epmd_addr(), creation, ignored = r.creation(), "registered with EPMD again");
+                        held = Some(r);
+                    }
+                    Err(e) => debug!(name = %name, error = %e, "cannot register with EPMD yet"),
+                },
+            },
         }
     }
 }
@@ -355,46 +426,50 @@ async fn run_connection(
     net.set_up(peer, id, outcome.visible, flags);
     info!(peer = %peer, visible = outcome.visible, "node up");
     let _ = net.events.send(NodeEvent::Up(peer));
-    let mut batch: Vec<DistMessage> = queue.drain(..).collect();
+    let mut sendq = SendQueue::default();
+    for m in queue.drain(..) {
+        sendq.push(m);
+    }
     let mut replacement = None;
+    // The frames being handed to the connection. A peer that does not
+    // read (frozen, or slow) fills the connection's queue and makes this
+    // wait; meanwhile we keep taking commands (a disconnect must work at
+    // once, as `disconnect_node/1` does) and what the peer sends (two
+    // nodes both waiting to write and neither reading would wait forever).
+    let mut sending: Option<BoxFuture<'_, Result<(), driver::Closed>>> = None;
     let reason: String = 'conn: loop {
-        if !batch.is_empty() {
-            // Encoded frames go to the writer every FLUSH_BYTES, so that it
-            // writes while the rest is encoded and a batch of large
-            // messages is never all in memory twice.
-            let mut frames = Vec::with_capacity(batch.len());
-            let mut bytes = 0;
-            for m in batch.drain(..) {
-                match encoder.encode_split(&m) {
-                    Ok(f) => {
-                        bytes += f.iter().map(OutFrame::len).sum::<usize>();
-                        frames.extend(f);
-                    }
-                    Err(e) => warn!(peer = %peer, error = %e, "message not sent: cannot encode it"),
-                }
-                if bytes >= FLUSH_BYTES {
-                    bytes = 0;
-                    if handle
-                        .send_out_frames(std::mem::take(&mut frames))
-                        .await
-                        .is_err()
-                    {
-                        break 'conn handle.closed().await.to_string();
-                    }
-                }
-            }
-            if !frames.is_empty() && handle.send_out_frames(frames).await.is_err() {
-                break 'conn handle.closed().await.to_string();
+        if sending.is_none() && !sendq.is_empty() {
+            // About FLUSH_BYTES at a time, so that the writer writes while
+            // the rest is encoded, and large messages go in slices that
+            // others' small ones can come between.
+            let frames = sendq.next_chunk(
+                &mut encoder,
+                FLUSH_BYTES,
+                &mut |e| warn!(peer = %peer, error = %e, "message not sent: cannot encode it"),
+            );
+            if !frames.is_empty() {
+                sending = Some(Box::pin(handle.send_out_frames(frames)));
             }
         }
         tokio::select! {
+            r = async {
+                match sending.as_mut() {
+                    Some(s) => s.await,
+                    None => std::future::pending().await,
+                }
+            }, if sending.is_some() => {
+                sending = None;
+                if r.is_err() {
+                    break 'conn handle.closed().await.to_string();
+                }
+            },
             o = rx.recv() => match o {
                 Some(Out::Msg(m)) => {
-                    batch.push(m);
+                    sendq.push(m);
                     // Take whatever else is queued, to write it together.
-                    while batch.len() < 1024 {
+                    for _ in 0..1024 {
                         match rx.try_recv() {
-                            Ok(Out::Msg(m)) => batch.push(m),
+                            Ok(Out::Msg(m)) => sendq.push(m),
                             Ok(Out::Waiter(w)) => {
                                 let _ = w.send(Ok(()));
                             }
@@ -441,8 +516,9 @@ async fn run_connection(
             },
         }
     };
-    // Messages in `batch` were lost with the connection.
-    batch.clear();
+    drop(sending);
+    // Messages still in `sendq` were lost with the connection.
+    drop(sendq);
     info!(peer = %peer, %reason, "node down");
     if let Some(p) = net.peers().get_mut(&peer) {
         if p.id == id {
@@ -745,5 +821,57 @@ impl Watched {
             Watched::Pid(p) => p.node,
             Watched::Name(_, node) => *node,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::epmd::EpmdServerConfig;
+    use std::time::Duration;
+
+    async fn epmd_on(port: u16) -> EpmdServer {
+        let mut config = EpmdServerConfig::with_port(port);
+        config.addresses = vec![std::net::Ipv4Addr::LOCALHOST.into()];
+        // The port was just freed: retry a moment if it is not yet.
+        for _ in 0..50 {
+            if let Ok(s) = EpmdServer::start(config.clone()).await {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no EPMD on port {port}");
+    }
+
+    fn listed(server: &EpmdServer, name: &str) -> bool {
+        server.names().iter().any(|e| e.name == name)
+    }
+
+    #[tokio::test]
+    async fn a_held_registration_comes_back_when_epmd_restarts_and_goes_on_unregister() {
+        let first = epmd_on(0).await;
+        let port = first.port();
+        let client = EpmdClient::with_address("127.0.0.1", port);
+        let registration = client.register("kept", 4242).await.unwrap();
+        let held = HeldRegistration::keep(registration, client);
+        assert!(listed(&first, "kept"));
+        first.shutdown().await;
+        let second = epmd_on(port).await;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !listed(&second, "kept") {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("registered again with the new EPMD");
+        held.unregister().await;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while listed(&second, "kept") {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("released on unregister");
+        second.shutdown().await;
     }
 }

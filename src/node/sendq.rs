@@ -1,0 +1,352 @@
+//! What a peer task has yet to send, and the order it goes on the wire.
+//!
+//! A large message goes out in fragments (`FRAGMENTS`), and, as on BEAM,
+//! the fragments of one process's large message need not hold up what
+//! other processes send meanwhile: the queue hands the writer a slice of
+//! each large message in turn, with new small messages in between.
+//!
+//! Erlang orders signals per pair of processes, so:
+//! - a plain message from a process with a large message still going out
+//!   waits behind it (in its stream's `behind` queue);
+//! - any other signal (links, exits, monitors, spawn replies, sends with
+//!   no known sender) is a barrier: it waits until every large message has
+//!   gone, and everything queued after it waits behind it.
+//!
+//! The order in which messages are *encoded* is the order in which their
+//! first frames are handed out, so atom-cache entries a header defines are
+//! on the wire before any frame that uses them; continuation fragments
+//! carry no atom-cache references.
+//!
+//! Sans-IO: the peer task feeds messages in and writes what
+//! [`SendQueue::next_chunk`] returns.
+
+use std::collections::VecDeque;
+
+use crate::connection::control::{ControlMessage, DistMessage};
+use crate::connection::dist_header::DistEncoder;
+use crate::connection::framing::OutFrame;
+use crate::term::{EncodeError, Pid};
+
+/// Frames of one large message handed out per turn (4 × 64 KiB).
+const SLICE_FRAMES: usize = 4;
+
+/// A large message going out, and what its sender sent after it.
+#[derive(Debug)]
+struct Stream {
+    sender: Pid,
+    frames: VecDeque<OutFrame>,
+    behind: VecDeque<DistMessage>,
+}
+
+/// Messages waiting to go to one peer (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct SendQueue {
+    /// Received, not yet encoded.
+    ready: VecDeque<DistMessage>,
+    /// Large messages going out, served in turn.
+    streams: VecDeque<Stream>,
+    /// Behind a barrier: they go when every stream has ended.
+    held: VecDeque<DistMessage>,
+}
+
+/// The sender of a plain message, which may overtake others' large ones.
+fn plain_sender(m: &DistMessage) -> Option<Pid> {
+    match m.control() {
+        ControlMessage::SendSender { from, .. }
+        | ControlMessage::SendSenderTt { from, .. }
+        | ControlMessage::RegSend { from, .. }
+        | ControlMessage::RegSendTt { from, .. }
+        | ControlMessage::AliasSend { from, .. }
+        | ControlMessage::AliasSendTt { from, .. } => Some(*from),
+        _ => None,
+    }
+}
+
+/// Frames being gathered for one write.
+struct Chunk {
+    frames: Vec<OutFrame>,
+    bytes: usize,
+}
+
+impl Chunk {
+    fn take(&mut self, frames: impl IntoIterator<Item = OutFrame>) {
+        for f in frames {
+            self.bytes += f.len();
+            self.frames.push(f);
+        }
+    }
+}
+
+impl SendQueue {
+    /// Queues `m` behind everything queued so far.
+    pub(crate) fn push(&mut self, m: DistMessage) {
+        self.ready.push_back(m);
+    }
+
+    /// Whether nothing is left to send.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ready.is_empty() && self.streams.is_empty() && self.held.is_empty()
+    }
+
+    /// Encodes what may go next and returns its frames, about `budget`
+    /// bytes (more when one message that may not be sliced is larger).
+    /// Messages that cannot be encoded are passed to `rejected` and
+    /// dropped.
+    pub(crate) fn next_chunk(
+        &mut self,
+        enc: &mut DistEncoder,
+        budget: usize,
+        rejected: &mut dyn FnMut(EncodeError),
+    ) -> Vec<OutFrame> {
+        let mut chunk = Chunk {
+            frames: Vec::new(),
+            bytes: 0,
+        };
+        loop {
+            while chunk.bytes < budget {
+                let Some(m) = self.ready.pop_front() else {
+                    break;
+                };
+                self.place(m, enc, &mut chunk, rejected);
+            }
+            self.serve_streams(enc, &mut chunk, budget, rejected);
+            if chunk.bytes >= budget || !self.streams.is_empty() || self.held.is_empty() {
+                return chunk.frames;
+            }
+            // Every stream has ended: what was held goes first, in order.
+            let mut held = std::mem::take(&mut self.held);
+            held.append(&mut self.ready);
+            self.ready = held;
+        }
+    }
+
+    fn place(
+        &mut self,
+        m: DistMessage,
+        enc: &mut DistEncoder,
+        chunk: &mut Chunk,
+        rejected: &mut dyn FnMut(EncodeError),
+    ) {
+        if !self.held.is_empty() {
+            self.held.push_back(m);
+            return;
+        }
+        let Some(sender) = plain_sender(&m) else {
+            if self.streams.is_empty() {
+                match enc.encode_split(&m) {
+                    Ok(frames) => chunk.take(frames),
+                    Err(e) => rejected(e),
+                }
+            } else {
+                self.held.push_back(m);
+            }
+            return;
+        };
+        if let Some(s) = self.streams.iter_mut().find(|s| s.sender == sender) {
+            s.behind.push_back(m);
+            return;
+        }
+        match enc.encode_split(&m) {
+            Ok(frames) => {
+                if let Some(rest) = start(frames, chunk) {
+                    self.streams.push_back(Stream {
+                        sender,
+                        frames: rest,
+                        behind: VecDeque::new(),
+                    });
+                }
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// One slice of each stream in turn, until the budget is spent or no
+    /// stream is left; a stream whose message has gone goes on with what
+    /// its sender sent behind it.
+    fn serve_streams(
+        &mut self,
+        enc: &mut DistEncoder,
+        chunk: &mut Chunk,
+        budget: usize,
+        rejected: &mut dyn FnMut(EncodeError),
+    ) {
+        while chunk.bytes < budget {
+            let Some(mut s) = self.streams.pop_front() else {
+                return;
+            };
+            let n = s.frames.len().min(SLICE_FRAMES);
+            chunk.take(s.frames.drain(..n));
+            while s.frames.is_empty() {
+                let Some(m) = s.behind.pop_front() else {
+                    break;
+                };
+                match enc.encode_split(&m) {
+                    Ok(frames) => {
+                        if let Some(rest) = start(frames, chunk) {
+                            s.frames = rest;
+                        }
+                    }
+                    Err(e) => rejected(e),
+                }
+            }
+            if !s.frames.is_empty() || !s.behind.is_empty() {
+                self.streams.push_back(s);
+            }
+        }
+    }
+}
+
+/// Puts a message's frames into `chunk`, or only its first slice when it
+/// has more; returns the rest.
+fn start(frames: Vec<OutFrame>, chunk: &mut Chunk) -> Option<VecDeque<OutFrame>> {
+    if frames.len() <= SLICE_FRAMES {
+        chunk.take(frames);
+        return None;
+    }
+    let mut frames = VecDeque::from(frames);
+    chunk.take(frames.drain(..SLICE_FRAMES));
+    Some(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::dist_header::DistDecoder;
+    use crate::flags::DistFlags;
+    use crate::term::{Atom, Term};
+
+    const FLAGS: DistFlags = DistFlags(DistFlags::DIST_HDR_ATOM_CACHE.0 | DistFlags::FRAGMENTS.0);
+
+    fn pid(id: u32) -> Pid {
+        Pid {
+            node: Atom::from("a@localhost"),
+            id,
+            serial: 0,
+            creation: 1,
+        }
+    }
+
+    /// A message from `from` carrying `{Tag, Binary of len bytes}`.
+    fn send(from: u32, tag: &str, len: usize) -> DistMessage {
+        let payload = Term::tuple(vec![Term::atom(tag), Term::binary(vec![0u8; len])]);
+        let control = ControlMessage::SendSender {
+            from: pid(from),
+            to: pid(99),
+        };
+        DistMessage::new(control, Some(payload)).unwrap()
+    }
+
+    fn link(from: u32) -> DistMessage {
+        DistMessage::control_only(ControlMessage::Link {
+            from: pid(from),
+            to: pid(99),
+        })
+        .unwrap()
+    }
+
+    /// Runs the queue to the end and decodes the wire: what the peer gets,
+    /// in order, as (sender id, tag or "link").
+    fn wire(q: &mut SendQueue, budget: usize) -> Vec<(u32, String)> {
+        let mut enc = DistEncoder::new(FLAGS);
+        let mut dec = DistDecoder::new(FLAGS);
+        let mut got = Vec::new();
+        let mut rounds = 0;
+        while !q.is_empty() {
+            rounds += 1;
+            assert!(rounds < 10_000, "the queue does not drain");
+            for f in q.next_chunk(&mut enc, budget, &mut |e| panic!("{e}")) {
+                if let Some(m) = dec.decode_frame(f.into_bytes()).unwrap() {
+                    let (control, payload) = m.into_parts();
+                    let item = match (control, payload) {
+                        (ControlMessage::SendSender { from, .. }, Some(Term::Tuple(t))) => {
+                            (from.id, t[0].to_string())
+                        }
+                        (ControlMessage::Link { from, .. }, None) => (from.id, "link".into()),
+                        other => panic!("unexpected {other:?}"),
+                    };
+                    got.push(item);
+                }
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn small_messages_overtake_another_process_large_one() {
+        let mut q = SendQueue::default();
+        q.push(send(1, "big", 4 << 20));
+        q.push(send(2, "small", 10));
+        let got = wire(&mut q, 256 << 10);
+        assert_eq!(got, vec![(2, "small".into()), (1, "big".into())]);
+    }
+
+    #[test]
+    fn one_process_messages_keep_their_order() {
+        let mut q = SendQueue::default();
+        q.push(send(1, "big", 1 << 20));
+        q.push(send(1, "next", 10));
+        q.push(send(1, "big2", 1 << 20));
+        q.push(send(1, "last", 10));
+        q.push(send(2, "other", 10));
+        let got = wire(&mut q, 64 << 10);
+        let mine: Vec<_> = got.iter().filter(|(p, _)| *p == 1).cloned().collect();
+        let tags: Vec<_> = mine.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(tags, ["big", "next", "big2", "last"]);
+        assert_eq!(got[0], (2, "other".into()));
+    }
+
+    #[test]
+    fn a_signal_waits_for_every_large_message_and_holds_what_follows() {
+        let mut q = SendQueue::default();
+        q.push(send(1, "big", 1 << 20));
+        q.push(link(3));
+        q.push(send(2, "small", 10));
+        let got = wire(&mut q, 64 << 10);
+        assert_eq!(
+            got,
+            vec![(1, "big".into()), (3, "link".into()), (2, "small".into())]
+        );
+    }
+
+    #[test]
+    fn two_large_messages_share_the_wire() {
+        let mut q = SendQueue::default();
+        q.push(send(1, "a", 2 << 20));
+        q.push(send(2, "b", 2 << 20));
+        let mut enc = DistEncoder::new(FLAGS);
+        let mut dec = DistDecoder::new(FLAGS);
+        // The sequence id of each frame, in wire order.
+        let (mut seqs, mut done) = (Vec::new(), Vec::new());
+        while !q.is_empty() {
+            for f in q.next_chunk(&mut enc, 256 << 10, &mut |e| panic!("{e}")) {
+                let b = f.into_bytes();
+                seqs.push(b[2..10].to_vec());
+                if let Some(m) = dec.decode_frame(b).unwrap() {
+                    done.push(m);
+                }
+            }
+        }
+        assert_eq!(done.len(), 2);
+        let (a, b) = (&seqs[0], seqs.iter().find(|s| *s != &seqs[0]).unwrap());
+        let first_b = seqs.iter().position(|s| s == b).unwrap();
+        let last_a = seqs.iter().rposition(|s| s == a).unwrap();
+        assert!(first_b < last_a, "b started before a ended");
+    }
+
+    #[test]
+    fn without_fragments_everything_goes_in_order() {
+        let mut q = SendQueue::default();
+        q.push(send(1, "big", 1 << 20));
+        q.push(send(2, "small", 10));
+        let mut enc = DistEncoder::new(DistFlags::DIST_HDR_ATOM_CACHE);
+        let mut dec = DistDecoder::new(DistFlags::DIST_HDR_ATOM_CACHE);
+        let frames = q.next_chunk(&mut enc, 1 << 30, &mut |e| panic!("{e}"));
+        assert_eq!(frames.len(), 2);
+        let first = dec.decode_frame(frames[0].clone().into_bytes()).unwrap();
+        assert!(matches!(
+            first.unwrap().control(),
+            ControlMessage::SendSender { from, .. } if from.id == 1
+        ));
+        assert!(q.is_empty());
+    }
+}
