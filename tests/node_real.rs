@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use erldist::testing::{require_erl, unique_name, ErlNode, RealEpmd};
-use erldist::{term, Atom, Node, NodeEvent, Pid, Term};
+use erldist::{term, Atom, Dest, Node, NodeEvent, Pid, Term};
 
 const COOKIE: &str = "secret_token";
 const T: Duration = Duration::from_secs(10);
@@ -543,4 +543,57 @@ async fn unlink_demonitor_disconnect_and_shutdown() {
     node.shutdown().await;
     let got = erl_term(&mut e, "begin timer:sleep(500), w2_result ! {get, self()}, receive R -> R after 5000 -> timeout end end");
     assert_eq!(got, term!({(atom("EXIT")), (keeper_pid), noconnection}));
+}
+
+/// The Erlang expression that registers `probe`: it takes the first two
+/// `{big, _}` / `{small, _}` messages, in the order they arrived, and
+/// answers `{report, To}` with `{order, First, Second}`.
+const ORDER_PROBE: &str = "register(probe, spawn(fun() -> \
+    Take = fun() -> receive {T, _} when T =:= big; T =:= small -> T end end, \
+    A = Take(), B = Take(), \
+    receive {report, To} -> To ! {order, A, B} end end)), ok.";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_message_overtakes_another_process_large_one() {
+    if !require_erl() {
+        return;
+    }
+    const BIG: usize = 64 << 20;
+    let epmd = RealEpmd::start().unwrap();
+    let node = rust_node(&epmd).await;
+    let mut e = erl(&epmd);
+    assert_eq!(eval(&mut e, ORDER_PROBE), "ok");
+    let probe = Dest::Remote(Atom::from("probe"), Atom::from(e.name()));
+    node.connect(e.name()).await.unwrap();
+    // The 64 MiB message goes out in 1,024 fragments; the small one, sent
+    // just after by another process, need not wait for all of them.
+    let big = node.process();
+    let small = node.process();
+    big.send(probe.clone(), term!({big, (Term::binary(vec![1u8; BIG]))}));
+    small.send(probe.clone(), term!({small, 1}));
+    let mut asker = node.process();
+    asker.send(probe, term!({report, (asker.pid())}));
+    let order = tokio::time::timeout(Duration::from_secs(60), asker.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(order, term!({order, small, big}), "erldist -> BEAM");
+
+    // BEAM does the same between two of its nodes.
+    let mut e2 = erl(&epmd);
+    assert_eq!(eval(&mut e2, ORDER_PROBE), "ok");
+    let order = eval(
+        &mut e,
+        &format!(
+            "Probe = {{probe, '{}'}}, true = net_kernel:connect_node('{}'), \
+             spawn(fun() -> Probe ! {{big, binary:copy(<<1>>, {BIG})}} end), \
+             spawn(fun() -> timer:sleep(1), Probe ! {{small, 1}} end), \
+             timer:sleep(5), Probe ! {{report, self()}}, \
+             receive {{order, _, _}} = O -> O after 60000 -> timeout end.",
+            e2.name(),
+            e2.name()
+        ),
+    );
+    assert_eq!(order, "{order,small,big}", "BEAM -> BEAM");
+    node.shutdown().await;
 }

@@ -33,7 +33,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, info_span, warn, Instrument};
 
@@ -61,6 +61,11 @@ pub const DEFAULT_TICK_INTENSITY: u32 = 4;
 /// How many received frames may wait for the layer above before the
 /// connection stops reading (and TCP pushes back on the peer).
 pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
+
+/// How many KiB [`ConnectionHandle::send_out_frames`] may have queued
+/// and the writer not yet taken (besides the writer's own buffer, which
+/// takes up to 1 MiB before it writes).
+pub const OUT_FRAMES_BUDGET_KIB: u32 = 512;
 
 /// How many frames [`ConnectionHandle::send_frame`] may queue before it
 /// waits.
@@ -324,7 +329,8 @@ pub struct Closed;
 enum Command {
     Frame(Bytes),
     Frames(Vec<Bytes>),
-    OutFrames(Vec<OutFrame>),
+    /// Frames, and the KiB of [`ConnectionHandle::budget`] they hold.
+    OutFrames(Vec<OutFrame>, u32),
 }
 
 /// Sends frames on a connection and closes it. Cheap to clone; the
@@ -333,6 +339,11 @@ enum Command {
 #[derive(Clone, Debug)]
 pub struct ConnectionHandle {
     tx: mpsc::Sender<Command>,
+    /// KiB that [`send_out_frames`](Self::send_out_frames) may have queued
+    /// and the writer not yet taken: a large message is not committed to
+    /// the writer all at once, so what is sent after it can still be
+    /// placed ahead of its later fragments.
+    budget: Arc<Semaphore>,
     shutdown: Arc<Notify>,
     down: watch::Receiver<Option<DownReason>>,
     outcome: Arc<HandshakeOutcome>,
@@ -343,7 +354,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Frame(b) => write!(f, "Frame({} bytes)", b.len()),
             Command::Frames(v) => write!(f, "Frames({})", v.len()),
-            Command::OutFrames(v) => write!(f, "OutFrames({})", v.len()),
+            Command::OutFrames(v, _) => write!(f, "OutFrames({})", v.len()),
         }
     }
 }
@@ -379,9 +390,17 @@ impl ConnectionHandle {
     ///
     /// # Errors
     /// [`Closed`] when the connection is down.
+    /// Waits while more than [`OUT_FRAMES_BUDGET_KIB`] KiB sent this way
+    /// are queued and not yet taken by the writer.
     pub async fn send_out_frames(&self, frames: Vec<OutFrame>) -> Result<(), Closed> {
+        let bytes: usize = frames.iter().map(OutFrame::len).sum();
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(OUT_FRAMES_BUDGET_KIB);
+        let permit = self.budget.acquire_many(kib).await.map_err(|_| Closed)?;
+        permit.forget();
         self.tx
-            .send(Command::OutFrames(frames))
+            .send(Command::OutFrames(frames, kib))
             .await
             .map_err(|_| Closed)
     }
@@ -1125,8 +1144,10 @@ async fn start_connection(
     let (down_tx, down_rx) = watch::channel(None);
     let shutdown = Arc::new(Notify::new());
     let outcome = Arc::new(outcome);
+    let budget = Arc::new(Semaphore::new(OUT_FRAMES_BUDGET_KIB as usize));
     let handle = ConnectionHandle {
         tx,
+        budget: Arc::clone(&budget),
         shutdown: Arc::clone(&shutdown),
         down: down_rx,
         outcome: Arc::clone(&outcome),
@@ -1156,7 +1177,8 @@ async fn start_connection(
     tokio::spawn(
         async move {
             let HsIo { stream, buf, .. } = io;
-            let reason = run(stream, buf, rx, &ev_tx, &shutdown, settings).await;
+            let reason = run(stream, buf, rx, &ev_tx, &shutdown, &budget, settings).await;
+            budget.close();
             info!(%reason, "connection down");
             table.lock().connection_ended(&peer, id);
             let _ = down_tx.send(Some(reason.clone()));
@@ -1268,6 +1290,7 @@ async fn run(
     mut cmds: mpsc::Receiver<Command>,
     events: &mpsc::Sender<ConnectionEvent>,
     shutdown: &Notify,
+    budget: &Semaphore,
     s: RunSettings,
 ) -> DownReason {
     let (mut rd, mut wr) = stream.split();
@@ -1338,7 +1361,8 @@ async fn run(
                                 if let Err(r) = out.push(b) { return r; }
                             }
                         }
-                        Some(Command::OutFrames(v)) => {
+                        Some(Command::OutFrames(v, kib)) => {
+                            budget.add_permits(kib as usize);
                             for f in v {
                                 if let Err(r) = out.push_out(f) { return r; }
                             }
@@ -1395,6 +1419,7 @@ mod tests {
         };
         ConnectionHandle {
             tx: mpsc::channel(1).0,
+            budget: Arc::new(Semaphore::new(1)),
             shutdown: Arc::new(Notify::new()),
             down: watch::channel(None).1,
             outcome: Arc::new(outcome),
