@@ -83,7 +83,7 @@
 //! }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::num::NonZeroU64;
 
@@ -1198,6 +1198,59 @@ impl<'c> FrameAtoms<'c> {
     }
 }
 
+/// An encoded message as pieces: the encoder's buffer cut around the large
+/// binaries it left out, and those binaries, in order.
+struct Rope {
+    pieces: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Rope {
+    /// `body` with each `(offset, binary)` of `shared` put back at its
+    /// offset (offsets ascending, as the encoder returns them).
+    fn new(body: Bytes, shared: Vec<(usize, Bytes)>) -> Rope {
+        let mut pieces = VecDeque::with_capacity(2 * shared.len() + 1);
+        let mut len = body.len();
+        let mut at = 0;
+        for (offset, b) in shared {
+            let offset = offset.clamp(at, body.len());
+            pieces.push_back(body.slice(at..offset));
+            len += b.len();
+            pieces.push_back(b);
+            at = offset;
+        }
+        pieces.push_back(body.slice(at..));
+        pieces.retain(|p| !p.is_empty());
+        Rope { pieces, len }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The next `n` bytes (or what is left), as pieces; no copy.
+    fn take(&mut self, n: usize) -> Vec<Bytes> {
+        let mut out = Vec::with_capacity(1);
+        let mut want = n.min(self.len);
+        self.len -= want;
+        while want > 0 {
+            let Some(front) = self.pieces.front_mut() else {
+                break;
+            };
+            if front.len() <= want {
+                want -= front.len();
+                if let Some(p) = self.pieces.pop_front() {
+                    out.push(p);
+                }
+            } else {
+                out.push(front.split_to(want));
+                want = 0;
+            }
+        }
+        out
+    }
+}
+
 /// The sending side of a connection: writes messages as frames, keeping
 /// the atom cache and numbering fragmented messages.
 #[derive(Debug)]
@@ -1331,21 +1384,26 @@ impl DistEncoder {
         let mut atoms = FrameAtoms::new(self.cache.as_ref(), &mut self.marks);
         let mut body = BytesMut::with_capacity(256);
         let use_cache = self.cache.is_some();
-        let mut write = |t: &Term, body: &mut BytesMut| {
-            if use_cache {
-                self.encoder
-                    .encode_body_with_atom_refs(t, body, &mut |a| atoms.index(a))
-            } else {
-                self.encoder.encode_body(t, body)
-            }
+        // Large binaries are not copied: they stay where they are and the
+        // frames refer to them (`shared`, by offset in `body`).
+        let mut shared: Vec<(usize, Bytes)> = Vec::new();
+        let mut write = |t: &Term, body: &mut BytesMut| -> Result<usize, EncodeError> {
+            let base = body.len();
+            let mut refs = |a| atoms.index(a);
+            let atom_ref: Option<&mut dyn FnMut(Atom) -> Option<u8>> =
+                if use_cache { Some(&mut refs) } else { None };
+            let taken = self.encoder.encode_body_sharing(t, body, atom_ref)?;
+            let bytes = taken.iter().map(|(_, b)| b.len()).sum();
+            shared.extend(taken.into_iter().map(|(at, b)| (base + at, b)));
+            Ok(bytes)
         };
-        write(&control, &mut body)?;
-        let control_len = body.len();
+        let control_shared = write(&control, &mut body)?;
+        let control_len = body.len() + control_shared;
         if let Some(p) = msg.payload() {
             write(p, &mut body)?;
         }
-        let body = body.freeze();
-        let payload_len = body.len() - control_len;
+        let mut rope = Rope::new(body.freeze(), shared);
+        let payload_len = rope.len() - control_len;
         let fs = self.fragment_size;
         let fragmented = self.framing.has_fragments() && payload_len > fs;
         let frames = match sequence_id.filter(|_| fragmented) {
@@ -1353,16 +1411,13 @@ impl DistEncoder {
                 let mut head = BytesMut::with_capacity(2 + 1 + 6 * atoms.refs.len());
                 head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
                 atoms.write_header(&mut head);
-                vec![OutFrame {
-                    head: head.freeze(),
-                    body,
-                }]
+                let len = rope.len();
+                vec![OutFrame::pieces(head.freeze(), rope.take(len))]
             }
             Some(seq) => {
                 let seq = seq.get();
                 let rest_len = payload_len - fs;
                 let count = 1 + rest_len.div_ceil(fs);
-                let first_end = control_len + fs;
                 let mut frames = Vec::with_capacity(count);
                 let mut head = BytesMut::with_capacity(
                     19 + 6 * atoms.refs.len() + (count - 1) * FRAGMENT_CONT_HEADER_SIZE,
@@ -1371,23 +1426,17 @@ impl DistEncoder {
                 head.put_u64(seq);
                 head.put_u64(count as u64);
                 atoms.write_header(&mut head);
-                frames.push(OutFrame {
-                    head: head.split().freeze(),
-                    body: body.slice(..first_end),
-                });
-                let mut at = first_end;
+                frames.push(OutFrame::pieces(
+                    head.split().freeze(),
+                    rope.take(control_len + fs),
+                ));
                 let mut id = count as u64;
-                while at < body.len() {
+                while rope.len() > 0 {
                     id -= 1;
-                    let end = (at + fs).min(body.len());
                     head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_FRAG_CONT.0]);
                     head.put_u64(seq);
                     head.put_u64(id);
-                    frames.push(OutFrame {
-                        head: head.split().freeze(),
-                        body: body.slice(at..end),
-                    });
-                    at = end;
+                    frames.push(OutFrame::pieces(head.split().freeze(), rope.take(fs)));
                 }
                 frames
             }
@@ -1522,32 +1571,102 @@ mod tests {
     }
 
     #[test]
-    fn split_frames_share_one_buffer_and_join_to_the_same_bytes() {
+    fn split_frames_leave_large_binaries_where_they_are() {
         let to = Pid {
             node: Atom::from("a@h"),
             id: 1,
             serial: 0,
             creation: 1,
         };
-        let big = Term::binary(vec![7u8; 200_000]);
-        let msg = DistMessage::new(ControlMessage::Send { to }, Some(big)).unwrap();
+        let big = Bytes::from(vec![7u8; 200_000]);
+        let (lo, hi) = (big.as_ptr() as usize, big.as_ptr() as usize + big.len());
+        let payload = Term::tuple(vec![
+            Term::atom("two"),
+            Term::Binary(big.clone()),
+            Term::List(vec![Term::binary(vec![9u8; 20_000]), Term::from(1)]),
+        ]);
+        let msg = DistMessage::new(ControlMessage::Send { to }, Some(payload)).unwrap();
         let split = DistEncoder::new(BOTH).encode_split(&msg).unwrap();
-        let whole = DistEncoder::new(BOTH).encode(&msg).unwrap();
         assert_eq!(split.len(), 4);
-        let joined: Vec<Bytes> = split.iter().cloned().map(OutFrame::into_bytes).collect();
-        assert_eq!(joined, whole);
-        // Each body starts where the previous one ended: slices of one
-        // buffer, not copies.
-        for pair in split.windows(2) {
-            let end = pair[0].body.as_ptr() as usize + pair[0].body.len();
-            assert_eq!(pair[1].body.as_ptr() as usize, end);
-        }
+        // The big binary's bytes are in the frames as slices of `big`.
+        let in_big: usize = split
+            .iter()
+            .flat_map(OutFrame::iter)
+            .filter(|p| (lo..hi).contains(&(p.as_ptr() as usize)))
+            .map(Bytes::len)
+            .sum();
+        assert_eq!(in_big, big.len());
+        // Joined, the frames decode to the message (and are the frames
+        // `encode` gives).
+        let joined: Vec<Bytes> = split.into_iter().map(OutFrame::into_bytes).collect();
+        assert_eq!(joined, DistEncoder::new(BOTH).encode(&msg).unwrap());
         let mut rx = DistDecoder::new(BOTH);
-        let got: Vec<_> = whole
+        let got: Vec<_> = joined
             .into_iter()
             .filter_map(|f| rx.decode_frame(f).unwrap())
             .collect();
         assert_eq!(got, vec![msg]);
+    }
+
+    #[test]
+    fn shared_binaries_come_back_in_place_in_every_framing() {
+        let to = Pid {
+            node: Atom::from("a@h"),
+            id: 1,
+            serial: 0,
+            creation: 1,
+        };
+        let bin = |n: usize, b: u8| Term::binary(vec![b; n]);
+        let fun = Term::Fun(Box::new(crate::term::Fun::Local(crate::term::LocalFun {
+            module: Atom::from("m"),
+            arity: 0,
+            uniq: [1; 16],
+            index: 0,
+            old_index: 0,
+            old_uniq: 0,
+            pid: to,
+            free_vars: vec![bin(40_000, 3), Term::atom("x")],
+        })));
+        let payloads = [
+            bin(16 * 1024, 1), // encode::SHARE_MIN
+            Term::tuple(vec![bin(70_000, 1), bin(10, 2), bin(100_000, 3)]),
+            Term::List(vec![bin(30_000, 4), fun, bin(1 << 20, 5)]),
+            Term::BitBinary(Box::new(crate::term::BitBinary {
+                bytes: Bytes::from(vec![6u8; 50_000]),
+                bits: 8,
+            })),
+        ];
+        for framing in [Framing::Header, Framing::HeaderWithFragments] {
+            for size in [1024, DEFAULT_FRAGMENT_SIZE] {
+                let mut tx = DistEncoder::with_framing(framing).fragment_size(size);
+                let mut rx = DistDecoder::with_framing(framing);
+                for p in &payloads {
+                    let control = ControlMessage::Exit {
+                        from: to,
+                        to,
+                        reason: bin(20_000, 8),
+                    };
+                    let msg = DistMessage::new(ControlMessage::Send { to }, Some(p.clone()));
+                    for msg in [msg.unwrap(), DistMessage::control_only(control).unwrap()] {
+                        let mut got = None;
+                        for f in tx.encode(&msg).unwrap() {
+                            got = rx.decode_frame(f).unwrap().or(got);
+                        }
+                        assert_eq!(got.as_ref(), Some(&msg), "{framing:?} {size}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_mut_remaining_mut_counts_what_was_written() {
+        // Encoder::encode_body_sharing finds offsets this way.
+        let mut b = BytesMut::new();
+        let start = b.remaining_mut();
+        b.put_slice(&[1; 5]);
+        b.put_slice(&vec![2; 100_000]);
+        assert_eq!(start - b.remaining_mut(), 100_005);
     }
 
     #[test]

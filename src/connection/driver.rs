@@ -1221,7 +1221,8 @@ impl WriteQueue {
             .ok_or_else(|| DownReason::Protocol("frame larger than 4 GiB".into()))?;
         self.bytes += 4 + frame.len();
         self.tail.put_slice(&header);
-        for piece in [frame.head, frame.body] {
+        let OutFrame { head, body, more } = frame;
+        for piece in [head, body].into_iter().chain(more) {
             if piece.len() <= COALESCE_LIMIT {
                 self.tail.put_slice(&piece);
             } else {

@@ -32,16 +32,18 @@ pub enum Frame {
     Data(Bytes),
 }
 
-/// A frame payload to send, in two pieces written back to back: `head`
-/// (headers, small) and `body` (the encoded message or a slice of it,
-/// shared with the encoder's buffer rather than copied). The length prefix
-/// covers both.
+/// A frame payload to send, in pieces written back to back: `head`
+/// (headers, small), `body` and `more` (the encoded message or a slice of
+/// it, shared with the encoder's buffer and with the message's large
+/// binaries rather than copied). The length prefix covers them all.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OutFrame {
     /// The first bytes of the payload.
     pub head: Bytes,
-    /// The rest of the payload.
+    /// The payload's next bytes.
     pub body: Bytes,
+    /// The rest of the payload, if it is in more than two pieces.
+    pub more: Vec<Bytes>,
 }
 
 impl OutFrame {
@@ -49,13 +51,29 @@ impl OutFrame {
     pub fn whole(payload: Bytes) -> OutFrame {
         OutFrame {
             head: payload,
-            body: Bytes::new(),
+            ..OutFrame::default()
+        }
+    }
+
+    /// A frame of `head` and then `pieces`.
+    pub fn pieces(head: Bytes, pieces: Vec<Bytes>) -> OutFrame {
+        let mut pieces = pieces.into_iter();
+        let body = pieces.next().unwrap_or_default();
+        OutFrame {
+            head,
+            body,
+            more: pieces.collect(),
         }
     }
 
     /// The payload's length (what the length prefix says).
     pub fn len(&self) -> usize {
-        self.head.len() + self.body.len()
+        self.head.len() + self.body.len() + self.more.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// The pieces, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        [&self.head, &self.body].into_iter().chain(self.more.iter())
     }
 
     /// Whether the payload is empty (a tick).
@@ -65,15 +83,18 @@ impl OutFrame {
 
     /// The payload as one buffer (copies unless one piece is empty).
     pub fn into_bytes(self) -> Bytes {
-        if self.body.is_empty() {
-            return self.head;
-        }
-        if self.head.is_empty() {
-            return self.body;
+        if self.more.is_empty() {
+            if self.body.is_empty() {
+                return self.head;
+            }
+            if self.head.is_empty() {
+                return self.body;
+            }
         }
         let mut out = BytesMut::with_capacity(self.len());
-        out.put_slice(&self.head);
-        out.put_slice(&self.body);
+        for piece in self.iter() {
+            out.put_slice(piece);
+        }
         out.freeze()
     }
 }

@@ -6,7 +6,7 @@
 use std::cmp::Ordering;
 use std::io::Write;
 
-use bytes::BufMut;
+use bytes::{BufMut, Bytes, BytesMut};
 use num_bigint::{BigInt, Sign};
 
 use super::atom::Atom;
@@ -169,6 +169,32 @@ impl Encoder {
         }
         .top(term)
     }
+
+    /// Appends `term` without a version byte, as
+    /// [`encode_body_with_atom_refs`](Self::encode_body_with_atom_refs)
+    /// does (every atom as text without `atom_ref`), except that binaries
+    /// of [`SHARE_MIN`] bytes or more are not copied: their bytes are left
+    /// out of `out` and returned, each with the offset (from where `out`
+    /// ended before the call) at which they belong.
+    pub(crate) fn encode_body_sharing(
+        &self,
+        term: &Term,
+        out: &mut BytesMut,
+        atom_ref: Option<&mut dyn FnMut(Atom) -> Option<u8>>,
+    ) -> Result<Vec<(usize, Bytes)>, EncodeError> {
+        let mut sharing = Sharing {
+            atom_ref,
+            start: out.remaining_mut(),
+            shared: Vec::new(),
+        };
+        Writer {
+            out,
+            max_depth: self.max_depth,
+            refs: &mut sharing,
+        }
+        .top(term)?;
+        Ok(sharing.shared)
+    }
 }
 
 impl Term {
@@ -182,10 +208,59 @@ impl Term {
     }
 }
 
+/// Binaries of at least this many bytes may be left out of the output and
+/// shared instead (see [`Encoder::encode_body_sharing`]).
+pub(crate) const SHARE_MIN: usize = 16 * 1024;
+
 /// Decides, per atom, whether to write `ATOM_CACHE_REF` with the given
-/// index instead of the atom's text.
+/// index instead of the atom's text; and, per large binary, whether to
+/// take it aside instead of copying it into the output.
 trait AtomRefs {
     fn index(&mut self, a: Atom) -> Option<u8>;
+
+    /// Takes `b` aside, given the output's `remaining_mut()` where its
+    /// bytes would go; `false` to have them copied.
+    #[inline]
+    fn share(&mut self, _remaining_mut: usize, _b: &Bytes) -> bool {
+        false
+    }
+}
+
+/// Another writer's choice of atoms, with no binary taken aside (for a
+/// nested buffer whose bytes are copied into the output later).
+struct NoShare<'a>(&'a mut dyn AtomRefs);
+
+impl AtomRefs for NoShare<'_> {
+    #[inline]
+    fn index(&mut self, a: Atom) -> Option<u8> {
+        self.0.index(a)
+    }
+}
+
+/// Atom references as given, and large binaries taken aside with their
+/// offset in the output.
+struct Sharing<'a> {
+    atom_ref: Option<&'a mut dyn FnMut(Atom) -> Option<u8>>,
+    /// The output's `remaining_mut()` when writing began.
+    start: usize,
+    shared: Vec<(usize, Bytes)>,
+}
+
+impl AtomRefs for Sharing<'_> {
+    #[inline]
+    fn index(&mut self, a: Atom) -> Option<u8> {
+        self.atom_ref.as_mut().and_then(|f| f(a))
+    }
+
+    fn share(&mut self, remaining_mut: usize, b: &Bytes) -> bool {
+        match self.start.checked_sub(remaining_mut) {
+            Some(offset) => {
+                self.shared.push((offset, b.clone()));
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Every atom written as text (the plain encoder: no check per atom).
@@ -224,7 +299,7 @@ struct Writer<'o, 'r, B, C: ?Sized> {
     refs: &'r mut C,
 }
 
-impl<B: BufMut, C: AtomRefs + ?Sized> Writer<'_, '_, B, C> {
+impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
     #[inline]
     fn top(&mut self, t: &Term) -> Result<(), EncodeError> {
         self.term(t, 0).map_err(|e| *e)
@@ -385,7 +460,7 @@ impl<B: BufMut, C: AtomRefs + ?Sized> Writer<'_, '_, B, C> {
                         let mut w = Writer {
                             out: &mut body,
                             max_depth: self.max_depth,
-                            refs: &mut *self.refs,
+                            refs: &mut NoShare(&mut *self.refs as &mut dyn AtomRefs),
                         };
                         w.out.put_u8(l.arity);
                         w.out.put_slice(&l.uniq);
@@ -453,10 +528,12 @@ impl<B: BufMut, C: AtomRefs + ?Sized> Writer<'_, '_, B, C> {
     }
 
     #[inline(always)]
-    fn binary(&mut self, b: &[u8]) -> Step {
+    fn binary(&mut self, b: &Bytes) -> Step {
         let n = len32(b.len(), "binary")?.to_be_bytes();
         self.out.put_slice(&[BINARY_EXT, n[0], n[1], n[2], n[3]]);
-        self.out.put_slice(b);
+        if b.len() < SHARE_MIN || !self.refs.share(self.out.remaining_mut(), b) {
+            self.out.put_slice(b);
+        }
         Ok(())
     }
 
