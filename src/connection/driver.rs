@@ -1328,6 +1328,14 @@ async fn run(
                     if let Some(b) = received.pop_front() {
                         p.send(ConnectionEvent::Frame(b));
                     }
+                    // Hand over the rest while there is room, without a
+                    // select per frame.
+                    while !received.is_empty() {
+                        let Ok(p) = events.try_reserve() else { break };
+                        if let Some(b) = received.pop_front() {
+                            p.send(ConnectionEvent::Frame(b));
+                        }
+                    }
                 }
                 Err(_) => return DownReason::LocalShutdown,
             },

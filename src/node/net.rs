@@ -409,6 +409,9 @@ async fn connect_or_adopt(
 /// a time.
 const FLUSH_BYTES: usize = 256 * 1024;
 
+/// How many received frames the peer task handles in a row.
+const RECV_BATCH: usize = 256;
+
 async fn run_connection(
     node: &Node,
     net: &Net,
@@ -501,18 +504,32 @@ async fn run_connection(
                     break 'conn "disconnected".into();
                 }
             },
-            ev = events.recv() => match ev {
-                Some(ConnectionEvent::Frame(frame)) => match decoder.decode_frame(frame) {
-                    Ok(Some(msg)) => node.dispatch(peer, msg),
-                    Ok(None) => {}
-                    Err(e) => {
-                        warn!(peer = %peer, error = %e, "protocol error, closing");
-                        handle.close();
-                        break 'conn format!("protocol error: {e}");
+            ev = events.recv() => {
+                // Take what else has arrived too (up to a bound, so that
+                // sending gets its turn), without a select per frame.
+                let mut ev = ev;
+                for round in 1.. {
+                    match ev {
+                        Some(ConnectionEvent::Frame(frame)) => match decoder.decode_frame(frame) {
+                            Ok(Some(msg)) => node.dispatch(peer, msg),
+                            Ok(None) => {}
+                            Err(e) => {
+                                warn!(peer = %peer, error = %e, "protocol error, closing");
+                                handle.close();
+                                break 'conn format!("protocol error: {e}");
+                            }
+                        },
+                        Some(ConnectionEvent::Down(r)) => break 'conn r.to_string(),
+                        None => break 'conn DownReason::LocalShutdown.to_string(),
                     }
-                },
-                Some(ConnectionEvent::Down(r)) => break 'conn r.to_string(),
-                None => break 'conn DownReason::LocalShutdown.to_string(),
+                    if round == RECV_BATCH {
+                        break;
+                    }
+                    match events.try_recv() {
+                        Ok(next) => ev = Some(next),
+                        Err(_) => break,
+                    }
+                }
             },
         }
     };
