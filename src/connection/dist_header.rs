@@ -82,6 +82,7 @@
 //!     assert_eq!(rx.decode_frame(frame).unwrap(), Some(msg.clone()));
 //! }
 //! ```
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::collections::HashMap;
 use std::fmt;
@@ -494,19 +495,23 @@ impl<'a> HeaderReader<'a> {
         }
     }
 
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], HeaderError> {
+        let at = self.pos;
+        self.take(N)?
+            .try_into()
+            .map_err(|_| header_err(at, HeaderErrorKind::UnexpectedEnd { needed: N }))
+    }
+
     fn u8(&mut self) -> Result<u8, HeaderError> {
-        Ok(self.take(1)?[0])
+        Ok(u8::from_be_bytes(self.array()?))
     }
 
     fn u16(&mut self) -> Result<u16, HeaderError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        Ok(u16::from_be_bytes(self.array()?))
     }
 
     fn u64(&mut self) -> Result<u64, HeaderError> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Ok(u64::from_be_bytes(a))
+        Ok(u64::from_be_bytes(self.array()?))
     }
 }
 
@@ -1304,7 +1309,7 @@ impl DistEncoder {
                 out.put_u64(seq);
                 out.put_u64(count as u64);
                 atoms.write_header(&mut out);
-                out.put_slice(&body[..first_end]);
+                out.put_slice(body.get(..first_end).unwrap_or(&body));
                 frames.push(out.freeze());
                 let mut at = first_end;
                 let mut id = count as u64;
@@ -1315,7 +1320,7 @@ impl DistEncoder {
                     out.put_slice(&[VERSION_MAGIC, FrameTag::DIST_FRAG_CONT.0]);
                     out.put_u64(seq);
                     out.put_u64(id);
-                    out.put_slice(&body[at..end]);
+                    out.put_slice(body.get(at..end).unwrap_or_default());
                     frames.push(out.freeze());
                     at = end;
                 }

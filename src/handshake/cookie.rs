@@ -8,6 +8,7 @@
 //! or else from `$HOME/.erlang.cookie` (then
 //! `$XDG_CONFIG_HOME/erlang/.erlang.cookie`), created with 20 random
 //! uppercase letters and mode 0400 when neither exists (`auth.erl`).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::collections::HashMap;
 use std::fmt;

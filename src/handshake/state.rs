@@ -17,6 +17,7 @@
 //! AwaitAck         ◀────────────── challenge_ack
 //! HandshakeOutcome                                HandshakeOutcome
 //! ```
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use super::cookie::{Cookie, Cookies, Digest};
 use super::messages::{

@@ -6,6 +6,7 @@
 //! when they point at the same entry. Like the BEAM, the table has a limit
 //! ([`ATOM_TABLE_LIMIT`]); decoders use [`Atom::try_new`], which refuses to
 //! create new atoms past it, so a peer cannot exhaust memory with fresh atoms.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::collections::HashMap;
 use std::fmt;
@@ -68,8 +69,9 @@ impl Entry {
             Err(_) => unreachable!("atom text is UTF-8"),
         };
         let mut prefix = [0u8; 8];
-        let n = bytes.len().min(8);
-        prefix[..n].copy_from_slice(&bytes[..n]);
+        for (p, b) in prefix.iter_mut().zip(bytes) {
+            *p = *b;
+        }
         Box::leak(Box::new(Entry {
             name,
             ext: if head.is_empty() { &[] } else { ext },
@@ -182,13 +184,21 @@ impl Atom {
     /// table's lock and hash for the atoms a stream repeats.
     pub(crate) fn try_from_utf8(bytes: &[u8]) -> Result<Atom, AtomFromBytesError> {
         let slot = recent_slot(bytes);
-        let hit = RECENT.with(|r| r[slot].get().filter(|a| a.as_str().as_bytes() == bytes));
+        let hit = RECENT.with(|r| {
+            r.get(slot)
+                .and_then(|c| c.get())
+                .filter(|a| a.as_str().as_bytes() == bytes)
+        });
         if let Some(a) = hit {
             return Ok(a);
         }
         let text = std::str::from_utf8(bytes).map_err(|_| AtomFromBytesError::Utf8)?;
         let a = Atom::try_new(text).map_err(AtomFromBytesError::Atom)?;
-        RECENT.with(|r| r[slot].set(Some(a)));
+        RECENT.with(|r| {
+            if let Some(c) = r.get(slot) {
+                c.set(Some(a));
+            }
+        });
         Ok(a)
     }
 

@@ -7,6 +7,7 @@
 //! capacity reserved for elements never exceeds the input's length, so a
 //! small input cannot make the decoder allocate much. Binaries share the
 //! input buffer when it is given as [`Bytes`].
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::io::Read;
 
@@ -223,6 +224,7 @@ impl<'c> Decoder<'c> {
     fn inflate(&self, input: &[u8], at: usize) -> Result<Vec<u8>, DecodeError> {
         let size = input
             .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
             .ok_or_else(|| {
                 err(
                     input.len(),
@@ -231,7 +233,7 @@ impl<'c> Decoder<'c> {
                     },
                 )
             })
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
+            .map(|b| u32::from_be_bytes(b) as usize)?;
         if size > self.opts.max_decompressed {
             return Err(err(
                 at,
@@ -241,7 +243,7 @@ impl<'c> Decoder<'c> {
                 )),
             ));
         }
-        let data = &input[at + 4..];
+        let data = input.get(at + 4..).unwrap_or_default();
         // zlib expands at most about 1032:1; never reserve more than that.
         let mut out = Vec::with_capacity(size.min(data.len().saturating_mul(1032)));
         let mut z = flate2::read::ZlibDecoder::new(data).take(size as u64 + 1);
@@ -602,7 +604,7 @@ impl State<'_, '_> {
             FLOAT_EXT => {
                 let s = self.r.take(31)?;
                 let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
-                let f = std::str::from_utf8(&s[..end])
+                let f = std::str::from_utf8(s.get(..end).unwrap_or(s))
                     .ok()
                     .and_then(|t| t.parse::<f64>().ok())
                     .filter(|f| f.is_finite())
@@ -664,7 +666,9 @@ impl State<'_, '_> {
                 for id in ids.iter_mut().take(usize::from(len)) {
                     *id = self.r.u32()?;
                 }
-                let r = Reference::new(node, creation, &ids[..usize::from(len)])
+                let r = ids
+                    .get(..usize::from(len))
+                    .and_then(|ids| Reference::new(node, creation, ids))
                     .ok_or_else(|| err(at, DecodeErrorKind::BadReference(len)))?;
                 Term::Ref(Box::new(r))
             }
@@ -927,13 +931,17 @@ fn big_term(negative: bool, digits: &[u8]) -> Term {
 /// the check a single pass.
 fn check_map(entries: Vec<(Term, Term)>, at: usize) -> Result<Map, DecodeError> {
     use std::cmp::Ordering;
-    let sorted = entries
-        .windows(2)
-        .all(|w| w[0].0.exact_cmp(&w[1].0) == Ordering::Less);
+    let sorted = entries.windows(2).all(|w| match w {
+        [a, b] => a.0.exact_cmp(&b.0) == Ordering::Less,
+        _ => true,
+    });
     if !sorted {
         let mut keys: Vec<&Term> = entries.iter().map(|(k, _)| k).collect();
         keys.sort_by(|a, b| a.exact_cmp(b));
-        if keys.windows(2).any(|w| w[0].exact_eq(w[1])) {
+        if keys
+            .windows(2)
+            .any(|w| matches!(w, [a, b] if a.exact_eq(b)))
+        {
             return Err(err(at, DecodeErrorKind::DuplicateMapKey));
         }
     }
