@@ -25,7 +25,9 @@ use erldist::handshake::{
 };
 use erldist::{Atom, Pid, Reference, Term};
 
-const TARGETS: [(&str, fn(&[u8])); 4] = [
+type Check = fn(&[u8]);
+
+const TARGETS: [(&str, Check); 4] = [
     ("epmd_request", harness::epmd_request),
     ("handshake_initiator", harness::handshake_initiator),
     ("handshake_acceptor", harness::handshake_acceptor),
@@ -178,10 +180,10 @@ fn acceptor_seeds() -> Vec<Vec<u8>> {
         seq(0, &[peer.clone(), reply("wrong")]),
         seq(16, &[peer.clone(), reply("wrong")]),
         seq(1, &[peer.clone(), reply("fuzzcookie")]),
-        seq(2, &[peer.clone()]),
+        seq(2, std::slice::from_ref(&peer)),
         seq(3, &[peer.clone(), st(Status::True), reply("fuzzcookie")]),
         seq(3, &[peer.clone(), st(Status::False)]),
-        seq(4, &[peer.clone()]),
+        seq(4, std::slice::from_ref(&peer)),
         seq(0, &[old.clone(), complement.clone(), reply("fuzzcookie")]),
         seq(
             0,
@@ -228,8 +230,7 @@ fn messages() -> Vec<DistMessage> {
     let big = Term::List(
         (0..3000)
             .map(|n| t(vec![atom("chunk"), i(n)]))
-            .collect::<Vec<_>>()
-            .into(),
+            .collect::<Vec<_>>(),
     );
     vec![
         with(
@@ -250,9 +251,9 @@ fn messages() -> Vec<DistMessage> {
                 a.clone(),
                 a.clone(),
                 t(vec![atom("erlang"), atom("apply"), i(2)]),
-                Term::List(vec![atom("link")].into()),
+                Term::List(vec![atom("link")]),
             ]),
-            Term::List(vec![atom("x"), i(1)].into()),
+            Term::List(vec![atom("x"), i(1)]),
         ),
         with(t(vec![i(33), a.clone(), r.clone()]), payload),
     ]

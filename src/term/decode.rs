@@ -15,7 +15,7 @@ use bytes::Bytes;
 use num_bigint::{BigInt, Sign};
 use num_traits::ToPrimitive;
 
-use super::atom::{Atom, AtomError, AtomFromBytesError};
+use super::atom::{Atom, AtomBudget, AtomError, AtomFromBytesError};
 use super::tags::*;
 use super::{BitBinary, Fun, LocalFun, Map, Pid, Port, Reference, Term};
 
@@ -145,6 +145,7 @@ pub enum DecodeErrorKind {
 pub struct Decoder<'c> {
     opts: DecodeOptions,
     atom_cache: Option<&'c [Atom]>,
+    atom_budget: Option<&'c AtomBudget>,
 }
 
 impl<'c> Decoder<'c> {
@@ -167,10 +168,28 @@ impl<'c> Decoder<'c> {
 
     /// Resolves `ATOM_CACHE_REF` indexes through `cache` (the atoms of a
     /// distribution header, in reference order).
-    pub fn atom_cache<'d>(self, cache: &'d [Atom]) -> Decoder<'d> {
+    pub fn atom_cache<'d>(self, cache: &'d [Atom]) -> Decoder<'d>
+    where
+        'c: 'd,
+    {
         Decoder {
             opts: self.opts,
             atom_cache: Some(cache),
+            atom_budget: self.atom_budget,
+        }
+    }
+
+    /// Charges the atoms this decoder creates (texts not yet in the atom
+    /// table) to `budget`, failing with [`AtomError::BudgetSpent`] once it
+    /// is spent. Without a budget only the table's own limit applies.
+    pub fn atom_budget<'d>(self, budget: &'d AtomBudget) -> Decoder<'d>
+    where
+        'c: 'd,
+    {
+        Decoder {
+            opts: self.opts,
+            atom_cache: self.atom_cache,
+            atom_budget: Some(budget),
         }
     }
 
@@ -275,6 +294,7 @@ impl<'c> Decoder<'c> {
             },
             owner,
             cache: self.atom_cache,
+            atom_budget: self.atom_budget,
             budget: input.len(),
             opts: &self.opts,
         };
@@ -389,6 +409,7 @@ struct State<'a, 'o> {
     r: Reader<'a>,
     owner: Option<&'o Bytes>,
     cache: Option<&'o [Atom]>,
+    atom_budget: Option<&'o AtomBudget>,
     /// Elements that may still be reserved ahead of decoding them.
     budget: usize,
     opts: &'o DecodeOptions,
@@ -894,9 +915,13 @@ impl State<'_, '_> {
         let raw = self.r.take(len)?;
         if latin1 && !raw.is_ascii() {
             let text: String = raw.iter().map(|&b| char::from(b)).collect();
-            return Atom::try_new(&text).map_err(|e| err(at, DecodeErrorKind::Atom(e)));
+            let atom = match self.atom_budget {
+                Some(b) => Atom::try_new_within(&text, b),
+                None => Atom::try_new(&text),
+            };
+            return atom.map_err(|e| err(at, DecodeErrorKind::Atom(e)));
         }
-        Atom::try_from_utf8(raw).map_err(|e| match e {
+        Atom::try_from_utf8(raw, self.atom_budget).map_err(|e| match e {
             AtomFromBytesError::Utf8 => err(at, DecodeErrorKind::InvalidUtf8Atom),
             AtomFromBytesError::Atom(e) => err(at, DecodeErrorKind::Atom(e)),
         })
