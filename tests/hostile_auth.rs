@@ -1,0 +1,235 @@
+//! Authentication against hostile peers, with a Node beside a real `erl`
+//! node: a peer without the cookie gets no message through, in either
+//! role, even when it pipelines frames behind its handshake messages;
+//! nothing is delivered before the handshake completes; and the cookie
+//! never shows in the logs (every tracing event and span, at every level)
+//! or in the errors. Each attack is paired with the same peer holding the
+//! right cookie, whose pipelined message does arrive: so the checks can
+//! fail.
+
+mod hostile_peer;
+
+use std::fmt::Write as _;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use erldist::epmd::EpmdClient;
+use erldist::flags::DistFlags;
+use erldist::handshake::NodeName;
+use erldist::testing::{require_erl, unique_name};
+use erldist::Term;
+use hostile_peer::{frame, send_name_packet, Evil, Target, COOKIE};
+use tokio::net::TcpListener;
+
+const WRONG: &str = "WrongCookie_4f1a";
+const CLOSE: Duration = Duration::from_secs(5);
+const QUIET: Duration = Duration::from_secs(2);
+const PLAIN: DistFlags = DistFlags::EMPTY;
+
+// ------------------------------------------------ a log that keeps all
+
+/// Every event and span field, as text: a tracing subscriber for the
+/// whole test binary, enabled at every level.
+struct Capture(Mutex<String>);
+
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let _ = write!(self.0, "{}={:?} ", field.name(), value);
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut log = self.0.lock().unwrap();
+        let _ = write!(log, "span {} ", span.metadata().name());
+        span.record(&mut Fields(&mut log));
+        log.push('\n');
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        let mut log = self.0.lock().unwrap();
+        values.record(&mut Fields(&mut log));
+        log.push('\n');
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut log = self.0.lock().unwrap();
+        let _ = write!(log, "{} ", event.metadata().level());
+        event.record(&mut Fields(&mut log));
+        log.push('\n');
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let c: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(String::new()))));
+        let _ = tracing::subscriber::set_global_default(CaptureRef(c));
+        c
+    })
+}
+
+struct CaptureRef(&'static Capture);
+
+impl tracing::Subscriber for CaptureRef {
+    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+        self.0.enabled(m)
+    }
+    fn new_span(&self, s: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        self.0.new_span(s)
+    }
+    fn record(&self, i: &tracing::span::Id, r: &tracing::span::Record<'_>) {
+        self.0.record(i, r)
+    }
+    fn record_follows_from(&self, a: &tracing::span::Id, b: &tracing::span::Id) {
+        self.0.record_follows_from(a, b)
+    }
+    fn event(&self, e: &tracing::Event<'_>) {
+        self.0.event(e)
+    }
+    fn enter(&self, i: &tracing::span::Id) {
+        self.0.enter(i)
+    }
+    fn exit(&self, i: &tracing::span::Id) {
+        self.0.exit(i)
+    }
+}
+
+/// The log so far holds what the attacks logged, and neither cookie.
+fn assert_log_clean(expect: &str) {
+    let log = capture().0.lock().unwrap().clone();
+    assert!(log.contains(expect), "the log lacks {expect:?}:\n{log}");
+    for secret in [COOKIE, WRONG] {
+        assert!(!log.contains(secret), "a cookie is in the log:\n{log}");
+    }
+}
+
+fn hello(tag: &str) -> Term {
+    Term::tuple(vec![Term::atom("pipelined"), Term::atom(tag)])
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialling_peer_without_the_cookie_gets_nothing_through() {
+    if !require_erl() {
+        return;
+    }
+    capture();
+    let mut t = Target::start(|b| b).await;
+
+    // The right cookie: the frames pipelined behind the challenge reply
+    // are delivered once the handshake completes.
+    let mut good = Evil::connect(t.addr()).await;
+    let frames = good.reg_send(PLAIN, hello("good"));
+    let st = good
+        .handshake_until_reply(&t.name(), COOKIE, PLAIN, &frames)
+        .await;
+    let ack = erldist::handshake::ChallengeAck::decode(&good.recv_packet().await).unwrap();
+    st.handle(ack).expect("the node proves the cookie");
+    let got = t.inbox.recv_timeout(hostile_peer::T).await.unwrap();
+    assert_eq!(got, Some(hello("good")));
+
+    // A wrong cookie, the same frames behind the reply: closed, nothing
+    // delivered, never connected.
+    let mut bad = Evil::connect(t.addr()).await;
+    let frames = bad.reg_send(PLAIN, hello("bad"));
+    let _ = bad
+        .handshake_until_reply(&t.name(), WRONG, PLAIN, &frames)
+        .await;
+    bad.assert_closed(CLOSE).await;
+    t.assert_inbox_empty(QUIET).await;
+    t.assert_not_connected(&bad.name).await;
+
+    // Frames before the handshake is over (right after send_name), and
+    // frames with no handshake at all: closed, nothing delivered.
+    let mut early = Evil::connect(t.addr()).await;
+    let mut bytes = send_name_packet(&early.name).to_vec();
+    bytes.extend(early.reg_send(PLAIN, hello("early")));
+    early.write(&bytes).await;
+    early.assert_closed(CLOSE).await;
+    let mut raw = Evil::connect(t.addr()).await;
+    let frames = raw.reg_send(PLAIN, hello("raw"));
+    raw.write(&frames).await;
+    raw.assert_closed(CLOSE).await;
+    // An empty frame (a tick) first, then a frame: as garbage.
+    let mut ticker = Evil::connect(t.addr()).await;
+    let mut bytes = frame(&[]);
+    bytes.extend(ticker.reg_send(PLAIN, hello("tick")));
+    ticker.write(&bytes).await;
+    ticker.assert_closed(CLOSE).await;
+    t.assert_inbox_empty(QUIET).await;
+
+    t.assert_still_serving().await;
+    assert_log_clean(&bad.name.to_string());
+    t.node.shutdown().await;
+}
+
+/// A listener registered with the target's EPMD under a fresh name, that
+/// accepts one connection and answers as `cookie`'s holder, pipelining
+/// `inbox ! hello(tag)` behind its ack.
+async fn hostile_acceptor(t: &Target, cookie: &'static str, tag: &'static str) -> NodeName {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let alive = unique_name("evilacc");
+    let name = NodeName::parse(&format!("{alive}@localhost")).unwrap();
+    let epmd = EpmdClient::with_address("127.0.0.1", t.epmd.port());
+    let registration = epmd.register(&alive, port).await.unwrap();
+    let me = name.clone();
+    tokio::spawn(async move {
+        let _registration = registration;
+        let (s, _) = listener.accept().await.unwrap();
+        let mut evil = Evil::accepted(s, me);
+        let frames = evil.reg_send(PLAIN, hello(tag));
+        evil.accept_with_cookie(cookie, &frames).await;
+        // Hold the socket until the node closes it.
+        evil.assert_closed(Duration::from_secs(30)).await;
+    });
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_the_node_dials_without_the_cookie_gets_nothing_through() {
+    if !require_erl() {
+        return;
+    }
+    capture();
+    let mut t = Target::start(|b| b).await;
+
+    // The right cookie: connected, and the pipelined message arrives.
+    let good = hostile_acceptor(&t, COOKIE, "good_acceptor").await;
+    t.node
+        .connect(good.as_str())
+        .await
+        .expect("connects to a peer with the cookie");
+    let got = t.inbox.recv_timeout(hostile_peer::T).await.unwrap();
+    assert_eq!(got, Some(hello("good_acceptor")));
+    t.node.disconnect(good.as_str()).await;
+
+    // A wrong ack: the connection fails and the frames behind the ack
+    // are dropped.
+    let bad = hostile_acceptor(&t, WRONG, "bad_acceptor").await;
+    let err = t
+        .node
+        .connect(bad.as_str())
+        .await
+        .expect_err("a peer without the cookie is refused");
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("cookie"), "{text}");
+    for secret in [COOKIE, WRONG] {
+        assert!(!text.contains(secret), "the error shows a cookie: {text}");
+    }
+    t.assert_inbox_empty(QUIET).await;
+    t.assert_not_connected(&bad).await;
+
+    t.assert_still_serving().await;
+    assert_log_clean(bad.as_str());
+    t.node.shutdown().await;
+}
