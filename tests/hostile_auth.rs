@@ -231,5 +231,11 @@ async fn a_peer_the_node_dials_without_the_cookie_gets_nothing_through() {
 
     t.assert_still_serving().await;
     assert_log_clean(bad.as_str());
+    // Nor does a builder's Debug show it.
+    let builder = format!("{:?}", erldist::Node::builder("x@localhost").cookie(WRONG));
+    assert!(
+        builder.contains("redacted") && !builder.contains(WRONG),
+        "{builder}"
+    );
     t.node.shutdown().await;
 }

@@ -403,4 +403,60 @@ mod tests {
         ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[cfg(unix)]
+    #[test]
+    fn cookie_files_follow_auth_erl_check_attributes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(crate::testing::unique_name("cookie_modes"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c");
+        std::fs::write(&path, "SECRETVALUE\n").unwrap();
+        // auth.erl: (Mode band 8#077) =/= 0 is refused; owner bits are free.
+        for (mode, ok) in [
+            (0o400, true),
+            (0o600, true),
+            (0o700, true),
+            (0o640, false),
+            (0o604, false),
+            (0o620, false),
+            (0o602, false),
+            (0o610, false),
+            (0o601, false),
+            (0o777, false),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let r = Cookie::read_file(&path);
+            assert_eq!(r.is_ok(), ok, "mode {mode:o}: {r:?}");
+            if let Err(e) = r {
+                assert!(matches!(e, CookieError::Permissions { .. }), "{e}");
+                let text = format!("{e} {e:?}");
+                assert!(text.contains("owner only") && !text.contains("SECRETVALUE"));
+            }
+        }
+        // A symbolic link is followed, as file:raw_read_file_info does.
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(Cookie::read_file(&link).unwrap().expose(), "SECRETVALUE");
+        // Not a regular file: refused.
+        let sub = dir.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(matches!(
+            Cookie::read_file(&sub),
+            Err(CookieError::NotAFile { .. })
+        ));
+        // Bad contents: the error says why, never what the file holds.
+        let bad = dir.join("bad");
+        std::fs::write(&bad, "SECRETVALUE\n\tx").unwrap();
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let e = Cookie::read_file(&bad).unwrap_err();
+        let text = format!("{e} {e:?}");
+        assert!(
+            text.contains("Bad characters") && !text.contains("SECRETVALUE"),
+            "{text}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -68,7 +68,7 @@ pub enum NodeError {
 #[derive(Clone, Debug)]
 pub struct NodeBuilder {
     name: String,
-    cookie: Option<String>,
+    cookie: Option<CookieText>,
     hidden: bool,
     listen: IpAddr,
     port: u16,
@@ -80,6 +80,17 @@ pub struct NodeBuilder {
     handshake_timeout: Duration,
     max_frame_size: usize,
     limits: DecoderLimits,
+}
+
+/// The cookie as given to [`NodeBuilder::cookie`], checked when the node
+/// starts; its `Debug` hides it, so a logged builder does not show it.
+#[derive(Clone)]
+struct CookieText(String);
+
+impl std::fmt::Debug for CookieText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Node {
@@ -115,7 +126,7 @@ impl NodeBuilder {
     /// The cookie (default: `$HOME/.erlang.cookie`, created if missing, as
     /// `erl` does).
     pub fn cookie(mut self, cookie: &str) -> NodeBuilder {
-        self.cookie = Some(cookie.to_owned());
+        self.cookie = Some(CookieText(cookie.to_owned()));
         self
     }
 
@@ -234,7 +245,7 @@ impl NodeBuilder {
     pub async fn start(self) -> Result<Node, NodeError> {
         let name = NodeName::parse(&self.name)?;
         let cookie = match &self.cookie {
-            Some(c) => Cookie::new(c)?,
+            Some(CookieText(c)) => Cookie::new(c)?,
             None => Cookie::from_default_file()?,
         };
         let addr = SocketAddr::new(self.listen, self.port);
