@@ -19,6 +19,7 @@ use erldist::handshake::NodeName;
 use erldist::testing::{require_erl, unique_name};
 use erldist::Term;
 use hostile_peer::{frame, send_name_packet, Evil, Target, COOKIE};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
 const WRONG: &str = "WrongCookie_4f1a";
@@ -237,5 +238,74 @@ async fn a_peer_the_node_dials_without_the_cookie_gets_nothing_through() {
         builder.contains("redacted") && !builder.contains(WRONG),
         "{builder}"
     );
+    t.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_does_not_answer_its_own_challenge_reflected_back() {
+    if !require_erl() {
+        return;
+    }
+    capture();
+    let mut t = Target::start(|b| b).await;
+    // The attacker dials the node and gets its challenge.
+    let mut first = Evil::connect(t.addr()).await;
+    first.write(&send_name_packet(&first.name)).await;
+    let status = erldist::handshake::Status::decode(&first.recv_packet().await).unwrap();
+    assert_eq!(status, erldist::handshake::Status::Ok);
+    let theirs = erldist::handshake::Challenge::decode(&first.recv_packet().await).unwrap();
+    // Then makes the node dial it, and sends it that same challenge.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let alive = unique_name("reflector");
+    let name = NodeName::parse(&format!("{alive}@localhost")).unwrap();
+    let registration = EpmdClient::with_address("127.0.0.1", t.epmd.port())
+        .register(&alive, listener.local_addr().unwrap().port())
+        .await
+        .unwrap();
+    let me = name.clone();
+    let reflector = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let mut evil = Evil::accepted(s, me);
+        let _name = evil.recv_packet().await;
+        evil.send(&erldist::handshake::Message::Status(
+            erldist::handshake::Status::Ok,
+        ))
+        .await;
+        evil.send(&erldist::handshake::Message::Challenge(
+            erldist::handshake::Challenge {
+                flags: erldist::handshake::DEFAULT_FLAGS | DistFlags::PUBLISHED,
+                challenge: theirs.challenge,
+                creation: evil.creation,
+                name: evil.name.to_string(),
+            },
+        ))
+        .await;
+        // The node must hang up instead of answering with the digest.
+        let mut answer = evil.buf.to_vec();
+        let mut chunk = [0u8; 256];
+        let closed = tokio::time::timeout(CLOSE, async {
+            loop {
+                match evil.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => answer.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the node kept the connection open");
+        assert!(answer.is_empty(), "the node answered: {answer:?}");
+    });
+    let err = t
+        .node
+        .connect(name.as_str())
+        .await
+        .expect_err("the node refuses to answer");
+    assert!(err.to_string().contains("reflection"), "{err}");
+    reflector.await.expect("the reflector saw no answer");
+    drop(registration);
+    // Without the digest the first connection goes nowhere.
+    first.assert_closed(Duration::from_secs(15)).await;
+    t.assert_not_connected(&first.name).await;
+    t.assert_still_serving().await;
     t.node.shutdown().await;
 }
