@@ -9,8 +9,6 @@
 
 mod hostile_peer;
 
-use std::fmt::Write as _;
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use erldist::epmd::EpmdClient;
@@ -18,7 +16,7 @@ use erldist::flags::DistFlags;
 use erldist::handshake::NodeName;
 use erldist::testing::{require_erl, unique_name};
 use erldist::Term;
-use hostile_peer::{frame, send_name_packet, Evil, Target, COOKIE};
+use hostile_peer::{capture, captured_log, frame, send_name_packet, Evil, Target, COOKIE};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
@@ -27,85 +25,9 @@ const CLOSE: Duration = Duration::from_secs(5);
 const QUIET: Duration = Duration::from_secs(2);
 const PLAIN: DistFlags = DistFlags::EMPTY;
 
-// ------------------------------------------------ a log that keeps all
-
-/// Every event and span field, as text: a tracing subscriber for the
-/// whole test binary, enabled at every level.
-struct Capture(Mutex<String>);
-
-struct Fields<'a>(&'a mut String);
-
-impl tracing::field::Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, "{}={:?} ", field.name(), value);
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        let mut log = self.0.lock().unwrap();
-        let _ = write!(log, "span {} ", span.metadata().name());
-        span.record(&mut Fields(&mut log));
-        log.push('\n');
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-        let mut log = self.0.lock().unwrap();
-        values.record(&mut Fields(&mut log));
-        log.push('\n');
-    }
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut log = self.0.lock().unwrap();
-        let _ = write!(log, "{} ", event.metadata().level());
-        event.record(&mut Fields(&mut log));
-        log.push('\n');
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-fn capture() -> &'static Capture {
-    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let c: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(String::new()))));
-        let _ = tracing::subscriber::set_global_default(CaptureRef(c));
-        c
-    })
-}
-
-struct CaptureRef(&'static Capture);
-
-impl tracing::Subscriber for CaptureRef {
-    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
-        self.0.enabled(m)
-    }
-    fn new_span(&self, s: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        self.0.new_span(s)
-    }
-    fn record(&self, i: &tracing::span::Id, r: &tracing::span::Record<'_>) {
-        self.0.record(i, r)
-    }
-    fn record_follows_from(&self, a: &tracing::span::Id, b: &tracing::span::Id) {
-        self.0.record_follows_from(a, b)
-    }
-    fn event(&self, e: &tracing::Event<'_>) {
-        self.0.event(e)
-    }
-    fn enter(&self, i: &tracing::span::Id) {
-        self.0.enter(i)
-    }
-    fn exit(&self, i: &tracing::span::Id) {
-        self.0.exit(i)
-    }
-}
-
 /// The log so far holds what the attacks logged, and neither cookie.
 fn assert_log_clean(expect: &str) {
-    let log = capture().0.lock().unwrap().clone();
+    let log = captured_log();
     assert!(log.contains(expect), "the log lacks {expect:?}:\n{log}");
     for secret in [COOKIE, WRONG] {
         assert!(!log.contains(secret), "a cookie is in the log:\n{log}");

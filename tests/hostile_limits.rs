@@ -1,9 +1,9 @@
 //! A peer that completes a real handshake with a Node and then pushes
 //! past each limit: frame size, handshake time, nesting depth, atom
 //! length, new atoms per connection, pending fragments and message size.
-//! Each time the node closes that connection, delivers nothing of the
-//! offending message, and keeps serving its connection to a real `erl`
-//! node, made before the attack.
+//! Each time the node closes that connection and logs why, delivers
+//! nothing of the offending message, and keeps serving its connection to a
+//! real `erl` node, made before the attack.
 
 mod hostile_peer;
 
@@ -15,7 +15,7 @@ use erldist::connection::dist_header::DistEncoder;
 use erldist::flags::DistFlags;
 use erldist::testing::{require_erl, unique_name};
 use erldist::{Atom, Encoder, Term};
-use hostile_peer::{frame, send_name_packet, Evil, Target};
+use hostile_peer::{assert_logged, capture, frame, send_name_packet, Evil, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -44,6 +44,7 @@ async fn oversized_frames_and_slow_handshakes_are_cut_off() {
     if !require_erl() {
         return;
     }
+    capture();
     let mut t = Target::start(|b| {
         b.max_frame_size(64 * 1024)
             .handshake_timeout(Duration::from_secs(1))
@@ -60,12 +61,14 @@ async fn oversized_frames_and_slow_handshakes_are_cut_off() {
     evil.write(&(1024 * 1024u32).to_be_bytes()).await;
     evil.write(&[112; 1000]).await;
     evil.assert_closed(CLOSE).await;
+    assert_logged("frame of 1048576 bytes exceeds the limit of 65536 bytes").await;
     t.assert_not_connected(&evil.name).await;
     t.assert_still_serving().await;
 
     // A peer that connects and says nothing.
     let mut silent = Evil::connect(t.addr()).await;
     silent.assert_closed(CLOSE).await;
+    assert_logged("timed out after 1s awaiting send_name").await;
 
     // A peer that sends its name one byte at a time, slower than the
     // handshake step allows.
@@ -134,6 +137,7 @@ async fn terms_past_the_limits_close_the_connection() {
     if !require_erl() {
         return;
     }
+    capture();
     let mut t = Target::start(|b| b.max_nesting_depth(100).max_new_atoms(50)).await;
 
     // Nesting: 90 levels pass, 200 do not.
@@ -153,6 +157,7 @@ async fn terms_past_the_limits_close_the_connection() {
     let deep = evil.reg_send(PLAIN, nest(200));
     evil.write(&deep).await;
     evil.assert_closed(CLOSE).await;
+    assert_logged("nesting deeper than 100").await;
     t.assert_inbox_empty(QUIET).await;
     t.assert_not_connected(&evil.name).await;
     t.assert_still_serving().await;
@@ -166,6 +171,7 @@ async fn terms_past_the_limits_close_the_connection() {
     let f = raw_reg_send(&evil, &long);
     evil.write(&f).await;
     evil.assert_closed(CLOSE).await;
+    assert_logged("atom too long: 256 characters").await;
     t.assert_inbox_empty(QUIET).await;
     t.assert_still_serving().await;
 
@@ -189,6 +195,7 @@ async fn terms_past_the_limits_close_the_connection() {
         assert_eq!(first, Some(Term::atom(&format!("{tag}_{m}_0"))));
     }
     evil.assert_closed(CLOSE).await;
+    assert_logged("too many new atoms from one source (limit 50)").await;
     t.assert_inbox_empty(QUIET).await;
     assert!(
         !t.node.registered().is_empty(),
@@ -215,6 +222,7 @@ async fn fragments_past_the_limits_close_the_connection() {
     if !require_erl() {
         return;
     }
+    capture();
     let mut t = Target::start(|b| b.max_pending_fragments(4).max_message_size(64 * 1024)).await;
     let frag = DistFlags::FRAGMENTS;
 
@@ -254,6 +262,7 @@ async fn fragments_past_the_limits_close_the_connection() {
     }
     evil.write(&bytes).await;
     evil.assert_closed(CLOSE).await;
+    assert_logged("sequence 14: more than 4 sequences pending").await;
     t.assert_inbox_empty(QUIET).await;
     t.assert_not_connected(&evil.name).await;
     t.assert_still_serving().await;
@@ -276,6 +285,7 @@ async fn fragments_past_the_limits_close_the_connection() {
     }
     evil.write(&bytes).await;
     evil.assert_closed(CLOSE).await;
+    assert_logged("bytes or more, limit 65536").await;
     t.assert_inbox_empty(QUIET).await;
     t.assert_still_serving().await;
     t.node.shutdown().await;

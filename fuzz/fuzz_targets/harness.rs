@@ -200,9 +200,12 @@ pub fn handshake_acceptor(data: &[u8]) {
         named: setup & 8 != 0,
     };
     let fix_digest = setup & 16 != 0;
+    // Not the initiator target's name: the two run side by side in
+    // tests/fuzz_regressions.rs, and an initiator refuses a challenge its
+    // own node's acceptor has outstanding.
     let cookie = Cookie::new("fuzzcookie").expect("cookie");
     let config = HandshakeConfig {
-        name: LocalName::Static(NodeName::parse("fuzz@localhost").expect("name")),
+        name: LocalName::Static(NodeName::parse("fuzz_acceptor@localhost").expect("name")),
         creation: 7,
         flags: DEFAULT_FLAGS | DistFlags::PUBLISHED,
         required: REQUIRED_FLAGS,

@@ -4,7 +4,9 @@
 //! [`Node`] beside a real `erl` node to attack and check.
 #![allow(dead_code)]
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use erldist::bytes::{Bytes, BytesMut};
@@ -118,6 +120,93 @@ impl Target {
         .await;
         assert!(gone, "{name} is still connected");
     }
+}
+
+// ------------------------------------------------ a log that keeps all
+
+/// Every event and span field, as text: a tracing subscriber for the
+/// whole test binary, enabled at every level.
+pub struct Capture(Mutex<String>);
+
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let _ = write!(self.0, "{}={:?} ", field.name(), value);
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut log = self.0.lock().unwrap();
+        let _ = write!(log, "span {} ", span.metadata().name());
+        span.record(&mut Fields(&mut log));
+        log.push('\n');
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        let mut log = self.0.lock().unwrap();
+        values.record(&mut Fields(&mut log));
+        log.push('\n');
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut log = self.0.lock().unwrap();
+        let _ = write!(log, "{} ", event.metadata().level());
+        event.record(&mut Fields(&mut log));
+        log.push('\n');
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+pub fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let c: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(String::new()))));
+        let _ = tracing::subscriber::set_global_default(CaptureRef(c));
+        c
+    })
+}
+
+struct CaptureRef(&'static Capture);
+
+impl tracing::Subscriber for CaptureRef {
+    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+        self.0.enabled(m)
+    }
+    fn new_span(&self, s: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        self.0.new_span(s)
+    }
+    fn record(&self, i: &tracing::span::Id, r: &tracing::span::Record<'_>) {
+        self.0.record(i, r)
+    }
+    fn record_follows_from(&self, a: &tracing::span::Id, b: &tracing::span::Id) {
+        self.0.record_follows_from(a, b)
+    }
+    fn event(&self, e: &tracing::Event<'_>) {
+        self.0.event(e)
+    }
+    fn enter(&self, i: &tracing::span::Id) {
+        self.0.enter(i)
+    }
+    fn exit(&self, i: &tracing::span::Id) {
+        self.0.exit(i)
+    }
+}
+
+/// Everything logged so far (by every test of the binary).
+pub fn captured_log() -> String {
+    capture().0.lock().unwrap().clone()
+}
+
+/// Waits until the log holds `text` (the reason a connection was closed).
+pub async fn assert_logged(text: &str) {
+    let found = wait_async(T, || captured_log().contains(text)).await;
+    assert!(found, "the log lacks {text:?}:\n{}", captured_log());
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
