@@ -263,9 +263,9 @@ pub(crate) fn random_letters(n: usize) -> Result<String, CookieError> {
     Ok(out)
 }
 
-/// A fresh challenge from the OS's CSPRNG (`dist_util:gen_challenge/0`
-/// uses `rand`; a predictable challenge would let a recorded exchange be
-/// replayed).
+/// A fresh challenge from the OS's CSPRNG (OTP's `dist_util:gen_challenge/0`
+/// mixes clocks and runtime statistics; a predictable challenge would let
+/// a recorded exchange be replayed).
 ///
 /// # Errors
 /// [`CookieError::Random`].
