@@ -2,6 +2,7 @@
 //!
 //! Values from OTP's `dist.hrl` and `dist.h`; see `erl_dist_protocol` §
 //! "Distribution Flags".
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::fmt;
 use std::ops::{BitAnd, BitOr, BitOrAssign, Not};

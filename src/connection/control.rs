@@ -34,6 +34,7 @@
 //! assert_eq!(msg.op(), ControlOp::REG_SEND);
 //! assert!(msg.has_payload());
 //! ```
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::fmt;
 

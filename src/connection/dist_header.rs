@@ -82,6 +82,7 @@
 //!     assert_eq!(rx.decode_frame(frame).unwrap(), Some(msg.clone()));
 //! }
 //! ```
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -92,7 +93,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::control::{ControlError, ControlMessage, ControlOp, DistMessage};
 use super::framing::OutFrame;
 use crate::flags::DistFlags;
-use crate::term::{AtomError, DecodeError, DecodeOptions, EncodeError, MAX_ATOM_CHARS};
+use crate::term::{AtomBudget, AtomError, DecodeError, DecodeOptions, EncodeError, MAX_ATOM_CHARS};
 use crate::{Atom, Decoder, Encoder, Term};
 
 /// The version byte that starts external terms and distribution headers.
@@ -429,6 +430,21 @@ impl AtomCacheIn {
         frame: &[u8],
         pos: usize,
     ) -> Result<(Vec<Atom>, usize), HeaderError> {
+        self.read_refs_within(frame, pos, &AtomBudget::unlimited())
+    }
+
+    /// [`read_refs`](Self::read_refs), charging the atoms it creates (new
+    /// to the atom table) to `budget`.
+    ///
+    /// # Errors
+    /// As [`read_refs`](Self::read_refs); [`AtomError::BudgetSpent`] (in
+    /// [`HeaderErrorKind::Atom`]) when the budget is spent.
+    pub fn read_refs_within(
+        &mut self,
+        frame: &[u8],
+        pos: usize,
+        budget: &AtomBudget,
+    ) -> Result<(Vec<Atom>, usize), HeaderError> {
         let mut r = HeaderReader { frame, pos };
         let n = usize::from(r.u8()?);
         if n == 0 {
@@ -457,7 +473,7 @@ impl AtomCacheIn {
                 };
                 let text = std::str::from_utf8(r.take(len)?)
                     .map_err(|_| header_err(at, HeaderErrorKind::InvalidUtf8 { slot }))?;
-                let atom = Atom::try_new(text)
+                let atom = Atom::try_new_within(text, budget)
                     .map_err(|source| header_err(at, HeaderErrorKind::Atom { slot, source }))?;
                 if let Some(s) = self.slots.get_mut(usize::from(slot)) {
                     *s = Some(atom);
@@ -495,19 +511,23 @@ impl<'a> HeaderReader<'a> {
         }
     }
 
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], HeaderError> {
+        let at = self.pos;
+        self.take(N)?
+            .try_into()
+            .map_err(|_| header_err(at, HeaderErrorKind::UnexpectedEnd { needed: N }))
+    }
+
     fn u8(&mut self) -> Result<u8, HeaderError> {
-        Ok(self.take(1)?[0])
+        Ok(u8::from_be_bytes(self.array()?))
     }
 
     fn u16(&mut self) -> Result<u16, HeaderError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        Ok(u16::from_be_bytes(self.array()?))
     }
 
     fn u64(&mut self) -> Result<u64, HeaderError> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Ok(u64::from_be_bytes(a))
+        Ok(u64::from_be_bytes(self.array()?))
     }
 }
 
@@ -549,6 +569,21 @@ pub fn read_frame_header(
     framing: Framing,
     cache: &mut AtomCacheIn,
 ) -> Result<(FrameHeader, usize), HeaderError> {
+    read_frame_header_within(frame, framing, cache, &AtomBudget::unlimited())
+}
+
+/// [`read_frame_header`], charging the atoms the header creates (new to
+/// the atom table) to `budget`.
+///
+/// # Errors
+/// As [`read_frame_header`]; [`AtomError::BudgetSpent`] (in
+/// [`HeaderErrorKind::Atom`]) when the budget is spent.
+pub fn read_frame_header_within(
+    frame: &[u8],
+    framing: Framing,
+    cache: &mut AtomCacheIn,
+    budget: &AtomBudget,
+) -> Result<(FrameHeader, usize), HeaderError> {
     let mut r = HeaderReader { frame, pos: 0 };
     if !framing.has_header() {
         // OTP skips the pass-through byte without looking at it.
@@ -562,7 +597,7 @@ pub fn read_frame_header(
     let tag = FrameTag(r.u8()?);
     match tag {
         FrameTag::DIST_HEADER => {
-            let (atoms, pos) = cache.read_refs(frame, r.pos)?;
+            let (atoms, pos) = cache.read_refs_within(frame, r.pos, budget)?;
             Ok((FrameHeader::Whole { atoms }, pos))
         }
         FrameTag::DIST_FRAG_HEADER | FrameTag::DIST_FRAG_CONT => {
@@ -580,7 +615,7 @@ pub fn read_frame_header(
                     r.pos,
                 ));
             }
-            let (atoms, pos) = cache.read_refs(frame, r.pos)?;
+            let (atoms, pos) = cache.read_refs_within(frame, r.pos, budget)?;
             Ok((
                 FrameHeader::First {
                     sequence_id,
@@ -822,6 +857,40 @@ fn join(mut chunks: Vec<Bytes>, size: usize) -> Bytes {
 // ---------------------------------------------------------------------------
 // Receiving: whole frames
 
+/// The default bound on new atoms one connection may create
+/// ([`DecoderLimits::max_new_atoms`]): 65,536, a sixteenth of the atom
+/// table ([`ATOM_TABLE_LIMIT`](crate::term::ATOM_TABLE_LIMIT)).
+pub const DEFAULT_MAX_NEW_ATOMS: usize = 65_536;
+
+/// Everything a peer's frames are held to once they are cut out of the
+/// stream (the frame size itself is the driver's
+/// [`max_frame_size`](crate::connection::driver::LocalNodeConfig::max_frame_size)).
+/// Exceeding one is a [`FrameError`]: the connection is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecoderLimits {
+    /// Fragments: how many messages may be pending, how large one may grow,
+    /// how many bytes all may hold.
+    pub reassembly: ReassemblyLimits,
+    /// Term nesting depth ([`DecodeOptions::max_depth`], default 4096).
+    pub max_depth: usize,
+    /// How many atoms not yet in the atom table one connection may create
+    /// over its life; [`DEFAULT_MAX_NEW_ATOMS`]. Atoms are interned for
+    /// the life of the process in a table shared by every connection
+    /// ([`ATOM_TABLE_LIMIT`](crate::term::ATOM_TABLE_LIMIT)); OTP has no
+    /// per-peer bound, only the table's.
+    pub max_new_atoms: usize,
+}
+
+impl Default for DecoderLimits {
+    fn default() -> Self {
+        DecoderLimits {
+            reassembly: ReassemblyLimits::default(),
+            max_depth: DecodeOptions::default().max_depth,
+            max_new_atoms: DEFAULT_MAX_NEW_ATOMS,
+        }
+    }
+}
+
 /// The receiving side of a connection: reads frames into messages, keeping
 /// the atom cache and the pending fragments.
 #[derive(Debug)]
@@ -830,6 +899,7 @@ pub struct DistDecoder {
     cache: AtomCacheIn,
     fragments: Reassembler<(ControlMessage, Vec<Atom>)>,
     options: DecodeOptions,
+    atoms: AtomBudget,
 }
 
 impl DistDecoder {
@@ -845,7 +915,31 @@ impl DistDecoder {
             cache: AtomCacheIn::new(),
             fragments: Reassembler::default(),
             options: DecodeOptions::default(),
+            atoms: AtomBudget::new(DEFAULT_MAX_NEW_ATOMS),
         }
+    }
+
+    /// Sets every limit at once.
+    pub fn with_limits(self, limits: DecoderLimits) -> DistDecoder {
+        let options = DecodeOptions {
+            max_depth: limits.max_depth,
+            ..self.options
+        };
+        self.limits(limits.reassembly)
+            .decode_options(options)
+            .max_new_atoms(limits.max_new_atoms)
+    }
+
+    /// Sets how many atoms not yet in the atom table this connection may
+    /// create ([`DEFAULT_MAX_NEW_ATOMS`]); the count starts again at 0.
+    pub fn max_new_atoms(mut self, limit: usize) -> DistDecoder {
+        self.atoms = AtomBudget::new(limit);
+        self
+    }
+
+    /// How many new atoms this connection has created so far.
+    pub fn new_atoms(&self) -> usize {
+        self.atoms.used()
     }
 
     /// Sets the reassembly limits.
@@ -886,7 +980,8 @@ impl DistDecoder {
         if frame.is_empty() {
             return Ok(None);
         }
-        let (header, pos) = read_frame_header(&frame, self.framing, &mut self.cache)?;
+        let (header, pos) =
+            read_frame_header_within(&frame, self.framing, &mut self.cache, &self.atoms)?;
         let header_mode = self.framing.has_header();
         match header {
             FrameHeader::Whole { atoms } => {
@@ -1007,6 +1102,7 @@ impl DistDecoder {
         };
         Decoder::new()
             .options(self.options)
+            .atom_budget(&self.atoms)
             .atom_cache(atoms)
             .decode_body(bytes, start)
             .map_err(|source| FrameError::Term { role, source })
@@ -1759,5 +1855,32 @@ mod tests {
             })
         );
         assert_eq!(r.buffered(), 0);
+    }
+
+    #[test]
+    fn a_connection_creates_at_most_its_budget_of_new_atoms() {
+        let tag = format!("budget_{}_{}", std::process::id(), line!());
+        let mut rx = DistDecoder::with_framing(Framing::PassThrough).max_new_atoms(2);
+        // Written by hand, so that no encoder interns the texts first:
+        // {2, '', Text}, a SEND control term with a fresh atom in it.
+        let frame_with = |n: usize| {
+            let text = format!("{tag}_{n}");
+            let mut f = vec![PASS_THROUGH, VERSION_MAGIC];
+            f.extend_from_slice(&[104, 3, 97, 2, 119, 0]);
+            f.extend_from_slice(&[119, text.len() as u8]);
+            f.extend_from_slice(text.as_bytes());
+            Bytes::from(f)
+        };
+        let _ = rx.decode_frame(frame_with(0));
+        // Atoms already in the table cost nothing.
+        let _ = rx.decode_frame(frame_with(0));
+        assert_eq!(rx.new_atoms(), 1);
+        let _ = rx.decode_frame(frame_with(1));
+        assert_eq!(rx.new_atoms(), 2);
+        let err = rx.decode_frame(frame_with(2)).unwrap_err();
+        assert!(err.to_string().contains("too many new atoms"), "{err}");
+        assert_eq!(rx.new_atoms(), 2);
+        // The refused text was not interned.
+        assert!(Atom::lookup(&format!("{tag}_2")).is_none());
     }
 }

@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::dist_header::DecoderLimits;
 use super::framing::{
     decode_frame, frame_header, Frame, FrameError, OutFrame, DEFAULT_MAX_FRAME, TICK,
 };
@@ -101,6 +102,9 @@ pub struct LocalNodeConfig {
     pub tick_intensity: u32,
     /// The largest frame accepted from a peer.
     pub max_frame_size: usize,
+    /// What the frames of a connection are held to after framing
+    /// (fragments, nesting, new atoms), for the layer that decodes them.
+    pub decoder_limits: DecoderLimits,
     /// See [`DEFAULT_EVENT_CAPACITY`].
     pub event_capacity: usize,
     /// See [`DEFAULT_SEND_CAPACITY`].
@@ -127,6 +131,7 @@ impl LocalNodeConfig {
             net_ticktime: DEFAULT_NET_TICKTIME,
             tick_intensity: DEFAULT_TICK_INTENSITY,
             max_frame_size: DEFAULT_MAX_FRAME,
+            decoder_limits: DecoderLimits::default(),
             event_capacity: DEFAULT_EVENT_CAPACITY,
             send_capacity: DEFAULT_SEND_CAPACITY,
             epmd: EpmdClient::new(),

@@ -5,6 +5,7 @@
 //!
 //! Sans-IO: [`decode_frame`] cuts frames out of a read buffer without
 //! copying (`split_to(len).freeze()`).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -118,10 +119,10 @@ pub enum FrameError {
 /// # Errors
 /// [`FrameError::TooLarge`] when the length exceeds `max`.
 pub fn decode_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameError> {
-    let Some(head) = buf.get(..4) else {
+    let Some(head) = buf.get(..4).and_then(|h| <[u8; 4]>::try_from(h).ok()) else {
         return Ok(None);
     };
-    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let len = u32::from_be_bytes(head) as usize;
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }

@@ -15,6 +15,7 @@
 //! Sources: the OTP `erl_dist_protocol` guide, OTP 25's `erl_epmd.erl` (the
 //! client every Erlang node runs) and `erts/epmd/src/epmd_srv.c` (the
 //! daemon).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use bytes::{Buf, BufMut, BytesMut};
 use std::fmt;
@@ -159,12 +160,14 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
     fn u16(&mut self) -> Result<u16, ProtocolError> {
-        let b = self.bytes(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        Ok(u16::from_be_bytes(self.array()?))
     }
     fn u32(&mut self) -> Result<u32, ProtocolError> {
-        let b = self.bytes(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ProtocolError> {
+        let b = self.bytes(N)?;
+        b.try_into().map_err(|_| self.truncated())
     }
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
         if self.buf.len() < n {
@@ -198,6 +201,12 @@ fn name_from_bytes(bytes: &[u8], what: &'static str) -> Result<String, ProtocolE
         return Err(ProtocolError::InvalidName { what });
     }
     String::from_utf8(bytes.to_vec()).map_err(|_| ProtocolError::InvalidName { what })
+}
+
+/// The big-endian `u16` at `at` of `buf`, if the buffer holds it.
+fn be_u16_at(buf: &[u8], at: usize) -> Option<u16> {
+    let b: [u8; 2] = buf.get(at..at.checked_add(2)?)?.try_into().ok()?;
+    Some(u16::from_be_bytes(b))
 }
 
 fn put_u16_len(out: &mut BytesMut, len: usize) {
@@ -350,10 +359,10 @@ impl Request {
     /// as the two length bytes are in, so a peer cannot make us buffer more
     /// than the real EPMD would.
     pub fn decode(buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
-        let Some(head) = buf.get(..2) else {
+        let Some(len) = be_u16_at(buf, 0) else {
             return Ok(None);
         };
-        let len = usize::from(u16::from_be_bytes([head[0], head[1]]));
+        let len = usize::from(len);
         if len == 0 || len > MAX_REQUEST_LEN {
             return Err(ProtocolError::BadLength { len });
         }
@@ -607,14 +616,14 @@ impl Port2Response {
             return Ok(Some(Port2Response::NotFound { result }));
         }
         // Fixed part: tag, result, port, type, proto, high, low, nlen.
-        let Some(nlen) = buf.get(10..12) else {
+        let Some(nlen) = be_u16_at(buf, 10) else {
             return Ok(None);
         };
-        let nlen = usize::from(u16::from_be_bytes([nlen[0], nlen[1]]));
-        let Some(elen) = buf.get(12 + nlen..14 + nlen) else {
+        let nlen = usize::from(nlen);
+        let Some(elen) = be_u16_at(buf, 12 + nlen) else {
             return Ok(None);
         };
-        let elen = usize::from(u16::from_be_bytes([elen[0], elen[1]]));
+        let elen = usize::from(elen);
         let total = 14 + nlen + elen;
         if buf.len() < total {
             return Ok(None);

@@ -11,6 +11,7 @@
 //! room, so idle or slow peers cannot lock well-behaved clients out;
 //! requests larger than the real EPMD takes are refused as soon as their
 //! length field arrives; replies are written under a timeout.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::collections::BTreeMap;
 use std::io;

@@ -8,6 +8,7 @@
 //! or else from `$HOME/.erlang.cookie` (then
 //! `$XDG_CONFIG_HOME/erlang/.erlang.cookie`), created with 20 random
 //! uppercase letters and mode 0400 when neither exists (`auth.erl`).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::collections::HashMap;
 use std::fmt;
@@ -262,9 +263,9 @@ pub(crate) fn random_letters(n: usize) -> Result<String, CookieError> {
     Ok(out)
 }
 
-/// A fresh challenge from the OS's CSPRNG (`dist_util:gen_challenge/0`
-/// uses `rand`; a predictable challenge would let a recorded exchange be
-/// replayed).
+/// A fresh challenge from the OS's CSPRNG (OTP's `dist_util:gen_challenge/0`
+/// mixes clocks and runtime statistics; a predictable challenge would let
+/// a recorded exchange be replayed).
 ///
 /// # Errors
 /// [`CookieError::Random`].
@@ -400,6 +401,62 @@ mod tests {
             Cookie::read_file(&path),
             Err(CookieError::Permissions { mode: 0o644, .. })
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn cookie_files_follow_auth_erl_check_attributes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(crate::testing::unique_name("cookie_modes"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c");
+        std::fs::write(&path, "SECRETVALUE\n").unwrap();
+        // auth.erl: (Mode band 8#077) =/= 0 is refused; owner bits are free.
+        for (mode, ok) in [
+            (0o400, true),
+            (0o600, true),
+            (0o700, true),
+            (0o640, false),
+            (0o604, false),
+            (0o620, false),
+            (0o602, false),
+            (0o610, false),
+            (0o601, false),
+            (0o777, false),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let r = Cookie::read_file(&path);
+            assert_eq!(r.is_ok(), ok, "mode {mode:o}: {r:?}");
+            if let Err(e) = r {
+                assert!(matches!(e, CookieError::Permissions { .. }), "{e}");
+                let text = format!("{e} {e:?}");
+                assert!(text.contains("owner only") && !text.contains("SECRETVALUE"));
+            }
+        }
+        // A symbolic link is followed, as file:raw_read_file_info does.
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(Cookie::read_file(&link).unwrap().expose(), "SECRETVALUE");
+        // Not a regular file: refused.
+        let sub = dir.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(matches!(
+            Cookie::read_file(&sub),
+            Err(CookieError::NotAFile { .. })
+        ));
+        // Bad contents: the error says why, never what the file holds.
+        let bad = dir.join("bad");
+        std::fs::write(&bad, "SECRETVALUE\n\tx").unwrap();
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let e = Cookie::read_file(&bad).unwrap_err();
+        let text = format!("{e} {e:?}");
+        assert!(
+            text.contains("Bad characters") && !text.contains("SECRETVALUE"),
+            "{text}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -16,6 +16,7 @@
 //!
 //! `N` is both the new name and the new challenge: which one a packet is
 //! depends on who awaits it, so the states decode the type they await.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -98,7 +99,9 @@ pub fn encode_packet(
         out.truncate(start);
         return Err(MessageError::TooLong(len));
     }
-    out[start..start + 2].copy_from_slice(&(len as u16).to_be_bytes());
+    if let Some(head) = out.get_mut(start..start + 2) {
+        head.copy_from_slice(&(len as u16).to_be_bytes());
+    }
     Ok(())
 }
 
@@ -155,28 +158,31 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], MessageError> {
+        let (message, len, needed) = (self.message, self.len, self.len - self.data.len() + N);
+        self.take(N)?
+            .try_into()
+            .map_err(|_| MessageError::Truncated {
+                message,
+                len,
+                needed,
+            })
+    }
+
     fn u16(&mut self) -> Result<u16, MessageError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        Ok(u16::from_be_bytes(self.array()?))
     }
 
     fn u32(&mut self) -> Result<u32, MessageError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(u32::from_be_bytes(self.array()?))
     }
 
     fn u64(&mut self) -> Result<u64, MessageError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_be_bytes(a))
+        Ok(u64::from_be_bytes(self.array()?))
     }
 
     fn digest(&mut self) -> Result<Digest, MessageError> {
-        let b = self.take(16)?;
-        let mut a = [0u8; 16];
-        a.copy_from_slice(b);
-        Ok(Digest(a))
+        Ok(Digest(self.array()?))
     }
 
     fn text(&self, bytes: &[u8]) -> Result<String, MessageError> {

@@ -12,6 +12,7 @@
 //! (`inet_tcp_dist:splitnode/3`: "System NOT running to use fully qualified
 //! hostnames" / "System running to use fully qualified hostnames");
 //! [`NodeName::check_mode`] is that check.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::fmt;
 use std::net::IpAddr;

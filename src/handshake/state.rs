@@ -17,6 +17,10 @@
 //! AwaitAck         ◀────────────── challenge_ack
 //! HandshakeOutcome                                HandshakeOutcome
 //! ```
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use super::cookie::{Cookie, Cookies, Digest};
 use super::messages::{
@@ -200,6 +204,57 @@ pub enum HandshakeError {
     /// A dynamic name cannot be used to accept connections.
     #[error("a node without a name cannot accept connections")]
     NoLocalName,
+    /// The peer's challenge is one this node has itself sent, as acceptor,
+    /// on a handshake still waiting for its answer: answering it would
+    /// hand the peer the digest it needs there (a reflection attack).
+    #[error("{peer} sent back a challenge of our own (reflection): refused")]
+    ReflectedChallenge {
+        /// The peer.
+        peer: String,
+    },
+}
+
+// ------------------------------------------------- issued challenges
+
+/// The challenges sent by acceptors in this process and not yet answered,
+/// by local node name (with a count, should one repeat).
+fn issued() -> &'static Mutex<HashMap<(String, u32), usize>> {
+    static ISSUED: OnceLock<Mutex<HashMap<(String, u32), usize>>> = OnceLock::new();
+    ISSUED.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Whether `node`'s acceptor has `challenge` outstanding.
+fn was_issued(node: &str, challenge: u32) -> bool {
+    let table = issued().lock().unwrap_or_else(|e| e.into_inner());
+    table.contains_key(&(node.to_owned(), challenge))
+}
+
+/// An outstanding acceptor challenge: registered while the acceptor's
+/// states live, removed when the handshake ends either way.
+#[derive(Debug)]
+struct Issued {
+    key: (String, u32),
+}
+
+impl Issued {
+    fn new(node: &str, challenge: u32) -> Issued {
+        let key = (node.to_owned(), challenge);
+        let mut table = issued().lock().unwrap_or_else(|e| e.into_inner());
+        *table.entry(key.clone()).or_insert(0) += 1;
+        Issued { key }
+    }
+}
+
+impl Drop for Issued {
+    fn drop(&mut self) {
+        let mut table = issued().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = table.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                table.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// A failed step: the error, and a last message for the peer, if OTP
@@ -444,8 +499,14 @@ impl AwaitChallenge {
     /// Handles the challenge (`dist_util:recv_challenge/1`): checks the
     /// peer's name is the one dialled and its flags, and answers.
     ///
+    /// OTP does not check the last: an attacker who can make this node
+    /// dial it could otherwise have the node answer, here, the challenge
+    /// it sent the attacker on another connection, where the attacker
+    /// poses as a node with our cookie.
+    ///
     /// # Errors
-    /// [`HandshakeError::NameMismatch`], [`HandshakeError::MissingFlags`].
+    /// [`HandshakeError::NameMismatch`], [`HandshakeError::MissingFlags`],
+    /// [`HandshakeError::ReflectedChallenge`].
     pub fn handle(self, challenge: Challenge) -> Result<Step<AwaitAck>, Failure> {
         if challenge.name != self.c.peer.as_str() {
             return Err(HandshakeError::NameMismatch {
@@ -453,6 +514,14 @@ impl AwaitChallenge {
                 got: challenge.name,
             }
             .into());
+        }
+        if let LocalName::Static(me) = &self.c.name {
+            if was_issued(me.as_str(), challenge.challenge) {
+                return Err(HandshakeError::ReflectedChallenge {
+                    peer: self.c.peer.to_string(),
+                }
+                .into());
+            }
         }
         let peer_flags = challenge.flags.expanded();
         check_flags(self.c.peer.as_str(), peer_flags, self.c.required)?;
@@ -533,6 +602,8 @@ struct AccCommon {
     required: DistFlags,
     cookies: Cookies,
     challenge: u32,
+    /// Keeps `challenge` registered as outstanding while the handshake runs.
+    _issued: Issued,
 }
 
 /// The acceptor's first step.
@@ -557,6 +628,7 @@ impl Acceptor {
                 required: config.required,
                 cookies: config.cookies.clone(),
                 challenge,
+                _issued: Issued::new(name.as_str(), challenge),
             },
         })
     }
@@ -1178,5 +1250,49 @@ mod tests {
                 creation: 9
             })
             .is_err());
+    }
+
+    #[test]
+    fn a_challenge_of_our_own_acceptor_is_not_answered() {
+        // Node n accepts a connection (from an attacker posing as a node
+        // with the cookie) and sends challenge 5555; the attacker makes n
+        // dial it and sends n that same challenge, to get its digest.
+        let n = config("reflect_n@localhost", "c", OTP25);
+        let pending = Acceptor::start(&n, 5555).unwrap();
+        let dial = || {
+            let (_, st) =
+                Initiator::start(&n, NodeName::parse("evil@localhost").unwrap(), 9).unwrap();
+            st.handle(Status::Ok, &NoArbiter)
+                .unwrap()
+                .next
+                .handle(Challenge {
+                    flags: OTP25,
+                    challenge: 5555,
+                    creation: 1,
+                    name: "evil@localhost".into(),
+                })
+        };
+        let err = dial().unwrap_err();
+        assert!(
+            matches!(err.error, HandshakeError::ReflectedChallenge { .. }),
+            "{:?}",
+            err.error
+        );
+        // Another node of this process may be sent the same number.
+        let other = config("reflect_m@localhost", "c", OTP25);
+        let (_, st) =
+            Initiator::start(&other, NodeName::parse("evil@localhost").unwrap(), 9).unwrap();
+        let st = st.handle(Status::Ok, &NoArbiter).unwrap().next;
+        assert!(st
+            .handle(Challenge {
+                flags: OTP25,
+                challenge: 5555,
+                creation: 1,
+                name: "evil@localhost".into(),
+            })
+            .is_ok());
+        // Once n's accepting handshake is over, the number is free again.
+        drop(pending);
+        assert!(dial().is_ok());
     }
 }

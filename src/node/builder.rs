@@ -9,7 +9,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::net::{HeldRegistration, Net, NodeEvent, Out};
 use super::Node;
+use crate::connection::dist_header::DecoderLimits;
 use crate::connection::driver::{self, LocalNodeConfig};
+use crate::connection::framing::DEFAULT_MAX_FRAME;
 use crate::epmd::{self, EpmdClient, EpmdError};
 use crate::flags::DistFlags;
 use crate::handshake::{Cookie, CookieError, Cookies, NameError, NodeName};
@@ -66,7 +68,7 @@ pub enum NodeError {
 #[derive(Clone, Debug)]
 pub struct NodeBuilder {
     name: String,
-    cookie: Option<String>,
+    cookie: Option<CookieText>,
     hidden: bool,
     listen: IpAddr,
     port: u16,
@@ -76,6 +78,19 @@ pub struct NodeBuilder {
     register: bool,
     net_ticktime: Duration,
     handshake_timeout: Duration,
+    max_frame_size: usize,
+    limits: DecoderLimits,
+}
+
+/// The cookie as given to [`NodeBuilder::cookie`], checked when the node
+/// starts; its `Debug` hides it, so a logged builder does not show it.
+#[derive(Clone)]
+struct CookieText(String);
+
+impl std::fmt::Debug for CookieText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Node {
@@ -101,6 +116,8 @@ impl Node {
             register: true,
             net_ticktime: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(7),
+            max_frame_size: DEFAULT_MAX_FRAME,
+            limits: DecoderLimits::default(),
         }
     }
 }
@@ -109,7 +126,7 @@ impl NodeBuilder {
     /// The cookie (default: `$HOME/.erlang.cookie`, created if missing, as
     /// `erl` does).
     pub fn cookie(mut self, cookie: &str) -> NodeBuilder {
-        self.cookie = Some(cookie.to_owned());
+        self.cookie = Some(CookieText(cookie.to_owned()));
         self
     }
 
@@ -162,6 +179,57 @@ impl NodeBuilder {
         self
     }
 
+    /// The largest frame a peer may send, in bytes (default 128 MiB,
+    /// [`DEFAULT_MAX_FRAME`]; OTP has no limit but memory). A peer that
+    /// announces a larger one is disconnected. Messages larger than this
+    /// can still arrive in fragments, up to
+    /// [`max_message_size`](Self::max_message_size).
+    pub fn max_frame_size(mut self, bytes: usize) -> NodeBuilder {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// The largest message a peer may send in fragments, in bytes
+    /// (default 128 MiB); with [`max_buffered_fragments`](Self::max_buffered_fragments)
+    /// and [`max_pending_fragments`](Self::max_pending_fragments) it
+    /// bounds what a peer can make the node buffer.
+    pub fn max_message_size(mut self, bytes: usize) -> NodeBuilder {
+        self.limits.reassembly.max_message_size = bytes;
+        self
+    }
+
+    /// How many fragmented messages one peer may have in flight at once
+    /// (default 1024).
+    pub fn max_pending_fragments(mut self, n: usize) -> NodeBuilder {
+        self.limits.reassembly.max_pending = n;
+        self
+    }
+
+    /// How many bytes of incomplete fragmented messages one peer may make
+    /// the node hold (default 512 MiB).
+    pub fn max_buffered_fragments(mut self, bytes: usize) -> NodeBuilder {
+        self.limits.reassembly.max_buffered = bytes;
+        self
+    }
+
+    /// The deepest nesting of tuples, lists, maps and funs accepted in a
+    /// term from a peer (default 4096).
+    pub fn max_nesting_depth(mut self, depth: usize) -> NodeBuilder {
+        self.limits.max_depth = depth;
+        self
+    }
+
+    /// How many atoms not yet known to this process one connection may
+    /// create (default 65,536,
+    /// [`DEFAULT_MAX_NEW_ATOMS`](crate::connection::dist_header::DEFAULT_MAX_NEW_ATOMS)). Atoms live as
+    /// long as the process in one table shared by every connection (at
+    /// most [`ATOM_TABLE_LIMIT`](crate::term::ATOM_TABLE_LIMIT)); this
+    /// keeps one peer from filling it.
+    pub fn max_new_atoms(mut self, n: usize) -> NodeBuilder {
+        self.limits.max_new_atoms = n;
+        self
+    }
+
     /// The limit for each handshake step (default 7 s, as OTP).
     pub fn handshake_timeout(mut self, t: Duration) -> NodeBuilder {
         self.handshake_timeout = t;
@@ -177,7 +245,7 @@ impl NodeBuilder {
     pub async fn start(self) -> Result<Node, NodeError> {
         let name = NodeName::parse(&self.name)?;
         let cookie = match &self.cookie {
-            Some(c) => Cookie::new(c)?,
+            Some(CookieText(c)) => Cookie::new(c)?,
             None => Cookie::from_default_file()?,
         };
         let addr = SocketAddr::new(self.listen, self.port);
@@ -203,6 +271,8 @@ impl NodeBuilder {
         config.flags |= NODE_FLAGS;
         config.net_ticktime = self.net_ticktime;
         config.setup_timeout = self.handshake_timeout;
+        config.max_frame_size = self.max_frame_size;
+        config.decoder_limits = self.limits;
         config.epmd = EpmdClient::new().port(epmd_port);
         let net = Arc::new(Net::new(config.clone()));
         *net.registration.lock().unwrap_or_else(|e| e.into_inner()) =

@@ -425,7 +425,7 @@ async fn run_connection(
     let flags = outcome.flags;
     let (handle, mut events) = conn.into_parts();
     let mut encoder = DistEncoder::new(flags);
-    let mut decoder = DistDecoder::new(flags);
+    let mut decoder = DistDecoder::new(flags).with_limits(net.config.decoder_limits);
     net.set_up(peer, id, outcome.visible, flags);
     info!(peer = %peer, visible = outcome.visible, "node up");
     let _ = net.events.send(NodeEvent::Up(peer));

@@ -6,6 +6,14 @@
 //! when they point at the same entry. Like the BEAM, the table has a limit
 //! ([`ATOM_TABLE_LIMIT`]); decoders use [`Atom::try_new`], which refuses to
 //! create new atoms past it, so a peer cannot exhaust memory with fresh atoms.
+//!
+//! The table is shared by every connection, so one peer filling it would
+//! starve the others. An [`AtomBudget`] bounds how many *new* atoms (texts
+//! not yet in the table) one source may add: each distribution connection
+//! has one (see `DistDecoder::max_new_atoms`), so a peer that sends
+//! ever-new atom texts is disconnected long before the table fills. Atoms
+//! already in the table cost nothing.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::collections::HashMap;
 use std::fmt;
@@ -68,8 +76,9 @@ impl Entry {
             Err(_) => unreachable!("atom text is UTF-8"),
         };
         let mut prefix = [0u8; 8];
-        let n = bytes.len().min(8);
-        prefix[..n].copy_from_slice(&bytes[..n]);
+        for (p, b) in prefix.iter_mut().zip(bytes) {
+            *p = *b;
+        }
         Box::leak(Box::new(Entry {
             name,
             ext: if head.is_empty() { &[] } else { ext },
@@ -116,6 +125,65 @@ pub(crate) enum AtomFromBytesError {
     Atom(AtomError),
 }
 
+/// A bound on how many new atoms one source of atoms (a connection) may
+/// add to the process-wide table. Atoms already in the table cost nothing.
+///
+/// ```
+/// use erldist::term::AtomBudget;
+/// use erldist::Atom;
+/// let budget = AtomBudget::new(1);
+/// let name = format!("budget_doc_{}", std::process::id());
+/// assert!(Atom::try_new_within(&name, &budget).is_ok());
+/// assert!(Atom::try_new_within(&name, &budget).is_ok()); // not new: free
+/// assert!(Atom::try_new_within(&format!("{name}_2"), &budget).is_err());
+/// assert_eq!(budget.used(), 1);
+/// ```
+#[derive(Debug)]
+pub struct AtomBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl AtomBudget {
+    /// A budget of `limit` new atoms.
+    pub fn new(limit: usize) -> AtomBudget {
+        AtomBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// No bound but the table's own ([`ATOM_TABLE_LIMIT`]).
+    pub fn unlimited() -> AtomBudget {
+        AtomBudget::new(usize::MAX)
+    }
+
+    /// The bound.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// How many new atoms were created against this budget.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Takes one new atom from the budget; `false` when it is spent.
+    fn take(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                (u < self.limit).then_some(u + 1)
+            })
+            .is_ok()
+    }
+}
+
+impl Default for AtomBudget {
+    fn default() -> AtomBudget {
+        AtomBudget::unlimited()
+    }
+}
+
 /// Why an atom could not be created.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AtomError {
@@ -128,6 +196,13 @@ pub enum AtomError {
     /// The atom table is full (see [`ATOM_TABLE_LIMIT`]).
     #[error("atom table full ({ATOM_TABLE_LIMIT} atoms)")]
     TableFull,
+    /// The source (a peer) has created as many new atoms as its
+    /// [`AtomBudget`] allows.
+    #[error("too many new atoms from one source (limit {limit})")]
+    BudgetSpent {
+        /// The budget's limit.
+        limit: usize,
+    },
 }
 
 impl Atom {
@@ -142,6 +217,33 @@ impl Atom {
             }
         }
         Self::intern(name, true)
+    }
+
+    /// Interns `name` as [`Atom::try_new`] does, and, if the text is not in
+    /// the table yet, charges one new atom to `budget`, refusing it once
+    /// the budget is spent ([`AtomError::BudgetSpent`]).
+    pub fn try_new_within(name: &str, budget: &AtomBudget) -> Result<Atom, AtomError> {
+        if name.len() > MAX_ATOM_CHARS {
+            let chars = name.chars().count();
+            if chars > MAX_ATOM_CHARS {
+                return Err(AtomError::TooLong { chars });
+            }
+        }
+        if let Some(a) = Self::lookup(name) {
+            return Ok(a);
+        }
+        if !budget.take() {
+            return Err(AtomError::BudgetSpent {
+                limit: budget.limit,
+            });
+        }
+        Self::intern(name, true)
+    }
+
+    /// The atom of this text, if it is in the table.
+    pub(crate) fn lookup(name: &str) -> Option<Atom> {
+        let guard = interner().names.read().unwrap_or_else(|e| e.into_inner());
+        guard.get(name).map(|entry| Atom(entry))
     }
 
     /// Interns `name` without the length and table limits. For names
@@ -180,15 +282,30 @@ impl Atom {
     /// Interns UTF-8 `bytes` as [`Atom::try_new`] does, first looking in
     /// a small per-thread cache of recently decoded atoms, which spares the
     /// table's lock and hash for the atoms a stream repeats.
-    pub(crate) fn try_from_utf8(bytes: &[u8]) -> Result<Atom, AtomFromBytesError> {
+    pub(crate) fn try_from_utf8(
+        bytes: &[u8],
+        budget: Option<&AtomBudget>,
+    ) -> Result<Atom, AtomFromBytesError> {
         let slot = recent_slot(bytes);
-        let hit = RECENT.with(|r| r[slot].get().filter(|a| a.as_str().as_bytes() == bytes));
+        let hit = RECENT.with(|r| {
+            r.get(slot)
+                .and_then(|c| c.get())
+                .filter(|a| a.as_str().as_bytes() == bytes)
+        });
         if let Some(a) = hit {
             return Ok(a);
         }
         let text = std::str::from_utf8(bytes).map_err(|_| AtomFromBytesError::Utf8)?;
-        let a = Atom::try_new(text).map_err(AtomFromBytesError::Atom)?;
-        RECENT.with(|r| r[slot].set(Some(a)));
+        let a = match budget {
+            Some(b) => Atom::try_new_within(text, b),
+            None => Atom::try_new(text),
+        }
+        .map_err(AtomFromBytesError::Atom)?;
+        RECENT.with(|r| {
+            if let Some(c) = r.get(slot) {
+                c.set(Some(a));
+            }
+        });
         Ok(a)
     }
 

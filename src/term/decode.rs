@@ -7,6 +7,7 @@
 //! capacity reserved for elements never exceeds the input's length, so a
 //! small input cannot make the decoder allocate much. Binaries share the
 //! input buffer when it is given as [`Bytes`].
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::io::Read;
 
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use num_bigint::{BigInt, Sign};
 use num_traits::ToPrimitive;
 
-use super::atom::{Atom, AtomError, AtomFromBytesError};
+use super::atom::{Atom, AtomBudget, AtomError, AtomFromBytesError};
 use super::tags::*;
 use super::{BitBinary, Fun, LocalFun, Map, Pid, Port, Reference, Term};
 
@@ -144,6 +145,7 @@ pub enum DecodeErrorKind {
 pub struct Decoder<'c> {
     opts: DecodeOptions,
     atom_cache: Option<&'c [Atom]>,
+    atom_budget: Option<&'c AtomBudget>,
 }
 
 impl<'c> Decoder<'c> {
@@ -166,10 +168,28 @@ impl<'c> Decoder<'c> {
 
     /// Resolves `ATOM_CACHE_REF` indexes through `cache` (the atoms of a
     /// distribution header, in reference order).
-    pub fn atom_cache<'d>(self, cache: &'d [Atom]) -> Decoder<'d> {
+    pub fn atom_cache<'d>(self, cache: &'d [Atom]) -> Decoder<'d>
+    where
+        'c: 'd,
+    {
         Decoder {
             opts: self.opts,
             atom_cache: Some(cache),
+            atom_budget: self.atom_budget,
+        }
+    }
+
+    /// Charges the atoms this decoder creates (texts not yet in the atom
+    /// table) to `budget`, failing with [`AtomError::BudgetSpent`] once it
+    /// is spent. Without a budget only the table's own limit applies.
+    pub fn atom_budget<'d>(self, budget: &'d AtomBudget) -> Decoder<'d>
+    where
+        'c: 'd,
+    {
+        Decoder {
+            opts: self.opts,
+            atom_cache: self.atom_cache,
+            atom_budget: Some(budget),
         }
     }
 
@@ -223,6 +243,7 @@ impl<'c> Decoder<'c> {
     fn inflate(&self, input: &[u8], at: usize) -> Result<Vec<u8>, DecodeError> {
         let size = input
             .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
             .ok_or_else(|| {
                 err(
                     input.len(),
@@ -231,7 +252,7 @@ impl<'c> Decoder<'c> {
                     },
                 )
             })
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
+            .map(|b| u32::from_be_bytes(b) as usize)?;
         if size > self.opts.max_decompressed {
             return Err(err(
                 at,
@@ -241,7 +262,7 @@ impl<'c> Decoder<'c> {
                 )),
             ));
         }
-        let data = &input[at + 4..];
+        let data = input.get(at + 4..).unwrap_or_default();
         // zlib expands at most about 1032:1; never reserve more than that.
         let mut out = Vec::with_capacity(size.min(data.len().saturating_mul(1032)));
         let mut z = flate2::read::ZlibDecoder::new(data).take(size as u64 + 1);
@@ -273,6 +294,7 @@ impl<'c> Decoder<'c> {
             },
             owner,
             cache: self.atom_cache,
+            atom_budget: self.atom_budget,
             budget: input.len(),
             opts: &self.opts,
         };
@@ -387,6 +409,7 @@ struct State<'a, 'o> {
     r: Reader<'a>,
     owner: Option<&'o Bytes>,
     cache: Option<&'o [Atom]>,
+    atom_budget: Option<&'o AtomBudget>,
     /// Elements that may still be reserved ahead of decoding them.
     budget: usize,
     opts: &'o DecodeOptions,
@@ -602,7 +625,7 @@ impl State<'_, '_> {
             FLOAT_EXT => {
                 let s = self.r.take(31)?;
                 let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
-                let f = std::str::from_utf8(&s[..end])
+                let f = std::str::from_utf8(s.get(..end).unwrap_or(s))
                     .ok()
                     .and_then(|t| t.parse::<f64>().ok())
                     .filter(|f| f.is_finite())
@@ -664,7 +687,9 @@ impl State<'_, '_> {
                 for id in ids.iter_mut().take(usize::from(len)) {
                     *id = self.r.u32()?;
                 }
-                let r = Reference::new(node, creation, &ids[..usize::from(len)])
+                let r = ids
+                    .get(..usize::from(len))
+                    .and_then(|ids| Reference::new(node, creation, ids))
                     .ok_or_else(|| err(at, DecodeErrorKind::BadReference(len)))?;
                 Term::Ref(Box::new(r))
             }
@@ -890,9 +915,13 @@ impl State<'_, '_> {
         let raw = self.r.take(len)?;
         if latin1 && !raw.is_ascii() {
             let text: String = raw.iter().map(|&b| char::from(b)).collect();
-            return Atom::try_new(&text).map_err(|e| err(at, DecodeErrorKind::Atom(e)));
+            let atom = match self.atom_budget {
+                Some(b) => Atom::try_new_within(&text, b),
+                None => Atom::try_new(&text),
+            };
+            return atom.map_err(|e| err(at, DecodeErrorKind::Atom(e)));
         }
-        Atom::try_from_utf8(raw).map_err(|e| match e {
+        Atom::try_from_utf8(raw, self.atom_budget).map_err(|e| match e {
             AtomFromBytesError::Utf8 => err(at, DecodeErrorKind::InvalidUtf8Atom),
             AtomFromBytesError::Atom(e) => err(at, DecodeErrorKind::Atom(e)),
         })
@@ -927,13 +956,17 @@ fn big_term(negative: bool, digits: &[u8]) -> Term {
 /// the check a single pass.
 fn check_map(entries: Vec<(Term, Term)>, at: usize) -> Result<Map, DecodeError> {
     use std::cmp::Ordering;
-    let sorted = entries
-        .windows(2)
-        .all(|w| w[0].0.exact_cmp(&w[1].0) == Ordering::Less);
+    let sorted = entries.windows(2).all(|w| match w {
+        [a, b] => a.0.exact_cmp(&b.0) == Ordering::Less,
+        _ => true,
+    });
     if !sorted {
         let mut keys: Vec<&Term> = entries.iter().map(|(k, _)| k).collect();
         keys.sort_by(|a, b| a.exact_cmp(b));
-        if keys.windows(2).any(|w| w[0].exact_eq(w[1])) {
+        if keys
+            .windows(2)
+            .any(|w| matches!(w, [a, b] if a.exact_eq(b)))
+        {
             return Err(err(at, DecodeErrorKind::DuplicateMapKey));
         }
     }

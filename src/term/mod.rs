@@ -18,7 +18,7 @@ mod order;
 mod tags;
 mod text;
 
-pub use atom::{Atom, AtomError, ATOM_TABLE_LIMIT, MAX_ATOM_CHARS};
+pub use atom::{Atom, AtomBudget, AtomError, ATOM_TABLE_LIMIT, MAX_ATOM_CHARS};
 #[doc(hidden)]
 pub use convert::{__binary, BinPart};
 pub use convert::{ConvertError, FromTerm};

@@ -1,0 +1,17 @@
+//! The acceptor's handshake states (`erldist::handshake::state`) driven by
+//! arbitrary peer bytes, cut into `[Len:u16]` packets as the driver cuts
+//! them.
+//!
+//! The first input byte picks the setup: the connection table's answer to
+//! the new name (ok, simultaneous, up, already pending), and whether the
+//! harness writes the right digest into the peer's challenge reply (so the
+//! fuzzer can reach a completed handshake at all). Every step must return
+//! a value or an error, never panic; a handshake completes only with the
+//! right digest.
+#![no_main]
+
+mod harness;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| harness::handshake_acceptor(data));
