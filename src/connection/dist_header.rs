@@ -1324,26 +1324,29 @@ impl Rope {
         self.len
     }
 
-    /// The next `n` bytes (or what is left), as pieces; no copy.
-    fn take(&mut self, n: usize) -> Vec<Bytes> {
-        let mut out = Vec::with_capacity(1);
+    /// A frame of `head` and the next `n` bytes (or what is left), as
+    /// pieces; no copy, and no allocation for a frame in one piece.
+    fn frame(&mut self, head: Bytes, n: usize) -> OutFrame {
+        let mut frame = OutFrame::whole(head);
         let mut want = n.min(self.len);
         self.len -= want;
         while want > 0 {
             let Some(front) = self.pieces.front_mut() else {
                 break;
             };
-            if front.len() <= want {
-                want -= front.len();
-                if let Some(p) = self.pieces.pop_front() {
-                    out.push(p);
-                }
+            let piece = if front.len() <= want {
+                self.pieces.pop_front().unwrap_or_default()
             } else {
-                out.push(front.split_to(want));
-                want = 0;
+                front.split_to(want)
+            };
+            want -= piece.len();
+            if frame.body.is_empty() {
+                frame.body = piece;
+            } else {
+                frame.more.push(piece);
             }
         }
-        out
+        frame
     }
 }
 
@@ -1508,7 +1511,7 @@ impl DistEncoder {
                 head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
                 atoms.write_header(&mut head);
                 let len = rope.len();
-                vec![OutFrame::pieces(head.freeze(), rope.take(len))]
+                vec![rope.frame(head.freeze(), len)]
             }
             Some(seq) => {
                 let seq = seq.get();
@@ -1522,17 +1525,14 @@ impl DistEncoder {
                 head.put_u64(seq);
                 head.put_u64(count as u64);
                 atoms.write_header(&mut head);
-                frames.push(OutFrame::pieces(
-                    head.split().freeze(),
-                    rope.take(control_len + fs),
-                ));
+                frames.push(rope.frame(head.split().freeze(), control_len + fs));
                 let mut id = count as u64;
                 while rope.len() > 0 {
                     id -= 1;
                     head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_FRAG_CONT.0]);
                     head.put_u64(seq);
                     head.put_u64(id);
-                    frames.push(OutFrame::pieces(head.split().freeze(), rope.take(fs)));
+                    frames.push(rope.frame(head.split().freeze(), fs));
                 }
                 frames
             }

@@ -56,17 +56,6 @@ impl OutFrame {
         }
     }
 
-    /// A frame of `head` and then `pieces`.
-    pub fn pieces(head: Bytes, pieces: Vec<Bytes>) -> OutFrame {
-        let mut pieces = pieces.into_iter();
-        let body = pieces.next().unwrap_or_default();
-        OutFrame {
-            head,
-            body,
-            more: pieces.collect(),
-        }
-    }
-
     /// The payload's length (what the length prefix says).
     pub fn len(&self) -> usize {
         self.head.len() + self.body.len() + self.more.iter().map(Bytes::len).sum::<usize>()

@@ -103,13 +103,17 @@ impl SendQueue {
             bytes: 0,
         };
         loop {
-            while chunk.bytes < budget {
-                let Some(m) = self.ready.pop_front() else {
-                    break;
-                };
-                self.place(m, enc, &mut chunk, rejected);
-            }
+            // New messages take at most half the budget while large ones
+            // are going out, so that a steady flow of small messages does
+            // not starve them.
+            let share = if self.streams.is_empty() {
+                budget
+            } else {
+                budget / 2
+            };
+            self.place_ready(enc, &mut chunk, share, rejected);
             self.serve_streams(enc, &mut chunk, budget, rejected);
+            self.place_ready(enc, &mut chunk, budget, rejected);
             if chunk.bytes >= budget || !self.streams.is_empty() || self.held.is_empty() {
                 return chunk.frames;
             }
@@ -117,6 +121,21 @@ impl SendQueue {
             let mut held = std::mem::take(&mut self.held);
             held.append(&mut self.ready);
             self.ready = held;
+        }
+    }
+
+    fn place_ready(
+        &mut self,
+        enc: &mut DistEncoder,
+        chunk: &mut Chunk,
+        until: usize,
+        rejected: &mut dyn FnMut(EncodeError),
+    ) {
+        while chunk.bytes < until {
+            let Some(m) = self.ready.pop_front() else {
+                break;
+            };
+            self.place(m, enc, chunk, rejected);
         }
     }
 
@@ -306,6 +325,31 @@ mod tests {
             got,
             vec![(1, "big".into()), (3, "link".into()), (2, "small".into())]
         );
+    }
+
+    #[test]
+    fn a_flow_of_small_messages_does_not_starve_a_large_one() {
+        let mut q = SendQueue::default();
+        let mut enc = DistEncoder::new(FLAGS);
+        let mut dec = DistDecoder::new(FLAGS);
+        q.push(send(1, "big", 1 << 20));
+        // Each round, more small messages than a chunk holds arrive.
+        let mut big_done = None;
+        for round in 0..100 {
+            for _ in 0..5_000 {
+                q.push(send(2, "small", 100));
+            }
+            for f in q.next_chunk(&mut enc, 256 << 10, &mut |e| panic!("{e}")) {
+                if let Some(m) = dec.decode_frame(f.into_bytes()).unwrap() {
+                    if matches!(m.control(), ControlMessage::SendSender { from, .. } if from.id == 1)
+                    {
+                        big_done = big_done.or(Some(round));
+                    }
+                }
+            }
+        }
+        // 17 fragments, 4 per round at the least.
+        assert!(big_done.is_some_and(|r| r <= 5), "{big_done:?}");
     }
 
     #[test]
