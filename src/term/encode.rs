@@ -531,10 +531,21 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
     fn binary(&mut self, b: &Bytes) -> Step {
         let n = len32(b.len(), "binary")?.to_be_bytes();
         self.out.put_slice(&[BINARY_EXT, n[0], n[1], n[2], n[3]]);
-        if b.len() < SHARE_MIN || !self.refs.share(self.out.remaining_mut(), b) {
+        if b.len() >= SHARE_MIN {
+            self.large_binary(b);
+        } else {
             self.out.put_slice(b);
         }
         Ok(())
+    }
+
+    /// A large binary's bytes: shared if the caller takes them, else
+    /// copied (out of line: the common path stays small).
+    #[inline(never)]
+    fn large_binary(&mut self, b: &Bytes) {
+        if !self.refs.share(self.out.remaining_mut(), b) {
+            self.out.put_slice(b);
+        }
     }
 
     #[inline(always)]
