@@ -31,8 +31,12 @@ fn main() {
         println!("scenario=all skipped reason=no erl/erlc/epmd on PATH");
         return;
     }
+    let workers = std::env::var("ERLDIST_BENCH_WORKERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .expect("tokio runtime");
