@@ -1418,6 +1418,86 @@ async fn run(
 mod tests {
     use super::*;
     use crate::handshake::Role;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A socket stand-in that takes every write whole and counts the calls.
+    #[derive(Default)]
+    struct CountingWriter {
+        calls: usize,
+        written: Vec<u8>,
+    }
+
+    impl AsyncWrite for CountingWriter {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.calls += 1;
+            self.written.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.calls += 1;
+            let mut n = 0;
+            for b in bufs {
+                self.written.extend_from_slice(b);
+                n += b.len();
+            }
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// What the writer batches: a thousand queued small frames, a large
+    /// one in pieces and a tick go out in one vectored write, each with
+    /// its length prefix, in order.
+    #[tokio::test]
+    async fn queued_frames_go_out_together_in_one_write() {
+        let mut q = WriteQueue::default();
+        let mut want = Vec::new();
+        for i in 0..1000u32 {
+            let payload = Bytes::from(i.to_be_bytes().repeat(10));
+            want.extend_from_slice(&40u32.to_be_bytes());
+            want.extend_from_slice(&payload);
+            q.push(payload).unwrap();
+        }
+        let big = OutFrame {
+            head: Bytes::from_static(b"head"),
+            body: Bytes::from(vec![1u8; 100_000]),
+            more: vec![Bytes::from(vec![2u8; 50_000]), Bytes::from_static(b"tail")],
+        };
+        want.extend_from_slice(&(big.len() as u32).to_be_bytes());
+        for piece in big.iter() {
+            want.extend_from_slice(piece);
+        }
+        q.push_out(big).unwrap();
+        q.push_tick();
+        want.extend_from_slice(&TICK);
+        let mut w = CountingWriter::default();
+        while !q.is_empty() {
+            q.write_to(&mut w).await.unwrap();
+        }
+        assert_eq!(w.calls, 1);
+        assert_eq!(w.written, want);
+    }
 
     fn handle_for(peer: &NodeName) -> ConnectionHandle {
         let outcome = HandshakeOutcome {
