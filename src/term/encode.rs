@@ -334,13 +334,15 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
     #[inline(never)]
     fn other(&mut self, t: &Term, depth: usize) -> Step {
         match t {
-            // Checking the stack costs a little; every 16 levels is enough.
+            // Checking the stack costs a little; every 16 levels is
+            // enough, and not at the top, where most terms end well before
+            // the first check.
             Term::Tuple(_)
             | Term::List(_)
             | Term::ImproperList(_)
             | Term::Map(_)
             | Term::Fun(_)
-                if depth % 16 == 0 =>
+                if depth % 16 == 15 =>
             {
                 super::deep(|| self.other_at(t, depth))
             }
