@@ -6,6 +6,9 @@
 //! application started, as `iex --sname NAME -S mix` runs it) and a Rust
 //! node; the fixture is compiled once per test binary.
 
+mod erl_eval;
+use erl_eval::eval;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -33,10 +36,6 @@ fn chat_node(prefix: &str, epmd: &RealEpmd) -> ErlNode {
         ErlNode::start_elixir(prefix, epmd.port(), COOKIE, chat_ebins(), &["chat"])
     })
     .expect("start an Elixir chat node")
-}
-
-fn eval(node: &mut ErlNode, expr: &str) -> String {
-    tokio::task::block_in_place(|| node.eval(expr)).unwrap_or_else(|e| panic!("eval {expr}: {e}"))
 }
 
 fn wait_output(node: &mut ErlNode, line: &str) -> bool {

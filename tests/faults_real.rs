@@ -4,6 +4,9 @@
 //! fragmented message, and a slow consumer. Each test asserts what a user
 //! of a [`Node`] sees, with what a BEAM node does as the bar.
 
+mod erl_eval;
+use erl_eval::{erl_term, eval};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,15 +40,6 @@ async fn rust_node(epmd: &RealEpmd) -> Node {
 fn erl_with(epmd_port: u16, args: &[&str]) -> ErlNode {
     tokio::task::block_in_place(|| ErlNode::start_with("erl", epmd_port, COOKIE, args))
         .expect("start erl")
-}
-
-fn eval(node: &mut ErlNode, expr: &str) -> String {
-    tokio::task::block_in_place(|| node.eval(expr)).unwrap_or_else(|e| panic!("eval {expr}: {e}"))
-}
-
-fn erl_term(node: &mut ErlNode, expr: &str) -> Term {
-    tokio::task::block_in_place(|| node.eval_term(expr))
-        .unwrap_or_else(|e| panic!("eval {expr}: {e}"))
 }
 
 fn erl_pid(node: &mut ErlNode, expr: &str) -> Pid {

@@ -2,6 +2,9 @@
 //! OTP servers (replies, servers dying mid-call, timeouts, unknown names,
 //! node down), and Erlang/Elixir calling a Rust server.
 
+mod erl_eval;
+use erl_eval::eval;
+
 use std::time::{Duration, Instant};
 
 use erldist::node::gen_server::{self, CallError, CallReply, Caller, Flow, GenServer};
@@ -22,10 +25,6 @@ async fn rust_node(epmd: &RealEpmd) -> Node {
 
 fn erl(epmd: &RealEpmd) -> ErlNode {
     tokio::task::block_in_place(|| ErlNode::start("erl", epmd.port(), COOKIE)).expect("start erl")
-}
-
-fn eval(node: &mut ErlNode, expr: &str) -> String {
-    tokio::task::block_in_place(|| node.eval(expr)).unwrap_or_else(|e| panic!("eval {expr}: {e}"))
 }
 
 /// An Erlang expression for `t` (pids included): binary_to_term of its bytes.

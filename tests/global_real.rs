@@ -3,6 +3,9 @@
 //! (through a BEAM node's `global`), and what a visible or hidden Rust node does to `global:sync/0` on the
 //! BEAM side (see the `erldist::node::global` docs).
 
+mod erl_eval;
+use erl_eval::{erl_term, eval};
+
 use std::time::Duration;
 
 use erldist::node::global::GlobalError;
@@ -25,15 +28,6 @@ async fn rust_node(epmd: &RealEpmd, hidden: bool) -> Node {
 
 fn erl(epmd: &RealEpmd) -> ErlNode {
     tokio::task::block_in_place(|| ErlNode::start("erl", epmd.port(), COOKIE)).expect("start erl")
-}
-
-fn eval(node: &mut ErlNode, expr: &str) -> String {
-    tokio::task::block_in_place(|| node.eval(expr)).unwrap_or_else(|e| panic!("eval {expr}: {e}"))
-}
-
-fn erl_term(node: &mut ErlNode, expr: &str) -> Term {
-    tokio::task::block_in_place(|| node.eval_term(expr))
-        .unwrap_or_else(|e| panic!("eval {expr}: {e}"))
 }
 
 /// Registers globally, as `name`, an Erlang process answering

@@ -2,6 +2,9 @@
 //! names, links, exits, monitors, node down and restart, ordering, and the
 //! atom cache and fragments with large and atom-heavy messages.
 
+mod erl_eval;
+use erl_eval::{erl_term, eval};
+
 use std::time::Duration;
 
 use erldist::testing::{require_erl, unique_name, ErlNode, RealEpmd};
@@ -24,18 +27,8 @@ fn erl(epmd: &RealEpmd) -> ErlNode {
     tokio::task::block_in_place(|| ErlNode::start("erl", epmd.port(), COOKIE)).expect("start erl")
 }
 
-fn eval(node: &mut ErlNode, expr: &str) -> String {
-    tokio::task::block_in_place(|| node.eval(expr)).unwrap_or_else(|e| panic!("eval {expr}: {e}"))
-}
-
 fn parse(text: &str) -> Term {
     text.parse().unwrap_or_else(|e| panic!("parse {text}: {e}"))
-}
-
-/// The value of `expr` on the Erlang node, as a term (pids keep their node).
-fn erl_term(node: &mut ErlNode, expr: &str) -> Term {
-    tokio::task::block_in_place(|| node.eval_term(expr))
-        .unwrap_or_else(|e| panic!("eval {expr}: {e}"))
 }
 
 /// An Erlang expression for `t` (pids included).

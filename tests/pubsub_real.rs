@@ -7,6 +7,9 @@
 #[path = "examples_common.rs"]
 mod examples;
 
+mod erl_eval;
+use erl_eval::{erl_term, eval};
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -50,15 +53,6 @@ fn elixir_node(epmd: &RealEpmd, pool_size: usize) -> ErlNode {
         "ok"
     );
     e
-}
-
-fn eval(node: &mut ErlNode, expr: &str) -> String {
-    tokio::task::block_in_place(|| node.eval(expr)).unwrap_or_else(|e| panic!("eval {expr}: {e}"))
-}
-
-fn erl_term(node: &mut ErlNode, expr: &str) -> Term {
-    tokio::task::block_in_place(|| node.eval_term(expr))
-        .unwrap_or_else(|e| panic!("eval {expr}: {e}"))
 }
 
 async fn rust_node(epmd: &RealEpmd) -> Node {

@@ -16,6 +16,9 @@
 //! 2,000 messages in flight, so memory must stay flat: the test samples its
 //! own resident set after a warm-up and at the end.
 
+mod erl_eval;
+use erl_eval::eval;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -201,10 +204,6 @@ async fn echo_client(mut p: Process, echo: Dest, until: Instant) -> (i64, u64) {
         }
     }
     (got, errors)
-}
-
-fn eval(node: &mut ErlNode, expr: &str) -> String {
-    tokio::task::block_in_place(|| node.eval(expr)).unwrap_or_else(|e| panic!("eval {expr}: {e}"))
 }
 
 /// Waits for a spawned result, calling a missing one a hang.
