@@ -1,6 +1,7 @@
 //! A peer that completes a real handshake with a Node and then pushes
 //! past each limit: frame size, handshake time, nesting depth, atom
-//! length, new atoms per connection, pending fragments and message size.
+//! length, new atoms per connection, pending fragments, message size and
+//! handshakes in progress.
 //! Each time the node closes that connection and logs why, delivers
 //! nothing of the offending message, and keeps serving its connection to a
 //! real `erl` node, made before the attack.
@@ -288,5 +289,53 @@ async fn fragments_past_the_limits_close_the_connection() {
     assert_logged("bytes or more, limit 65536").await;
     t.assert_inbox_empty(QUIET).await;
     t.assert_still_serving().await;
+    t.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_in_progress_are_capped() {
+    if !require_erl() {
+        return;
+    }
+    capture();
+    const CAP: usize = 4;
+    let mut t = Target::start(|b| {
+        b.max_handshakes(CAP)
+            .handshake_timeout(Duration::from_secs(3))
+    })
+    .await;
+    // CAP connections that say nothing hold every slot...
+    let mut idle = Vec::new();
+    for _ in 0..CAP {
+        idle.push(Evil::connect(t.addr()).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ...so the next ones are closed at once, long before the handshake
+    // timeout would close them.
+    for _ in 0..3 {
+        let mut extra = Evil::connect(t.addr()).await;
+        let started = std::time::Instant::now();
+        extra.assert_closed(CLOSE).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "closed after {:?}, not at once",
+            started.elapsed()
+        );
+    }
+    assert_logged("too many handshakes in progress").await;
+    // The idle ones time out and free their slots; a real node that
+    // connects afterwards gets in.
+    for mut c in idle {
+        c.assert_closed(CLOSE).await;
+    }
+    t.assert_still_serving().await;
+    let mut late = tokio::task::block_in_place(|| {
+        erldist::testing::ErlNode::start("late", t.epmd.port(), hostile_peer::COOKIE)
+    })
+    .expect("start erl");
+    let me = t.name();
+    let pong =
+        tokio::task::block_in_place(|| late.eval(&format!("net_adm:ping('{me}')."))).unwrap();
+    assert_eq!(pong, "pong");
     t.node.shutdown().await;
 }

@@ -63,6 +63,10 @@ pub const DEFAULT_TICK_INTENSITY: u32 = 4;
 /// connection stops reading (and TCP pushes back on the peer).
 pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
 
+/// The default number of incoming handshakes run at once
+/// ([`LocalNodeConfig::max_handshakes`]). OTP has no such limit.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
+
 /// How many KiB [`ConnectionHandle::send_out_frames`] may have queued
 /// and the writer not yet taken (besides the writer's own buffer, which
 /// takes up to 1 MiB before it writes).
@@ -102,6 +106,12 @@ pub struct LocalNodeConfig {
     pub tick_intensity: u32,
     /// The largest frame accepted from a peer.
     pub max_frame_size: usize,
+    /// How many incoming handshakes [`serve`] runs at once; connections
+    /// accepted beyond that are closed at once (default
+    /// [`DEFAULT_MAX_HANDSHAKES`]). Each handshake ends within three
+    /// [`setup_timeout`](Self::setup_timeout) steps, so a flood of idle
+    /// connections holds the slots for a bounded time and bounded memory.
+    pub max_handshakes: usize,
     /// What the frames of a connection are held to after framing
     /// (fragments, nesting, new atoms), for the layer that decodes them.
     pub decoder_limits: DecoderLimits,
@@ -131,6 +141,7 @@ impl LocalNodeConfig {
             net_ticktime: DEFAULT_NET_TICKTIME,
             tick_intensity: DEFAULT_TICK_INTENSITY,
             max_frame_size: DEFAULT_MAX_FRAME,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
             decoder_limits: DecoderLimits::default(),
             event_capacity: DEFAULT_EVENT_CAPACITY,
             send_capacity: DEFAULT_SEND_CAPACITY,
@@ -1112,11 +1123,22 @@ pub async fn serve(
 ) {
     tokio::pin!(shutdown);
     let mut tasks = tokio::task::JoinSet::new();
+    let mut refused = 0u64;
     loop {
+        // Count only the handshakes still running.
+        while tasks.try_join_next().is_some() {}
         tokio::select! {
             _ = &mut shutdown => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             r = listener.accept() => match r {
+                Ok((stream, peer)) if tasks.len() >= local.max_handshakes.max(1) => {
+                    drop(stream);
+                    refused += 1;
+                    // One line for the first of a burst, then one in 1,000.
+                    if refused % 1000 == 1 {
+                        warn!(%peer, refused, limit = local.max_handshakes, "too many handshakes in progress: connection closed");
+                    }
+                }
                 Ok((stream, _)) => {
                     let local = local.clone();
                     let up = up.clone();

@@ -79,6 +79,7 @@ pub struct NodeBuilder {
     net_ticktime: Duration,
     handshake_timeout: Duration,
     max_frame_size: usize,
+    max_handshakes: usize,
     limits: DecoderLimits,
 }
 
@@ -117,6 +118,7 @@ impl Node {
             net_ticktime: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(7),
             max_frame_size: DEFAULT_MAX_FRAME,
+            max_handshakes: driver::DEFAULT_MAX_HANDSHAKES,
             limits: DecoderLimits::default(),
         }
     }
@@ -230,6 +232,15 @@ impl NodeBuilder {
         self
     }
 
+    /// How many incoming handshakes run at once (default 256; OTP has no
+    /// limit). Connections accepted beyond that are closed at once, with
+    /// a logged warning: a flood of connections that never finish their
+    /// handshake cannot hold more than this many sockets and tasks.
+    pub fn max_handshakes(mut self, n: usize) -> NodeBuilder {
+        self.max_handshakes = n;
+        self
+    }
+
     /// The limit for each handshake step (default 7 s, as OTP).
     pub fn handshake_timeout(mut self, t: Duration) -> NodeBuilder {
         self.handshake_timeout = t;
@@ -272,6 +283,7 @@ impl NodeBuilder {
         config.net_ticktime = self.net_ticktime;
         config.setup_timeout = self.handshake_timeout;
         config.max_frame_size = self.max_frame_size;
+        config.max_handshakes = self.max_handshakes;
         config.decoder_limits = self.limits;
         config.epmd = EpmdClient::new().port(epmd_port);
         let net = Arc::new(Net::new(config.clone()));
