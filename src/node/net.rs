@@ -12,7 +12,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use futures_util::future::BoxFuture;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -439,7 +438,8 @@ async fn run_connection(
     // wait; meanwhile we keep taking commands (a disconnect must work at
     // once, as `disconnect_node/1` does) and what the peer sends (two
     // nodes both waiting to write and neither reading would wait forever).
-    let mut sending: Option<BoxFuture<'_, Result<(), driver::Closed>>> = None;
+    // Pinned in place, so that a send costs no allocation.
+    let mut sending = std::pin::pin!(None);
     let reason: String = 'conn: loop {
         if sending.is_none() && !sendq.is_empty() {
             // About FLUSH_BYTES at a time, so that the writer writes while
@@ -451,17 +451,17 @@ async fn run_connection(
                 &mut |e| warn!(peer = %peer, error = %e, "message not sent: cannot encode it"),
             );
             if !frames.is_empty() {
-                sending = Some(Box::pin(handle.send_out_frames(frames)));
+                sending.set(Some(handle.send_out_frames(frames)));
             }
         }
         tokio::select! {
             r = async {
-                match sending.as_mut() {
+                match sending.as_mut().as_pin_mut() {
                     Some(s) => s.await,
                     None => std::future::pending().await,
                 }
             }, if sending.is_some() => {
-                sending = None;
+                sending.set(None);
                 if r.is_err() {
                     break 'conn handle.closed().await.to_string();
                 }
@@ -533,7 +533,7 @@ async fn run_connection(
             },
         }
     };
-    drop(sending);
+    sending.set(None);
     // Messages still in `sendq` were lost with the connection.
     drop(sendq);
     info!(peer = %peer, %reason, "node down");
