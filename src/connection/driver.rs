@@ -125,6 +125,10 @@ pub struct LocalNodeConfig {
     /// The connection table shared by this node's connects and accepts
     /// (clones of the config share it).
     pub table: ConnectionTable,
+    /// Whether connections are handed over not yet running, for the node
+    /// to run each in its per-peer task ([`Connection::into_link`]). The
+    /// public API starts them on first use either way.
+    pub(crate) inline: bool,
 }
 
 impl LocalNodeConfig {
@@ -147,6 +151,7 @@ impl LocalNodeConfig {
             send_capacity: DEFAULT_SEND_CAPACITY,
             epmd: EpmdClient::new(),
             table: ConnectionTable::new(),
+            inline: false,
         }
     }
 
@@ -342,7 +347,7 @@ pub enum ConnectionEvent {
 #[error("the connection is closed")]
 pub struct Closed;
 
-enum Command {
+pub(crate) enum Command {
     Frame(Bytes),
     Frames(Vec<Bytes>),
     /// Frames, and the KiB of [`ConnectionHandle::budget`] they hold.
@@ -472,6 +477,9 @@ impl ConnectionHandle {
 pub struct Connection {
     handle: ConnectionHandle,
     events: mpsc::Receiver<ConnectionEvent>,
+    /// The connection while it does not run yet (see
+    /// [`LocalNodeConfig`]'s `inline`).
+    link: Option<Box<Link>>,
 }
 
 impl Connection {
@@ -492,12 +500,30 @@ impl Connection {
 
     /// The next event: a frame, then at last `Down`; `None` after that.
     pub async fn recv(&mut self) -> Option<ConnectionEvent> {
+        self.start();
         self.events.recv().await
     }
 
     /// Splits into the handle and the events receiver.
-    pub fn into_parts(self) -> (ConnectionHandle, mpsc::Receiver<ConnectionEvent>) {
+    pub fn into_parts(mut self) -> (ConnectionHandle, mpsc::Receiver<ConnectionEvent>) {
+        self.start();
         (self.handle, self.events)
+    }
+
+    /// Runs the connection in a task of its own, if it does not run yet.
+    fn start(&mut self) {
+        if let Some(link) = self.link.take() {
+            link.spawn();
+        }
+    }
+
+    /// The connection's socket and state, for the caller to run itself;
+    /// `Err` with the connection if it runs already.
+    pub(crate) fn into_link(mut self) -> Result<(ConnectionHandle, Box<Link>), Connection> {
+        match self.link.take() {
+            Some(link) => Ok((self.handle, link)),
+            None => Err(self),
+        }
     }
 }
 
@@ -1199,38 +1225,132 @@ async fn start_connection(
         max_frame: local.max_frame_size,
         hidden: !outcome.visible,
     };
-    let table = local.table.clone();
     let span = info_span!("dist_connection", %peer, role = ?outcome.role);
-    tokio::spawn(
-        async move {
-            let HsIo { stream, buf, .. } = io;
-            let reason = run(stream, buf, rx, &ev_tx, &shutdown, &budget, settings).await;
-            budget.close();
-            info!(%reason, "connection down");
-            table.lock().connection_ended(&peer, id);
-            let _ = down_tx.send(Some(reason.clone()));
-            let _ = ev_tx.send(ConnectionEvent::Down(reason)).await;
-        }
-        .instrument(span),
-    );
-    Ok(Connection {
+    let HsIo { stream, buf, .. } = io;
+    let link = Link {
+        stream,
+        rbuf: buf,
+        cmds: rx,
+        shutdown,
+        budget: Arc::clone(&budget),
+        settings,
+        span,
+        events: ev_tx,
+        finish: Finish {
+            table: local.table.clone(),
+            peer,
+            id,
+            down: down_tx,
+            budget,
+            reason: None,
+        },
+    };
+    let mut conn = Connection {
         handle,
         events: ev_rx,
-    })
+        link: Some(Box::new(link)),
+    };
+    if !local.inline {
+        conn.start();
+    }
+    Ok(conn)
 }
 
+/// What a connection's loop runs with.
 #[derive(Clone, Copy, Debug)]
-struct RunSettings {
+pub(crate) struct RunSettings {
     tick_interval: Duration,
     intensity: u32,
-    max_frame: usize,
+    /// The largest frame accepted from the peer.
+    pub(crate) max_frame: usize,
     hidden: bool,
+}
+
+/// A connection after its handshake, not yet running: its socket, what
+/// was read past the handshake, and the ends of its handle's channels.
+/// [`Connection::start`] runs it in a task of its own; the node instead
+/// runs it inside its per-peer task ([`Connection::into_link`]), so that
+/// a message crosses no task between a process and the socket.
+pub(crate) struct Link {
+    pub(crate) stream: TcpStream,
+    /// Bytes read and not yet cut into frames.
+    pub(crate) rbuf: BytesMut,
+    /// Frames sent through the [`ConnectionHandle`].
+    pub(crate) cmds: mpsc::Receiver<Command>,
+    /// [`ConnectionHandle::close`].
+    pub(crate) shutdown: Arc<Notify>,
+    pub(crate) budget: Arc<Semaphore>,
+    pub(crate) settings: RunSettings,
+    /// The connection's tracing span.
+    pub(crate) span: tracing::Span,
+    events: mpsc::Sender<ConnectionEvent>,
+    /// Reports the end however the link goes (dropped unrun included).
+    pub(crate) finish: Finish,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("peer", &self.finish.peer)
+            .field("id", &self.finish.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reports a connection's end when dropped: the table forgets it, and its
+/// handles see it closed, with [`Finish::reason`] (or `LocalShutdown`).
+pub(crate) struct Finish {
+    table: ConnectionTable,
+    peer: NodeName,
+    id: u64,
+    down: watch::Sender<Option<DownReason>>,
+    budget: Arc<Semaphore>,
+    /// Why the connection ended, once it has.
+    pub(crate) reason: Option<DownReason>,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let reason = self.reason.take().unwrap_or(DownReason::LocalShutdown);
+        self.budget.close();
+        info!(peer = %self.peer, %reason, "connection down");
+        self.table.lock().connection_ended(&self.peer, self.id);
+        let _ = self.down.send(Some(reason));
+    }
+}
+
+impl Link {
+    /// Runs the connection in a task of its own, its frames going to the
+    /// [`Connection`]'s events.
+    fn spawn(self: Box<Self>) {
+        let span = self.span.clone();
+        tokio::spawn(
+            async move {
+                let Link {
+                    stream,
+                    rbuf,
+                    cmds,
+                    shutdown,
+                    budget,
+                    settings,
+                    events,
+                    mut finish,
+                    ..
+                } = *self;
+                let reason = run(stream, rbuf, cmds, &events, &shutdown, &budget, settings).await;
+                finish.reason = Some(reason.clone());
+                drop(finish);
+                let _ = events.send(ConnectionEvent::Down(reason)).await;
+            }
+            .instrument(span),
+        );
+    }
 }
 
 /// Frames waiting to be written: small ones copied together with their
 /// headers, large ones kept in their own buffers.
 #[derive(Default)]
-struct WriteQueue {
+pub(crate) struct WriteQueue {
     chunks: VecDeque<Bytes>,
     tail: BytesMut,
     bytes: usize,
@@ -1243,7 +1363,7 @@ impl WriteQueue {
 
     /// Queues the length prefix and both pieces; a large piece is kept in
     /// its own buffer, not copied.
-    fn push_out(&mut self, frame: OutFrame) -> Result<(), DownReason> {
+    pub(crate) fn push_out(&mut self, frame: OutFrame) -> Result<(), DownReason> {
         let header = frame_header(frame.len())
             .ok_or_else(|| DownReason::Protocol("frame larger than 4 GiB".into()))?;
         self.bytes += 4 + frame.len();
@@ -1271,12 +1391,21 @@ impl WriteQueue {
         }
     }
 
-    fn is_empty(&self) -> bool {
+    /// Whether nothing waits to be written.
+    pub(crate) fn is_empty(&self) -> bool {
         self.bytes == 0
     }
 
+    /// Whether the writer should take no more for now.
+    pub(crate) fn is_full(&self) -> bool {
+        self.bytes >= WRITE_HIGH_WATER
+    }
+
     /// One vectored write of up to 64 chunks.
-    async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<usize> {
+    pub(crate) async fn write_to<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+    ) -> Result<usize, DownReason> {
         self.seal();
         let n = {
             let slices: Vec<IoSlice<'_>> = self
@@ -1285,10 +1414,14 @@ impl WriteQueue {
                 .take(64)
                 .map(|c| IoSlice::new(c))
                 .collect();
-            w.write_vectored(&slices).await?
+            w.write_vectored(&slices)
+                .await
+                .map_err(|e| DownReason::Io(e.to_string()))?
         };
         if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+            return Err(DownReason::Io(
+                io::Error::from(io::ErrorKind::WriteZero).to_string(),
+            ));
         }
         self.advance(n);
         Ok(n)
@@ -1309,6 +1442,152 @@ impl WriteQueue {
             }
         }
     }
+
+    /// Queues `first` and whatever else the handle's channel holds, until
+    /// the queue is full; `cmds_open` turns false when every handle is gone.
+    pub(crate) fn take_commands(
+        &mut self,
+        first: Option<Command>,
+        cmds: &mut mpsc::Receiver<Command>,
+        budget: &Semaphore,
+        cmds_open: &mut bool,
+    ) -> Result<(), DownReason> {
+        let mut next = first;
+        loop {
+            match next {
+                None => {
+                    *cmds_open = false;
+                    return Ok(());
+                }
+                Some(Command::Frame(b)) => self.push(b)?,
+                Some(Command::Frames(v)) => {
+                    for b in v {
+                        self.push(b)?;
+                    }
+                }
+                Some(Command::OutFrames(v, kib)) => {
+                    budget.add_permits(kib as usize);
+                    for f in v {
+                        self.push_out(f)?;
+                    }
+                }
+            }
+            if self.is_full() {
+                return Ok(());
+            }
+            // Batch whatever else is queued into the same write.
+            match cmds.try_recv() {
+                Ok(c) => next = Some(c),
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(()),
+                Err(mpsc::error::TryRecvError::Disconnected) => next = None,
+            }
+        }
+    }
+}
+
+/// Reads what the socket has into `rbuf`.
+pub(crate) async fn read_some(
+    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+    rbuf: &mut BytesMut,
+) -> Result<(), DownReason> {
+    if rbuf.capacity() - rbuf.len() < 4096 {
+        rbuf.reserve(8192);
+    }
+    match rd.read_buf(rbuf).await {
+        Ok(0) => Err(DownReason::ClosedByPeer),
+        Ok(_) => Ok(()),
+        Err(e) => Err(DownReason::Io(e.to_string())),
+    }
+}
+
+/// Cuts what was read into frames, giving each data frame to `f` (ticks
+/// are dropped).
+pub(crate) fn cut_frames(
+    rbuf: &mut BytesMut,
+    max_frame: usize,
+    mut f: impl FnMut(Bytes) -> Result<(), DownReason>,
+) -> Result<(), DownReason> {
+    loop {
+        match decode_frame(rbuf, max_frame) {
+            Ok(Some(Frame::Tick)) => {}
+            Ok(Some(Frame::Data(b))) => f(b)?,
+            Ok(None) => return Ok(()),
+            Err(e @ FrameError::TooLarge { .. }) => {
+                return Err(DownReason::Protocol(e.to_string()))
+            }
+        }
+    }
+}
+
+/// OTP's ticks (`dist_util:con_loop`): a tick goes out in every interval
+/// in which nothing was written (on a hidden connection also when nothing
+/// was read), and the peer is down after `intensity` intervals in which
+/// nothing was read.
+pub(crate) struct Ticks {
+    ticker: tokio::time::Interval,
+    read_any: bool,
+    wrote_any: bool,
+    silent_intervals: u32,
+    last_read: Instant,
+    intensity: u32,
+    hidden: bool,
+}
+
+impl Ticks {
+    pub(crate) fn new(s: &RunSettings) -> Ticks {
+        let mut ticker =
+            tokio::time::interval_at(Instant::now() + s.tick_interval, s.tick_interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ticks {
+            ticker,
+            read_any: false,
+            wrote_any: false,
+            silent_intervals: 0,
+            last_read: Instant::now(),
+            intensity: s.intensity,
+            hidden: s.hidden,
+        }
+    }
+
+    /// Waits for the next interval.
+    pub(crate) async fn tick(&mut self) {
+        self.ticker.tick().await;
+    }
+
+    pub(crate) fn read(&mut self) {
+        self.read_any = true;
+        self.last_read = Instant::now();
+    }
+
+    pub(crate) fn wrote(&mut self) {
+        self.wrote_any = true;
+    }
+
+    /// An interval ended. `reading` is false while the layer above is too
+    /// slow to take frames: then we do not read, and that is not the
+    /// peer's silence.
+    pub(crate) fn interval(
+        &mut self,
+        reading: bool,
+        out: &mut WriteQueue,
+    ) -> Result<(), DownReason> {
+        if self.read_any || !reading {
+            self.silent_intervals = 0;
+        } else {
+            self.silent_intervals += 1;
+            if self.silent_intervals >= self.intensity {
+                return Err(DownReason::TickTimeout {
+                    silent_for: self.last_read.elapsed(),
+                });
+            }
+        }
+        if (!self.wrote_any && out.is_empty()) || (self.hidden && !self.read_any) {
+            out.push_tick();
+        }
+        self.read_any = false;
+        self.wrote_any = false;
+        Ok(())
+    }
 }
 
 /// The connection task's loop: reads, writes, ticks, until down.
@@ -1321,117 +1600,77 @@ async fn run(
     budget: &Semaphore,
     s: RunSettings,
 ) -> DownReason {
+    match run_inner(
+        &mut stream,
+        &mut rbuf,
+        &mut cmds,
+        events,
+        shutdown,
+        budget,
+        s,
+    )
+    .await
+    {
+        Ok(()) => DownReason::LocalShutdown,
+        Err(reason) => reason,
+    }
+}
+
+async fn run_inner(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    cmds: &mut mpsc::Receiver<Command>,
+    events: &mpsc::Sender<ConnectionEvent>,
+    shutdown: &Notify,
+    budget: &Semaphore,
+    s: RunSettings,
+) -> Result<(), DownReason> {
     let (mut rd, mut wr) = stream.split();
     let mut out = WriteQueue::default();
     let mut received: VecDeque<Bytes> = VecDeque::new();
-    let mut ticker = tokio::time::interval_at(Instant::now() + s.tick_interval, s.tick_interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let (mut read_any, mut wrote_any) = (false, false);
-    let mut silent_intervals = 0u32;
+    let mut ticks = Ticks::new(&s);
     let mut cmds_open = true;
-    let mut last_read = Instant::now();
     if rbuf.capacity() < 8192 {
         rbuf.reserve(8192);
     }
     loop {
-        // Cut what was read into frames.
-        loop {
-            match decode_frame(&mut rbuf, s.max_frame) {
-                Ok(Some(Frame::Tick)) => {}
-                Ok(Some(Frame::Data(b))) => received.push_back(b),
-                Ok(None) => break,
-                Err(e @ FrameError::TooLarge { .. }) => return DownReason::Protocol(e.to_string()),
-            }
-        }
+        cut_frames(rbuf, s.max_frame, |b| {
+            received.push_back(b);
+            Ok(())
+        })?;
         if !cmds_open && out.is_empty() {
-            return DownReason::LocalShutdown;
+            return Ok(());
         }
         let reading = received.len() < 64;
         tokio::select! {
             biased;
-            _ = shutdown.notified() => return DownReason::LocalShutdown,
-            permit = events.reserve(), if !received.is_empty() => match permit {
-                Ok(p) => {
+            _ = shutdown.notified() => return Ok(()),
+            permit = events.reserve(), if !received.is_empty() => {
+                let Ok(p) = permit else { return Ok(()) };
+                if let Some(b) = received.pop_front() {
+                    p.send(ConnectionEvent::Frame(b));
+                }
+                // Hand over the rest while there is room, without a
+                // select per frame.
+                while !received.is_empty() {
+                    let Ok(p) = events.try_reserve() else { break };
                     if let Some(b) = received.pop_front() {
                         p.send(ConnectionEvent::Frame(b));
                     }
-                    // Hand over the rest while there is room, without a
-                    // select per frame.
-                    while !received.is_empty() {
-                        let Ok(p) = events.try_reserve() else { break };
-                        if let Some(b) = received.pop_front() {
-                            p.send(ConnectionEvent::Frame(b));
-                        }
-                    }
-                }
-                Err(_) => return DownReason::LocalShutdown,
-            },
-            r = out.write_to(&mut wr), if !out.is_empty() => match r {
-                Ok(_) => wrote_any = true,
-                Err(e) => return DownReason::Io(e.to_string()),
-            },
-            r = rd.read_buf(&mut rbuf), if reading => match r {
-                Ok(0) => return DownReason::ClosedByPeer,
-                Ok(_) => {
-                    read_any = true;
-                    last_read = Instant::now();
-                    if rbuf.capacity() - rbuf.len() < 4096 {
-                        rbuf.reserve(8192);
-                    }
-                }
-                Err(e) => return DownReason::Io(e.to_string()),
-            },
-            cmd = cmds.recv(), if cmds_open && out.bytes < WRITE_HIGH_WATER => {
-                let mut next = cmd;
-                loop {
-                    match next {
-                        None => {
-                            cmds_open = false;
-                            break;
-                        }
-                        Some(Command::Frame(b)) => {
-                            if let Err(r) = out.push(b) { return r; }
-                        }
-                        Some(Command::Frames(v)) => {
-                            for b in v {
-                                if let Err(r) = out.push(b) { return r; }
-                            }
-                        }
-                        Some(Command::OutFrames(v, kib)) => {
-                            budget.add_permits(kib as usize);
-                            for f in v {
-                                if let Err(r) = out.push_out(f) { return r; }
-                            }
-                        }
-                    }
-                    if out.bytes >= WRITE_HIGH_WATER {
-                        break;
-                    }
-                    // Batch whatever else is queued into the same write.
-                    match cmds.try_recv() {
-                        Ok(c) => next = Some(c),
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => next = None,
-                    }
                 }
             },
-            _ = ticker.tick() => {
-                // While the layer above is slow we do not read: that is
-                // not the peer's silence.
-                if read_any || !reading {
-                    silent_intervals = 0;
-                } else {
-                    silent_intervals += 1;
-                    if silent_intervals >= s.intensity {
-                        return DownReason::TickTimeout { silent_for: last_read.elapsed() };
-                    }
-                }
-                if (!wrote_any && out.is_empty()) || (s.hidden && !read_any) {
-                    out.push_tick();
-                }
-                read_any = false;
-                wrote_any = false;
+            r = out.write_to(&mut wr), if !out.is_empty() => {
+                r?;
+                ticks.wrote();
             },
+            r = read_some(&mut rd, rbuf), if reading => {
+                r?;
+                ticks.read();
+            },
+            cmd = cmds.recv(), if cmds_open && !out.is_full() => {
+                out.take_commands(cmd, cmds, budget, &mut cmds_open)?;
+            },
+            _ = ticks.tick() => ticks.interval(reading, &mut out)?,
         }
     }
 }

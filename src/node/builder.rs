@@ -285,6 +285,7 @@ impl NodeBuilder {
         config.max_frame_size = self.max_frame_size;
         config.max_handshakes = self.max_handshakes;
         config.decoder_limits = self.limits;
+        config.inline = true;
         config.epmd = EpmdClient::new().port(epmd_port);
         let net = Arc::new(Net::new(config.clone()));
         *net.registration.lock().unwrap_or_else(|e| e.into_inner()) =

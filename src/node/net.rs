@@ -12,14 +12,19 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
-use tracing::{debug, info, warn};
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, oneshot, Notify, Semaphore};
+use tracing::{debug, info, warn, Instrument};
 
 use super::sendq::SendQueue;
 use super::{Dest, ExitKind, Node, Watched};
 use crate::connection::control::{ControlMessage, DistMessage, ProcRef};
 use crate::connection::dist_header::{DistDecoder, DistEncoder};
-use crate::connection::driver::{self, Connection, ConnectionEvent, DownReason, LocalNodeConfig};
+use crate::connection::driver::{
+    self, cut_frames, read_some, Command, Connection, DownReason, Link, LocalNodeConfig,
+    RunSettings, Ticks, WriteQueue,
+};
 use crate::epmd::{EpmdClient, EpmdServer, Registration};
 use crate::handshake::NodeName;
 use crate::term::{Atom, Pid, Term};
@@ -402,15 +407,27 @@ async fn connect_or_adopt(
     }
 }
 
-/// Runs one connection until it goes down; returns a newer connection
-/// from the same peer if one replaced it.
-/// How many encoded bytes the peer task hands to the connection's writer at
-/// a time.
+/// How many encoded bytes the peer task takes from its send queue at a
+/// time: large messages go in slices of about this size, so that others'
+/// small ones can come between.
 const FLUSH_BYTES: usize = 256 * 1024;
 
-/// How many received frames the peer task handles in a row.
-const RECV_BATCH: usize = 256;
+/// How many messages the peer task takes from its queue in a row.
+const TAKE_BATCH: usize = 1024;
 
+/// How a connection run by [`PeerLink::run`] ended.
+enum End {
+    /// The connection went down.
+    Down(DownReason),
+    /// `disconnect_node`, or the node stopping.
+    Disconnected,
+    /// The peer came back (restarted, say): its new connection replaces
+    /// ours.
+    Replaced(Connection),
+}
+
+/// Runs one connection until it goes down; returns a newer connection
+/// from the same peer if one replaced it.
 async fn run_connection(
     node: &Node,
     net: &Net,
@@ -422,7 +439,6 @@ async fn run_connection(
 ) -> Option<Connection> {
     let outcome = conn.outcome().clone();
     let flags = outcome.flags;
-    let (handle, mut events) = conn.into_parts();
     let mut encoder = DistEncoder::new(flags);
     let mut decoder = DistDecoder::new(flags).with_limits(net.config.decoder_limits);
     net.set_up(peer, id, outcome.visible, flags);
@@ -432,110 +448,33 @@ async fn run_connection(
     for m in queue.drain(..) {
         sendq.push(m);
     }
-    let mut replacement = None;
-    // The frames being handed to the connection. A peer that does not
-    // read (frozen, or slow) fills the connection's queue and makes this
-    // wait; meanwhile we keep taking commands (a disconnect must work at
-    // once, as `disconnect_node/1` does) and what the peer sends (two
-    // nodes both waiting to write and neither reading would wait forever).
-    // Pinned in place, so that a send costs no allocation.
-    let mut sending = std::pin::pin!(None);
-    let reason: String = 'conn: loop {
-        if sending.is_none() && !sendq.is_empty() {
-            // About FLUSH_BYTES at a time, so that the writer writes while
-            // the rest is encoded, and large messages go in slices that
-            // others' small ones can come between.
-            let frames = sendq.next_chunk(
-                &mut encoder,
-                FLUSH_BYTES,
-                &mut |e| warn!(peer = %peer, error = %e, "message not sent: cannot encode it"),
-            );
-            if !frames.is_empty() {
-                sending.set(Some(handle.send_out_frames(frames)));
-            }
+    let end = match conn.into_link() {
+        Ok((_handle, link)) => {
+            let span = link.span.clone();
+            let mut peer_state = PeerLink {
+                node,
+                peer,
+                encoder: &mut encoder,
+                decoder: &mut decoder,
+                sendq: &mut sendq,
+            };
+            peer_state.run(link, rx).instrument(span).await
         }
-        tokio::select! {
-            r = async {
-                match sending.as_mut().as_pin_mut() {
-                    Some(s) => s.await,
-                    None => std::future::pending().await,
-                }
-            }, if sending.is_some() => {
-                sending.set(None);
-                if r.is_err() {
-                    break 'conn handle.closed().await.to_string();
-                }
-            },
-            o = rx.recv() => match o {
-                Some(Out::Msg(m)) => {
-                    sendq.push(m);
-                    // Take whatever else is queued, to write it together.
-                    for _ in 0..1024 {
-                        match rx.try_recv() {
-                            Ok(Out::Msg(m)) => sendq.push(m),
-                            Ok(Out::Waiter(w)) => {
-                                let _ = w.send(Ok(()));
-                            }
-                            Ok(Out::Adopt(c)) => {
-                                replacement = Some(c);
-                                handle.close();
-                                break 'conn "replaced by a new connection".into();
-                            }
-                            Ok(Out::Disconnect) => {
-                                handle.close();
-                                break 'conn "disconnected".into();
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Some(Out::Waiter(w)) => {
-                    let _ = w.send(Ok(()));
-                }
-                Some(Out::Adopt(c)) => {
-                    // The peer came back (restarted, say): the new
-                    // connection replaces ours.
-                    replacement = Some(c);
-                    handle.close();
-                    break 'conn "replaced by a new connection".into();
-                }
-                Some(Out::Disconnect) | None => {
-                    handle.close();
-                    break 'conn "disconnected".into();
-                }
-            },
-            ev = events.recv() => {
-                // Take what else has arrived too (up to a bound, so that
-                // sending gets its turn), without a select per frame.
-                let mut ev = ev;
-                for round in 1.. {
-                    match ev {
-                        Some(ConnectionEvent::Frame(frame)) => match decoder.decode_frame(frame) {
-                            Ok(Some(msg)) => node.dispatch(peer, msg),
-                            Ok(None) => {}
-                            Err(e) => {
-                                warn!(peer = %peer, error = %e, "protocol error, closing");
-                                handle.close();
-                                break 'conn format!("protocol error: {e}");
-                            }
-                        },
-                        Some(ConnectionEvent::Down(r)) => break 'conn r.to_string(),
-                        None => break 'conn DownReason::LocalShutdown.to_string(),
-                    }
-                    if round == RECV_BATCH {
-                        break;
-                    }
-                    match events.try_recv() {
-                        Ok(next) => ev = Some(next),
-                        Err(_) => break,
-                    }
-                }
-            },
+        Err(conn) => {
+            // The node's connections are handed over before they run
+            // (`LocalNodeConfig::inline`); this one was not.
+            warn!(peer = %peer, "connection already running elsewhere; closing it");
+            conn.handle().close();
+            End::Down(DownReason::LocalShutdown)
         }
     };
-    sending.set(None);
     // Messages still in `sendq` were lost with the connection.
     drop(sendq);
+    let (reason, replacement) = match end {
+        End::Down(r) => (r.to_string(), None),
+        End::Disconnected => ("disconnected".to_owned(), None),
+        End::Replaced(c) => ("replaced by a new connection".to_owned(), Some(c)),
+    };
     info!(peer = %peer, %reason, "node down");
     if let Some(p) = net.peers().get_mut(&peer) {
         if p.id == id {
@@ -545,6 +484,154 @@ async fn run_connection(
     node.node_down(peer);
     let _ = net.events.send(NodeEvent::Down(peer, reason));
     replacement
+}
+
+/// A peer task's state while its connection is up.
+struct PeerLink<'a> {
+    node: &'a Node,
+    peer: Atom,
+    encoder: &'a mut DistEncoder,
+    decoder: &'a mut DistDecoder,
+    sendq: &'a mut SendQueue,
+}
+
+impl PeerLink<'_> {
+    /// Runs the connection in this task until it ends. What the peer sends
+    /// is decoded and delivered as it is read, and what processes send is
+    /// encoded and written from here: no other task stands between a
+    /// process and the socket.
+    async fn run(&mut self, link: Box<Link>, rx: &mut mpsc::UnboundedReceiver<Out>) -> End {
+        let Link {
+            mut stream,
+            mut rbuf,
+            mut cmds,
+            shutdown,
+            budget,
+            settings,
+            mut finish,
+            ..
+        } = *link;
+        let end = self
+            .serve(
+                &mut stream,
+                &mut rbuf,
+                &mut cmds,
+                &shutdown,
+                &budget,
+                settings,
+                rx,
+            )
+            .await;
+        drop(stream);
+        finish.reason = Some(match &end {
+            End::Down(r) => r.clone(),
+            End::Disconnected | End::Replaced(_) => DownReason::LocalShutdown,
+        });
+        end
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn serve(
+        &mut self,
+        stream: &mut TcpStream,
+        rbuf: &mut BytesMut,
+        cmds: &mut mpsc::Receiver<Command>,
+        shutdown: &Notify,
+        budget: &Semaphore,
+        settings: RunSettings,
+        rx: &mut mpsc::UnboundedReceiver<Out>,
+    ) -> End {
+        let (mut rd, mut wr) = stream.split();
+        let mut out = WriteQueue::default();
+        let mut ticks = Ticks::new(&settings);
+        let mut cmds_open = true;
+        loop {
+            if let Err(r) = self.deliver(rbuf, settings.max_frame) {
+                return End::Down(r);
+            }
+            if let Err(r) = self.fill(&mut out) {
+                return End::Down(r);
+            }
+            tokio::select! {
+                _ = shutdown.notified() => return End::Down(DownReason::LocalShutdown),
+                r = out.write_to(&mut wr), if !out.is_empty() => match r {
+                    Ok(_) => ticks.wrote(),
+                    Err(r) => return End::Down(r),
+                },
+                r = read_some(&mut rd, rbuf) => match r {
+                    Ok(()) => ticks.read(),
+                    Err(r) => return End::Down(r),
+                },
+                o = rx.recv() => {
+                    let mut next = o;
+                    // Take whatever else is queued too (up to a bound, so
+                    // that writing gets its turn), to write it together.
+                    for taken in 1.. {
+                        match next {
+                            Some(Out::Msg(m)) => self.sendq.push(m),
+                            Some(Out::Waiter(w)) => {
+                                let _ = w.send(Ok(()));
+                            }
+                            Some(Out::Adopt(c)) => return End::Replaced(c),
+                            Some(Out::Disconnect) | None => return End::Disconnected,
+                        }
+                        if taken == TAKE_BATCH {
+                            break;
+                        }
+                        match rx.try_recv() {
+                            Ok(o) => next = Some(o),
+                            Err(_) => break,
+                        }
+                    }
+                },
+                cmd = cmds.recv(), if cmds_open && !out.is_full() => {
+                    if let Err(r) = out.take_commands(cmd, cmds, budget, &mut cmds_open) {
+                        return End::Down(r);
+                    }
+                },
+                _ = ticks.tick() => {
+                    if let Err(r) = ticks.interval(true, &mut out) {
+                        return End::Down(r);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Decodes the frames read so far and delivers what they carry.
+    fn deliver(&mut self, rbuf: &mut BytesMut, max_frame: usize) -> Result<(), DownReason> {
+        let (node, peer, decoder) = (self.node, self.peer, &mut *self.decoder);
+        cut_frames(rbuf, max_frame, |frame| match decoder.decode_frame(frame) {
+            Ok(Some(msg)) => {
+                node.dispatch(peer, msg);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                warn!(peer = %peer, error = %e, "protocol error, closing");
+                Err(DownReason::Protocol(e.to_string()))
+            }
+        })
+    }
+
+    /// Encodes queued messages into the writer's queue until it is full.
+    fn fill(&mut self, out: &mut WriteQueue) -> Result<(), DownReason> {
+        let peer = self.peer;
+        while !out.is_full() && !self.sendq.is_empty() {
+            let frames = self.sendq.next_chunk(
+                self.encoder,
+                FLUSH_BYTES,
+                &mut |e| warn!(peer = %peer, error = %e, "message not sent: cannot encode it"),
+            );
+            if frames.is_empty() {
+                break;
+            }
+            for f in frames {
+                out.push_out(f)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Node {
