@@ -445,10 +445,26 @@ impl AtomCacheIn {
         pos: usize,
         budget: &AtomBudget,
     ) -> Result<(Vec<Atom>, usize), HeaderError> {
+        let mut atoms = Vec::new();
+        let end = self.read_refs_into(frame, pos, budget, &mut atoms)?;
+        Ok((atoms, end))
+    }
+
+    /// [`read_refs_within`](Self::read_refs_within) into `atoms` (emptied
+    /// first), so that a connection reuses one vector for every frame;
+    /// returns the offset just past the section.
+    fn read_refs_into(
+        &mut self,
+        frame: &[u8],
+        pos: usize,
+        budget: &AtomBudget,
+        atoms: &mut Vec<Atom>,
+    ) -> Result<usize, HeaderError> {
+        atoms.clear();
         let mut r = HeaderReader { frame, pos };
         let n = usize::from(r.u8()?);
         if n == 0 {
-            return Ok((Vec::new(), r.pos));
+            return Ok(r.pos);
         }
         let flags = r.take(n / 2 + 1)?;
         let nibble = |i: usize| -> u8 {
@@ -460,7 +476,7 @@ impl AtomCacheIn {
             }
         };
         let long_atoms = nibble(n) & LONG_ATOMS != 0;
-        let mut atoms = Vec::with_capacity(n);
+        atoms.reserve(n);
         for i in 0..n {
             let flag = nibble(i);
             let at = r.pos;
@@ -485,7 +501,7 @@ impl AtomCacheIn {
             };
             atoms.push(atom);
         }
-        Ok((atoms, r.pos))
+        Ok(r.pos)
     }
 }
 
@@ -584,11 +600,50 @@ pub fn read_frame_header_within(
     cache: &mut AtomCacheIn,
     budget: &AtomBudget,
 ) -> Result<(FrameHeader, usize), HeaderError> {
+    let mut atoms = Vec::new();
+    let (kind, pos) = read_header_into(frame, framing, cache, budget, &mut atoms)?;
+    let header = match kind {
+        HeaderKind::Whole => FrameHeader::Whole { atoms },
+        HeaderKind::First {
+            sequence_id,
+            fragment_id,
+        } => FrameHeader::First {
+            sequence_id,
+            fragment_id,
+            atoms,
+        },
+        HeaderKind::Continuation {
+            sequence_id,
+            fragment_id,
+        } => FrameHeader::Continuation {
+            sequence_id,
+            fragment_id,
+        },
+    };
+    Ok((header, pos))
+}
+
+/// A [`FrameHeader`] without its atoms.
+enum HeaderKind {
+    Whole,
+    First { sequence_id: u64, fragment_id: u64 },
+    Continuation { sequence_id: u64, fragment_id: u64 },
+}
+
+/// [`read_frame_header_within`], the atoms into `atoms` (emptied first).
+fn read_header_into(
+    frame: &[u8],
+    framing: Framing,
+    cache: &mut AtomCacheIn,
+    budget: &AtomBudget,
+    atoms: &mut Vec<Atom>,
+) -> Result<(HeaderKind, usize), HeaderError> {
+    atoms.clear();
     let mut r = HeaderReader { frame, pos: 0 };
     if !framing.has_header() {
         // OTP skips the pass-through byte without looking at it.
         r.u8()?;
-        return Ok((FrameHeader::Whole { atoms: Vec::new() }, r.pos));
+        return Ok((HeaderKind::Whole, r.pos));
     }
     match r.u8()? {
         VERSION_MAGIC => {}
@@ -597,8 +652,8 @@ pub fn read_frame_header_within(
     let tag = FrameTag(r.u8()?);
     match tag {
         FrameTag::DIST_HEADER => {
-            let (atoms, pos) = cache.read_refs_within(frame, r.pos, budget)?;
-            Ok((FrameHeader::Whole { atoms }, pos))
+            let pos = cache.read_refs_into(frame, r.pos, budget, atoms)?;
+            Ok((HeaderKind::Whole, pos))
         }
         FrameTag::DIST_FRAG_HEADER | FrameTag::DIST_FRAG_CONT => {
             if !framing.has_fragments() {
@@ -608,19 +663,18 @@ pub fn read_frame_header_within(
             let fragment_id = r.u64()?;
             if tag == FrameTag::DIST_FRAG_CONT {
                 return Ok((
-                    FrameHeader::Continuation {
+                    HeaderKind::Continuation {
                         sequence_id,
                         fragment_id,
                     },
                     r.pos,
                 ));
             }
-            let (atoms, pos) = cache.read_refs_within(frame, r.pos, budget)?;
+            let pos = cache.read_refs_into(frame, r.pos, budget, atoms)?;
             Ok((
-                FrameHeader::First {
+                HeaderKind::First {
                     sequence_id,
                     fragment_id,
-                    atoms,
                 },
                 pos,
             ))
@@ -900,6 +954,8 @@ pub struct DistDecoder {
     fragments: Reassembler<(ControlMessage, Vec<Atom>)>,
     options: DecodeOptions,
     atoms: AtomBudget,
+    /// The current frame's header atoms (one vector for every frame).
+    frame_atoms: Vec<Atom>,
 }
 
 impl DistDecoder {
@@ -916,6 +972,7 @@ impl DistDecoder {
             fragments: Reassembler::default(),
             options: DecodeOptions::default(),
             atoms: AtomBudget::new(DEFAULT_MAX_NEW_ATOMS),
+            frame_atoms: Vec::new(),
         }
     }
 
@@ -980,41 +1037,45 @@ impl DistDecoder {
         if frame.is_empty() {
             return Ok(None);
         }
+        let mut atoms = std::mem::take(&mut self.frame_atoms);
+        let result = self.decode_with(frame, &mut atoms);
+        self.frame_atoms = atoms;
+        result
+    }
+
+    fn decode_with(
+        &mut self,
+        frame: Bytes,
+        atoms: &mut Vec<Atom>,
+    ) -> Result<Option<DistMessage>, FrameError> {
         let (header, pos) =
-            read_frame_header_within(&frame, self.framing, &mut self.cache, &self.atoms)?;
+            read_header_into(&frame, self.framing, &mut self.cache, &self.atoms, atoms)?;
         let header_mode = self.framing.has_header();
         match header {
-            FrameHeader::Whole { atoms } => {
-                let (control, end) = self.control(&frame, pos, &atoms)?;
-                self.finish(control, &atoms, &frame, end).map(Some)
+            HeaderKind::Whole | HeaderKind::First { sequence_id: 0, .. } => {
+                let (control, end) = self.control(&frame, pos, atoms)?;
+                self.finish(control, atoms, &frame, end).map(Some)
             }
-            FrameHeader::First {
-                sequence_id: 0,
-                atoms,
-                ..
-            } => {
-                let (control, end) = self.control(&frame, pos, &atoms)?;
-                self.finish(control, &atoms, &frame, end).map(Some)
-            }
-            FrameHeader::First {
+            HeaderKind::First {
                 sequence_id,
                 fragment_id,
-                atoms,
             } => {
                 // OTP checks the control term when the first fragment comes.
-                let (control, end) = self.control(&frame, pos, &atoms)?;
+                let (control, end) = self.control(&frame, pos, atoms)?;
                 let rest = frame.slice(end..);
-                match self
-                    .fragments
-                    .first(sequence_id, fragment_id, (control, atoms), rest)?
-                {
+                match self.fragments.first(
+                    sequence_id,
+                    fragment_id,
+                    (control, atoms.clone()),
+                    rest,
+                )? {
                     Some(((control, atoms), bytes)) => {
                         self.finish(control, &atoms, &bytes, 0).map(Some)
                     }
                     None => Ok(None),
                 }
             }
-            FrameHeader::Continuation {
+            HeaderKind::Continuation {
                 sequence_id,
                 fragment_id,
             } => {
@@ -1169,6 +1230,9 @@ struct SlotMarks {
     generation: u32,
     /// Per slot: (generation, reference index).
     marks: Vec<(u32, u8)>,
+    /// The frame's references: (atom, slot, new entry), in reference
+    /// order (kept from frame to frame, so as not to allocate).
+    refs: Vec<(Atom, u16, bool)>,
 }
 
 impl SlotMarks {
@@ -1176,11 +1240,13 @@ impl SlotMarks {
         SlotMarks {
             generation: 0,
             marks: vec![(0, 0); ATOM_CACHE_SIZE],
+            refs: Vec::new(),
         }
     }
 
     /// Forgets every mark: the start of a new frame.
     fn next_frame(&mut self) -> &mut SlotMarks {
+        self.refs.clear();
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
             self.marks.fill((0, 0));
@@ -1207,8 +1273,7 @@ impl SlotMarks {
 /// `ErtsAtomCacheMap`).
 struct FrameAtoms<'c> {
     cache: Option<&'c AtomCacheOut>,
-    /// (atom, slot, new entry), in reference order.
-    refs: Vec<(Atom, u16, bool)>,
+    /// The marks by slot and the references, in reference order.
     by_slot: &'c mut SlotMarks,
 }
 
@@ -1216,7 +1281,6 @@ impl<'c> FrameAtoms<'c> {
     fn new(cache: Option<&'c AtomCacheOut>, marks: &'c mut SlotMarks) -> FrameAtoms<'c> {
         FrameAtoms {
             cache,
-            refs: Vec::new(),
             by_slot: marks.next_frame(),
         }
     }
@@ -1228,49 +1292,51 @@ impl<'c> FrameAtoms<'c> {
     fn index(&mut self, atom: Atom) -> Option<u8> {
         let slot = AtomCacheOut::slot_of(atom);
         if let Some(ix) = self.by_slot.get(slot) {
-            let (held, _, _) = self.refs.get(usize::from(ix))?;
+            let (held, _, _) = self.by_slot.refs.get(usize::from(ix))?;
             return (*held == atom).then_some(ix);
         }
-        if self.refs.len() >= MAX_ATOM_CACHE_REFS {
+        if self.by_slot.refs.len() >= MAX_ATOM_CACHE_REFS {
             return None;
         }
         let s = atom.as_str();
         if s.len() > MAX_ATOM_CHARS && s.chars().count() > MAX_ATOM_CHARS {
             return None;
         }
-        let ix = u8::try_from(self.refs.len()).ok()?;
+        let ix = u8::try_from(self.by_slot.refs.len()).ok()?;
         let new = self.cache.and_then(|c| c.get(usize::from(slot))) != Some(atom);
-        self.refs.push((atom, slot, new));
+        self.by_slot.refs.push((atom, slot, new));
         self.by_slot.set(slot, ix);
         Some(ix)
     }
 
     /// Writes `N, Flags, Refs`.
     fn write_header(&self, out: &mut BytesMut) {
-        let n = self.refs.len();
+        let n = self.by_slot.refs.len();
         out.put_u8(n as u8);
         if n == 0 {
             return;
         }
         let long = self
+            .by_slot
             .refs
             .iter()
             .any(|(a, _, new)| *new && a.as_str().len() > 255);
-        let mut flags = vec![0u8; n / 2 + 1];
+        // At most 255 references: 128 bytes of flags.
+        let mut flags = [0u8; MAX_ATOM_CACHE_REFS / 2 + 1];
         let mut set = |i: usize, nibble: u8| {
             if let Some(b) = flags.get_mut(i / 2) {
                 *b |= if i % 2 == 0 { nibble } else { nibble << 4 };
             }
         };
-        for (i, (_, slot, new)) in self.refs.iter().enumerate() {
+        for (i, (_, slot, new)) in self.by_slot.refs.iter().enumerate() {
             let seg = (slot >> 8) as u8 & SEGMENT_MASK;
             set(i, seg | if *new { NEW_CACHE_ENTRY } else { 0 });
         }
         if long {
             set(n, LONG_ATOMS);
         }
-        out.put_slice(&flags);
-        for (atom, slot, new) in &self.refs {
+        out.put_slice(flags.get(..n / 2 + 1).unwrap_or(&flags));
+        for (atom, slot, new) in &self.by_slot.refs {
             out.put_u8((slot & 0xff) as u8);
             if *new {
                 let text = atom.as_str().as_bytes();
@@ -1284,13 +1350,9 @@ impl<'c> FrameAtoms<'c> {
         }
     }
 
-    /// The new entries, to record in the cache once the frame is written.
-    fn into_new_entries(self) -> Vec<(Atom, u16)> {
-        self.refs
-            .into_iter()
-            .filter(|(_, _, new)| *new)
-            .map(|(atom, slot, _)| (atom, slot))
-            .collect()
+    /// How many references the frame has.
+    fn len(&self) -> usize {
+        self.by_slot.refs.len()
     }
 }
 
@@ -1360,7 +1422,17 @@ pub struct DistEncoder {
     next_sequence: u64,
     encoder: Encoder,
     marks: SlotMarks,
+    /// Where messages are encoded: each message's bytes are split off it,
+    /// so that small messages share blocks instead of allocating each.
+    arena: BytesMut,
 }
+
+/// The size of the blocks [`DistEncoder`] encodes messages into.
+const ARENA_BLOCK: usize = 64 * 1024;
+
+/// Room reserved in the arena before a message is encoded (it grows as
+/// needed).
+const ARENA_MIN: usize = 512;
 
 impl DistEncoder {
     /// An encoder for a connection with these negotiated flags: the atom
@@ -1383,6 +1455,7 @@ impl DistEncoder {
             next_sequence: 1,
             encoder: Encoder::new(),
             marks: SlotMarks::new(),
+            arena: BytesMut::new(),
         }
     }
 
@@ -1432,9 +1505,27 @@ impl DistEncoder {
     /// # Errors
     /// As [`DistEncoder::encode`].
     pub fn encode_split(&mut self, msg: &DistMessage) -> Result<Vec<OutFrame>, EncodeError> {
+        let mut frames = Vec::new();
+        self.encode_split_into(msg, &mut frames)?;
+        Ok(frames)
+    }
+
+    /// [`encode_split`](Self::encode_split), appending the frames to
+    /// `frames`; true if the message was fragmented (more than one frame).
+    ///
+    /// # Errors
+    /// As [`DistEncoder::encode`]; `frames` is then unchanged.
+    pub fn encode_split_into(
+        &mut self,
+        msg: &DistMessage,
+        frames: &mut Vec<OutFrame>,
+    ) -> Result<bool, EncodeError> {
         let seq = NonZeroU64::new(self.next_sequence).unwrap_or(NonZeroU64::MIN);
-        self.next_sequence = seq.get().wrapping_add(1).max(1);
-        Ok(self.encode_with(msg, Some(seq))?.0)
+        let fragmented = self.encode_with(msg, Some(seq), frames)?;
+        if fragmented {
+            self.next_sequence = seq.get().wrapping_add(1).max(1);
+        }
+        Ok(fragmented)
     }
 
     /// Encodes `msg` as one frame, however long.
@@ -1442,7 +1533,8 @@ impl DistEncoder {
     /// # Errors
     /// As [`DistEncoder::encode`].
     pub fn encode_frame(&mut self, msg: &DistMessage) -> Result<Bytes, EncodeError> {
-        let (mut frames, _) = self.encode_with(msg, None)?;
+        let mut frames = Vec::with_capacity(1);
+        self.encode_with(msg, None, &mut frames)?;
         Ok(frames.pop().map(OutFrame::into_bytes).unwrap_or_default())
     }
 
@@ -1457,31 +1549,37 @@ impl DistEncoder {
         msg: &DistMessage,
         sequence_id: NonZeroU64,
     ) -> Result<Vec<Bytes>, EncodeError> {
-        Ok(self
-            .encode_with(msg, Some(sequence_id))?
-            .0
-            .into_iter()
-            .map(OutFrame::into_bytes)
-            .collect())
+        let mut frames = Vec::new();
+        self.encode_with(msg, Some(sequence_id), &mut frames)?;
+        Ok(frames.into_iter().map(OutFrame::into_bytes).collect())
     }
 
+    /// Encodes `msg`, appending its frames to `frames`; true if it was
+    /// fragmented (with `sequence_id`).
     fn encode_with(
         &mut self,
         msg: &DistMessage,
         sequence_id: Option<NonZeroU64>,
-    ) -> Result<(Vec<OutFrame>, bool), EncodeError> {
+        frames: &mut Vec<OutFrame>,
+    ) -> Result<bool, EncodeError> {
         let control = msg.control().to_term();
+        // Encoded into the arena's spare room, then split off it: no
+        // allocation per message.
+        let mut body = std::mem::take(&mut self.arena);
+        if body.capacity() - body.len() < ARENA_MIN {
+            body.reserve(ARENA_BLOCK);
+        }
         if !self.framing.has_header() {
-            let mut out = BytesMut::new();
-            out.put_u8(PASS_THROUGH);
-            self.encoder.encode_to(&control, &mut out)?;
+            body.put_u8(PASS_THROUGH);
+            self.encoder.encode_to(&control, &mut body)?;
             if let Some(p) = msg.payload() {
-                self.encoder.encode_to(p, &mut out)?;
+                self.encoder.encode_to(p, &mut body)?;
             }
-            return Ok((vec![OutFrame::whole(out.freeze())], false));
+            frames.push(OutFrame::whole(body.split().freeze()));
+            self.arena = body;
+            return Ok(false);
         }
         let mut atoms = FrameAtoms::new(self.cache.as_ref(), &mut self.marks);
-        let mut body = BytesMut::with_capacity(256);
         let use_cache = self.cache.is_some();
         // Large binaries are not copied: they stay where they are and the
         // frames refer to them (`shared`, by offset in `body`).
@@ -1501,26 +1599,39 @@ impl DistEncoder {
         if let Some(p) = msg.payload() {
             write(p, &mut body)?;
         }
-        let mut rope = Rope::new(body.freeze(), shared);
-        let payload_len = rope.len() - control_len;
+        let encoded = body.split().freeze();
+        let mut head = body;
+        let payload_len =
+            encoded.len() + shared.iter().map(|(_, b)| b.len()).sum::<usize>() - control_len;
         let fs = self.fragment_size;
         let fragmented = self.framing.has_fragments() && payload_len > fs;
-        let frames = match sequence_id.filter(|_| fragmented) {
+        match sequence_id.filter(|_| fragmented) {
+            None if shared.is_empty() => {
+                // The common case: one frame, in two pieces.
+                head.reserve(3 + 6 * atoms.len());
+                head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
+                atoms.write_header(&mut head);
+                frames.push(OutFrame {
+                    head: head.split().freeze(),
+                    body: encoded,
+                    more: Vec::new(),
+                });
+            }
             None => {
-                let mut head = BytesMut::with_capacity(2 + 1 + 6 * atoms.refs.len());
+                let mut rope = Rope::new(encoded, shared);
+                head.reserve(3 + 6 * atoms.len());
                 head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
                 atoms.write_header(&mut head);
                 let len = rope.len();
-                vec![rope.frame(head.freeze(), len)]
+                frames.push(rope.frame(head.split().freeze(), len));
             }
             Some(seq) => {
+                let mut rope = Rope::new(encoded, shared);
                 let seq = seq.get();
                 let rest_len = payload_len - fs;
                 let count = 1 + rest_len.div_ceil(fs);
-                let mut frames = Vec::with_capacity(count);
-                let mut head = BytesMut::with_capacity(
-                    19 + 6 * atoms.refs.len() + (count - 1) * FRAGMENT_CONT_HEADER_SIZE,
-                );
+                frames.reserve(count);
+                head.reserve(19 + 6 * atoms.len() + (count - 1) * FRAGMENT_CONT_HEADER_SIZE);
                 head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_FRAG_HEADER.0]);
                 head.put_u64(seq);
                 head.put_u64(count as u64);
@@ -1534,18 +1645,18 @@ impl DistEncoder {
                     head.put_u64(id);
                     frames.push(rope.frame(head.split().freeze(), fs));
                 }
-                frames
             }
-        };
-        let new_entries = atoms.into_new_entries();
+        }
+        self.arena = head;
+        // The frame is made: its new entries are now in the peer's cache.
         if let Some(cache) = self.cache.as_mut() {
-            for (atom, slot) in new_entries {
-                if let Some(s) = cache.slots.get_mut(usize::from(slot)) {
+            for &(atom, slot, new) in &self.marks.refs {
+                if let Some(s) = cache.slots.get_mut(usize::from(slot)).filter(|_| new) {
                     *s = Some(atom);
                 }
             }
         }
-        Ok((frames, fragmented))
+        Ok(fragmented)
     }
 }
 

@@ -75,6 +75,39 @@ impl Chunk {
             self.frames.push(f);
         }
     }
+
+    /// Encodes `m` into the chunk; a message in more than
+    /// [`SLICE_FRAMES`] frames leaves the chunk with its first slice only
+    /// and the rest returned.
+    fn encode(
+        &mut self,
+        m: &DistMessage,
+        enc: &mut DistEncoder,
+    ) -> Result<Option<VecDeque<OutFrame>>, EncodeError> {
+        let before = self.frames.len();
+        enc.encode_split_into(m, &mut self.frames)?;
+        let rest = match self.frames.len() - before {
+            n if n <= SLICE_FRAMES => None,
+            _ => Some(self.frames.drain(before + SLICE_FRAMES..).collect()),
+        };
+        self.counted_from(before);
+        Ok(rest)
+    }
+
+    /// Encodes `m` into the chunk whole, however many frames it takes.
+    fn encode_whole(&mut self, m: &DistMessage, enc: &mut DistEncoder) -> Result<(), EncodeError> {
+        let before = self.frames.len();
+        enc.encode_split_into(m, &mut self.frames)?;
+        self.counted_from(before);
+        Ok(())
+    }
+
+    /// Adds the frames from `before` on to the chunk's size.
+    fn counted_from(&mut self, before: usize) {
+        if let Some(new) = self.frames.get(before..) {
+            self.bytes += new.iter().map(OutFrame::len).sum::<usize>();
+        }
+    }
 }
 
 impl SendQueue {
@@ -152,9 +185,9 @@ impl SendQueue {
         }
         let Some(sender) = plain_sender(&m) else {
             if self.streams.is_empty() {
-                match enc.encode_split(&m) {
-                    Ok(frames) => chunk.take(frames),
-                    Err(e) => rejected(e),
+                // Not sliced: a signal goes whole.
+                if let Err(e) = chunk.encode_whole(&m, enc) {
+                    rejected(e);
                 }
             } else {
                 self.held.push_back(m);
@@ -165,16 +198,13 @@ impl SendQueue {
             s.behind.push_back(m);
             return;
         }
-        match enc.encode_split(&m) {
-            Ok(frames) => {
-                if let Some(rest) = start(frames, chunk) {
-                    self.streams.push_back(Stream {
-                        sender,
-                        frames: rest,
-                        behind: VecDeque::new(),
-                    });
-                }
-            }
+        match chunk.encode(&m, enc) {
+            Ok(Some(rest)) => self.streams.push_back(Stream {
+                sender,
+                frames: rest,
+                behind: VecDeque::new(),
+            }),
+            Ok(None) => {}
             Err(e) => rejected(e),
         }
     }
@@ -199,12 +229,9 @@ impl SendQueue {
                 let Some(m) = s.behind.pop_front() else {
                     break;
                 };
-                match enc.encode_split(&m) {
-                    Ok(frames) => {
-                        if let Some(rest) = start(frames, chunk) {
-                            s.frames = rest;
-                        }
-                    }
+                match chunk.encode(&m, enc) {
+                    Ok(Some(rest)) => s.frames = rest,
+                    Ok(None) => {}
                     Err(e) => rejected(e),
                 }
             }
@@ -213,18 +240,6 @@ impl SendQueue {
             }
         }
     }
-}
-
-/// Puts a message's frames into `chunk`, or only its first slice when it
-/// has more; returns the rest.
-fn start(frames: Vec<OutFrame>, chunk: &mut Chunk) -> Option<VecDeque<OutFrame>> {
-    if frames.len() <= SLICE_FRAMES {
-        chunk.take(frames);
-        return None;
-    }
-    let mut frames = VecDeque::from(frames);
-    chunk.take(frames.drain(..SLICE_FRAMES));
-    Some(frames)
 }
 
 #[cfg(test)]
