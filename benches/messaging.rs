@@ -18,6 +18,10 @@
 //! Without `--bench` (as `cargo test --benches` runs it) every scenario runs
 //! once with small counts, as a smoke test.
 
+// The codec bench's corpus: the terms of the `mixed_terms` scenario.
+#[allow(dead_code)]
+#[path = "codec/corpus.rs"]
+mod corpus;
 #[path = "messaging/scenarios.rs"]
 mod scenarios;
 

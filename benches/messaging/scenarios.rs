@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use erldist::testing::{unique_name, ErlNode, RealEpmd};
 use erldist::{Atom, Node, Pid, Process, Term};
 
+use crate::corpus;
+
 const COOKIE: &str = "bench_cookie";
 
 /// Set in the child process that measures erldist's process memory.
@@ -21,6 +23,7 @@ struct Plan {
     small: usize,
     kb: usize,
     mb: usize,
+    mixed: usize,
     rounds: usize,
     servers: usize,
     call_ms: u64,
@@ -33,6 +36,7 @@ const FULL: Plan = Plan {
     small: 1_000_000,
     kb: 100_000,
     mb: 1_000,
+    mixed: 100_000,
     rounds: 10_000,
     servers: 120,
     call_ms: 2_000,
@@ -45,6 +49,7 @@ const SMOKE: Plan = Plan {
     small: 1_000,
     kb: 100,
     mb: 2,
+    mixed: 3_000,
     rounds: 100,
     servers: 120,
     call_ms: 100,
@@ -215,14 +220,15 @@ fn rust_sink(node: &Node, n: usize) -> Pid {
     })
 }
 
-/// Streams `n` copies of `msg` from `p` to `sink` and waits for its done.
-async fn rust_stream(p: &mut Process, sink: &Pid, n: usize, msg: &Term) -> Duration {
+/// Streams `n` messages (cycling through `msgs`) from `p` to `sink` and
+/// waits for its done.
+async fn rust_stream(p: &mut Process, sink: &Pid, n: usize, msgs: &[Term]) -> Duration {
     let t0 = Instant::now();
     p.send(
         sink,
         Term::tuple(vec![Term::atom("start"), Term::Pid(p.pid())]),
     );
-    for _ in 0..n {
+    for msg in msgs.iter().cycle().take(n) {
         p.send(sink, msg.clone());
     }
     loop {
@@ -253,7 +259,7 @@ async fn send_scenario(
     let mut beam = Vec::new();
     let a_name = env.a.name().to_owned();
     for _ in 0..runs {
-        let d = rust_stream(&mut p, &sink, n, &rust_msg).await;
+        let d = rust_stream(&mut p, &sink, n, std::slice::from_ref(&rust_msg)).await;
         rust.push(per_sec(n * unit_size, d));
         let us = erl_term(
             &mut env.b,
@@ -264,6 +270,78 @@ async fn send_scenario(
     }
     eval(&mut env.a, &format!("exit({}, kill).", erl_expr(sink)));
     report(name, unit, rust, beam, true, &format!(" n={n} runs={runs}"));
+}
+
+/// The mixed_terms stream: the codec corpus (benches/codec/corpus.rs),
+/// its sets interleaved one term from each in turn, without terms of 1 MiB
+/// or more (the 1 MiB binary is `send_1mb`'s); each with its ETF size.
+fn mixed_corpus() -> Vec<(Term, usize)> {
+    let sets: Vec<Vec<(Term, usize)>> = corpus::scenarios()
+        .into_iter()
+        .map(|s| {
+            s.terms
+                .into_iter()
+                .zip(s.encoded.iter().map(|b| b.len()))
+                .filter(|(_, len)| *len < 1 << 20)
+                .collect()
+        })
+        .collect();
+    let longest = sets.iter().map(Vec::len).max().unwrap_or(0);
+    (0..longest)
+        .flat_map(|i| sets.iter().filter_map(move |set| set.get(i).cloned()))
+        .collect()
+}
+
+/// erldist -> sink on A, against B -> sink on A, `n` messages cycling
+/// through the same list of terms (B reads it from a file of ETF written
+/// here).
+async fn mixed_terms(env: &mut Env, n: usize, runs: usize) {
+    let corpus = mixed_corpus();
+    let terms: Vec<Term> = corpus.iter().map(|(t, _)| t.clone()).collect();
+    let bytes: usize = corpus.iter().map(|(_, len)| *len).cycle().take(n).sum();
+    let file = env.dir.join("mixed_terms.etf");
+    let etf = Term::list(terms.clone())
+        .encode()
+        .expect("encode the corpus");
+    std::fs::write(&file, etf).expect("write the corpus file");
+    let file = file.to_str().expect("utf-8 temp dir").to_owned();
+
+    let sink = erl_pid(&mut env.a, &format!("bench_peer:start_sink({n})."));
+    let mut p = env.r1.process();
+    let (mut rust, mut beam) = (Vec::new(), Vec::new());
+    let (mut rust_b, mut beam_b) = (Vec::new(), Vec::new());
+    let a_name = env.a.name().to_owned();
+    for _ in 0..runs {
+        let d = rust_stream(&mut p, &sink, n, &terms).await;
+        rust.push(per_sec(n, d));
+        rust_b.push(per_sec(bytes, d));
+        let us = erl_term(
+            &mut env.b,
+            &format!("bench_peer:stream_terms_to_new_sink('{a_name}', \"{file}\", {n}, 1)."),
+        );
+        let d =
+            Duration::from_micros(us.list_elems().expect("a list")[0].as_i64().expect("us") as u64);
+        beam.push(per_sec(n, d));
+        beam_b.push(per_sec(bytes, d));
+    }
+    eval(&mut env.a, &format!("exit({}, kill).", erl_expr(sink)));
+    println!(
+        "# mixed_terms ETF bytes/s: erldist runs [{}] beam runs [{}] (medians erldist={:.0} beam={:.0}); {} distinct terms, {:.0} bytes/message on average",
+        fmt_runs(&rust_b),
+        fmt_runs(&beam_b),
+        median(rust_b.clone()),
+        median(beam_b.clone()),
+        terms.len(),
+        bytes as f64 / n as f64,
+    );
+    report(
+        "mixed_terms",
+        "msg/s",
+        rust,
+        beam,
+        true,
+        &format!(" n={n} runs={runs}"),
+    );
 }
 
 async fn recv_small(env: &mut Env, n: usize, runs: usize) {
@@ -301,7 +379,8 @@ async fn rust_to_rust(env: &mut Env, n: usize, runs: usize) {
     let msg = Term::tuple(vec![Term::atom("hello"), Term::from(42)]);
     let (mut rust, mut beam) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        rust.push(per_sec(n, rust_stream(&mut p, &sink, n, &msg).await));
+        let d = rust_stream(&mut p, &sink, n, std::slice::from_ref(&msg)).await;
+        rust.push(per_sec(n, d));
         let us = erl_term(
             &mut env.b,
             &format!("bench_peer:stream_to_new_sink('{a_name}', {n}, {{hello, 42}}, 1)."),
@@ -584,6 +663,9 @@ pub async fn run(full: bool) {
             plan.runs,
         )
         .await;
+    }
+    if wanted("mixed_terms") {
+        mixed_terms(&mut env, plan.mixed, plan.runs).await;
     }
     if wanted("pingpong_rtt") {
         pingpong(&mut env, plan.rounds, plan.runs).await;
