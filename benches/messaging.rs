@@ -10,14 +10,25 @@
 //! scenario:
 //!
 //! ```text
-//! scenario=<name> erldist=<value> beam=<value> ratio=<r> unit=<unit> ...
+//! scenario=<name> erldist=<value> beam=<value> ratio=<r> edp=<value> ratio_edp=<r> unit=<unit> ...
 //! ```
 //!
 //! `ratio` > 1 means erldist is ahead: erldist / beam for rates, beam /
 //! erldist for times and bytes. Per-run figures are printed on `#` lines.
+//! Where the `edp_node` crate can run the same scenario, its median is on
+//! the same line as `edp=<value>` with `ratio_edp=<r>` (erldist against
+//! edp, same direction); `edp=n/a` (with the reason on a `#` line) where it
+//! cannot, `edp=failed` (with the reason) where it failed. See
+//! `benches/messaging/edp.rs`.
 //! Without `--bench` (as `cargo test --benches` runs it) every scenario runs
 //! once with small counts, as a smoke test.
 
+// The codec bench's corpus: the terms of the `mixed_terms` scenario.
+#[allow(dead_code)]
+#[path = "codec/corpus.rs"]
+mod corpus;
+#[path = "messaging/edp.rs"]
+mod edp;
 #[path = "messaging/scenarios.rs"]
 mod scenarios;
 

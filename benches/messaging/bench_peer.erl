@@ -8,7 +8,8 @@
 -behaviour(gen_server).
 
 -export([sink/1, start_sink/1, echo/0, start_echo/0,
-         stream/3, stream_to_new_sink/4, pingpong/2,
+         stream/3, stream_to_new_sink/4, stream_terms_to_new_sink/4,
+         stream_async/4, pingpong/2,
          start_servers/1, calls/3, connect/1, process_memory/1]).
 -export([init/1, handle_call/3, handle_cast/2]).
 
@@ -58,6 +59,50 @@ stream_to_new_sink(Node, N, Msg, Runs) ->
     Res = [stream(Sink, N, Msg) || _ <- lists:seq(1, Runs)],
     exit(Sink, kill),
     Res.
+
+%% BEAM->BEAM with the mixed_terms corpus: File holds term_to_binary of a
+%% list of terms (written by the bench with erldist's encoder); a sender
+%% here streams N messages to a sink on Node, cycling through that list.
+stream_terms_to_new_sink(Node, File, N, Runs) ->
+    {ok, Bin} = file:read_file(File),
+    Terms = binary_to_term(Bin),
+    Sink = spawn(Node, ?MODULE, sink, [N]),
+    Self = self(),
+    Res = [begin
+               P = spawn(fun() ->
+                   T0 = erlang:monotonic_time(),
+                   Sink ! {start, self()},
+                   send_cycle(Sink, N, Terms, Terms),
+                   receive {done, _} -> ok end,
+                   T1 = erlang:monotonic_time(),
+                   Self ! {self(), erlang:convert_time_unit(T1 - T0, native, microsecond)}
+               end),
+               receive {P, Us} -> Us end
+           end || _ <- lists:seq(1, Runs)],
+    exit(Sink, kill),
+    Res.
+
+send_cycle(_, 0, _, _) -> ok;
+send_cycle(Sink, K, [], All) -> send_cycle(Sink, K, All, All);
+send_cycle(Sink, K, [T | Rest], All) -> Sink ! T, send_cycle(Sink, K - 1, Rest, All).
+
+%% As stream/3, but returns at once: a fresh process streams N copies of
+%% Msg to Sink and sends {stream_us, Us} (or {stream_us, timeout} when the
+%% sink has not answered within 120 s) to ReplyTo. For sinks that may not
+%% answer (the edp variant), so that the bench's eval never blocks on them.
+stream_async(Sink, N, Msg, ReplyTo) ->
+    spawn(fun() ->
+        T0 = erlang:monotonic_time(),
+        Sink ! {start, self()},
+        send_n(Sink, N, Msg),
+        receive
+            {done, _} ->
+                T1 = erlang:monotonic_time(),
+                ReplyTo ! {stream_us, erlang:convert_time_unit(T1 - T0, native, microsecond)}
+        after 120000 ->
+            ReplyTo ! {stream_us, timeout}
+        end
+    end).
 
 send_n(_, 0, _) -> ok;
 send_n(Sink, K, Msg) -> Sink ! Msg, send_n(Sink, K - 1, Msg).

@@ -10,10 +10,16 @@ use std::time::{Duration, Instant};
 use erldist::testing::{unique_name, ErlNode, RealEpmd};
 use erldist::{Atom, Node, Pid, Process, Term};
 
+use crate::corpus;
+use crate::edp::{self, Edp, Runs};
+
 const COOKIE: &str = "bench_cookie";
 
 /// Set in the child process that measures erldist's process memory.
 pub const MEMORY_CHILD_ENV: &str = "ERLDIST_BENCH_MEMORY_CHILD";
+
+/// Set (to `edp`) in the memory child that measures edp_node's processes.
+const MEMORY_CHILD_IMPL_ENV: &str = "ERLDIST_BENCH_MEMORY_CHILD_IMPL";
 
 /// Counts and repetitions: the full run, or a smoke test.
 struct Plan {
@@ -21,6 +27,7 @@ struct Plan {
     small: usize,
     kb: usize,
     mb: usize,
+    mixed: usize,
     rounds: usize,
     servers: usize,
     call_ms: u64,
@@ -33,6 +40,7 @@ const FULL: Plan = Plan {
     small: 1_000_000,
     kb: 100_000,
     mb: 1_000,
+    mixed: 100_000,
     rounds: 10_000,
     servers: 120,
     call_ms: 2_000,
@@ -45,6 +53,7 @@ const SMOKE: Plan = Plan {
     small: 1_000,
     kb: 100,
     mb: 2,
+    mixed: 3_000,
     rounds: 100,
     servers: 120,
     call_ms: 100,
@@ -57,6 +66,8 @@ struct Env {
     b: ErlNode,
     r1: Node,
     r2: Node,
+    /// edp_node's node connected to A, or why it could not be set up.
+    edp: Result<Edp, String>,
     /// Where `erlc` put bench_peer.beam; removed at the end.
     dir: PathBuf,
     // Dropped last: the nodes above deregister from it.
@@ -109,24 +120,50 @@ fn fmt_runs(v: &[f64]) -> String {
         .join(",")
 }
 
-/// Prints the summary line; `higher_better` picks the ratio's direction.
+/// ` edp runs [..]` for a `#` line (nothing when edp does not apply).
+fn edp_runs_text(edp: &Runs) -> String {
+    match edp {
+        Runs::Ok(v) | Runs::Failed(v, _) => format!(" edp runs [{}]", fmt_runs(v)),
+        Runs::NotApplicable(_) => String::new(),
+    }
+}
+
+/// Prints the summary line; `higher_better` picks the ratio's direction
+/// (also for `ratio_edp`, erldist against edp_node).
 fn report(
     name: &str,
     unit: &str,
     rust: Vec<f64>,
     beam: Vec<f64>,
+    edp: &Runs,
     higher_better: bool,
     extra: &str,
 ) {
     println!(
-        "# {name}: erldist runs [{}] beam runs [{}] {unit}",
+        "# {name}: erldist runs [{}] beam runs [{}]{} {unit}",
         fmt_runs(&rust),
-        fmt_runs(&beam)
+        fmt_runs(&beam),
+        edp_runs_text(edp)
     );
+    match edp {
+        Runs::NotApplicable(why) => println!("# {name}: edp=n/a: {why}"),
+        Runs::Failed(_, why) => println!("# {name}: edp=failed: {why}"),
+        Runs::Ok(_) => {}
+    }
     let (r, b) = (median(rust), median(beam));
     let ratio = if higher_better { r / b } else { b / r };
-    let line =
-        format!("scenario={name} erldist={r:.0} beam={b:.0} ratio={ratio:.2} unit={unit}{extra}");
+    let edp_field = match edp {
+        Runs::Ok(v) if !v.is_empty() => {
+            let e = median(v.clone());
+            let re = if higher_better { r / e } else { e / r };
+            format!(" edp={e:.0} ratio_edp={re:.2}")
+        }
+        Runs::Failed(..) => " edp=failed".to_owned(),
+        _ => " edp=n/a".to_owned(),
+    };
+    let line = format!(
+        "scenario={name} erldist={r:.0} beam={b:.0} ratio={ratio:.2}{edp_field} unit={unit}{extra}"
+    );
     println!("{line}");
     SUMMARY.with(|s| s.borrow_mut().push(line));
 }
@@ -163,6 +200,27 @@ fn compile_peer() -> PathBuf {
     dir
 }
 
+/// Loads into `a` the `dist_util` that accepts edp_node's handshake, when
+/// its OTP needs it (see [`edp::dist_util_patch`]).
+fn patch_dist_util(a: &mut ErlNode, dir: &std::path::Path) -> Result<(), String> {
+    let kernel = erl_term(a, "list_to_binary(code:lib_dir(kernel)).");
+    let kernel = std::str::from_utf8(kernel.as_binary().expect("a binary"))
+        .expect("utf-8 path")
+        .to_owned();
+    let Some(beam) = edp::dist_util_patch(&kernel, dir)? else {
+        return Ok(());
+    };
+    let loaded = eval(
+        a,
+        &format!("code:unstick_mod(dist_util), code:load_abs(\"{beam}\")."),
+    );
+    if loaded != "{module,dist_util}" {
+        return Err(format!("loading the patched dist_util on A: {loaded}"));
+    }
+    println!("# edp: A runs dist_util from {beam}.erl (the installed OTP's, accepting edp_node's 'n' handshake as OTP 25.3 does)");
+    Ok(())
+}
+
 async fn setup() -> Env {
     let epmd = RealEpmd::start().expect("start epmd");
     let port = epmd.port();
@@ -173,6 +231,8 @@ async fn setup() -> Env {
             .expect("start erl")
     };
     let mut a = start("bench_a");
+    // Before A makes any connection (see edp::dist_util_patch).
+    let dist_util_patch = patch_dist_util(&mut a, &beam_dir);
     let mut b = start("bench_b");
     let r1 = start_rust(port, "bench_r1").await;
     let r2 = start_rust(port, "bench_r2").await;
@@ -183,13 +243,31 @@ async fn setup() -> Env {
     assert!(r1.ping(a.name()).await && r2.ping(a.name()).await);
     assert!(r1.ping(r2.name().as_ref()).await);
     eval(&mut a, "bench_peer:start_echo().");
+    let echo = erl_pid(&mut a, "whereis(bench_echo).");
+    let edp = match dist_util_patch {
+        Ok(()) => Edp::setup(port, a.name(), echo, COOKIE).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &edp {
+        println!("# edp: not set up: {e}");
+    }
     Env {
         a,
         b,
         r1,
         r2,
+        edp,
         dir: beam_dir,
         _epmd: epmd,
+    }
+}
+
+/// A fresh list of edp figures: empty, or failed already when edp could
+/// not be set up.
+fn edp_runs(env: &Env) -> Runs {
+    match &env.edp {
+        Ok(_) => Runs::Ok(Vec::new()),
+        Err(e) => Runs::Failed(Vec::new(), format!("setup: {e}")),
     }
 }
 
@@ -215,14 +293,15 @@ fn rust_sink(node: &Node, n: usize) -> Pid {
     })
 }
 
-/// Streams `n` copies of `msg` from `p` to `sink` and waits for its done.
-async fn rust_stream(p: &mut Process, sink: &Pid, n: usize, msg: &Term) -> Duration {
+/// Streams `n` messages (cycling through `msgs`) from `p` to `sink` and
+/// waits for its done.
+async fn rust_stream(p: &mut Process, sink: &Pid, n: usize, msgs: &[Term]) -> Duration {
     let t0 = Instant::now();
     p.send(
         sink,
         Term::tuple(vec![Term::atom("start"), Term::Pid(p.pid())]),
     );
-    for _ in 0..n {
+    for msg in msgs.iter().cycle().take(n) {
         p.send(sink, msg.clone());
     }
     loop {
@@ -237,7 +316,58 @@ fn per_sec(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-/// erldist -> sink on A, against B -> sink on A. Rates: `n * unit` per second.
+/// The edp side of a stream to A: a sink of its own on A (so that a failed
+/// edp run cannot upset the sink of the others) and an edp mailbox.
+struct EdpStream {
+    sink: Pid,
+    sink_edp: edp_node::ExternalPid,
+    me: edp::Mailbox,
+}
+
+async fn edp_stream_setup(env: &mut Env, n: usize, runs: &mut Runs) -> Option<EdpStream> {
+    let Ok(e) = &env.edp else { return None };
+    if !runs.live() {
+        return None;
+    }
+    let me = match edp::Mailbox::new(&e.node).await {
+        Ok(me) => me,
+        Err(err) => {
+            runs.push(Err(err));
+            return None;
+        }
+    };
+    let sink = erl_pid(&mut env.a, &format!("bench_peer:start_sink({n})."));
+    Some(EdpStream {
+        sink,
+        sink_edp: edp::edp_pid(sink),
+        me,
+    })
+}
+
+/// One edp run of an [`EdpStream`]: its time, or why it failed.
+async fn edp_stream_run(
+    env: &Env,
+    s: &mut Option<EdpStream>,
+    n: usize,
+    msgs: &[edp_node::OwnedTerm],
+) -> Option<Result<Duration, String>> {
+    let (Ok(e), Some(s)) = (&env.edp, s.as_mut()) else {
+        return None;
+    };
+    Some(match e.ensure_connected().await {
+        Ok(()) => edp::stream(&e.node, &mut s.me, &s.sink_edp, n, msgs).await,
+        Err(err) => Err(err),
+    })
+}
+
+fn edp_stream_end(env: &mut Env, s: Option<EdpStream>) {
+    if let Some(s) = s {
+        eval(&mut env.a, &format!("exit({}, kill).", erl_expr(s.sink)));
+    }
+}
+
+/// erldist -> sink on A, against B -> sink on A, and edp -> sink on A.
+/// Rates: `n * unit` per second.
 async fn send_scenario(
     env: &mut Env,
     name: &str,
@@ -251,9 +381,12 @@ async fn send_scenario(
     let mut p = env.r1.process();
     let mut rust = Vec::new();
     let mut beam = Vec::new();
+    let mut edp = edp_runs(env);
+    let mut edp_s = edp_stream_setup(env, n, &mut edp).await;
+    let edp_msg = [edp::owned(&rust_msg)];
     let a_name = env.a.name().to_owned();
     for _ in 0..runs {
-        let d = rust_stream(&mut p, &sink, n, &rust_msg).await;
+        let d = rust_stream(&mut p, &sink, n, std::slice::from_ref(&rust_msg)).await;
         rust.push(per_sec(n * unit_size, d));
         let us = erl_term(
             &mut env.b,
@@ -261,15 +394,167 @@ async fn send_scenario(
         );
         let us = us.list_elems().expect("a list")[0].as_i64().expect("us");
         beam.push(per_sec(n * unit_size, Duration::from_micros(us as u64)));
+        if edp.live() {
+            if let Some(r) = edp_stream_run(env, &mut edp_s, n, &edp_msg).await {
+                edp.push(r.map(|d| per_sec(n * unit_size, d)));
+            }
+        }
     }
     eval(&mut env.a, &format!("exit({}, kill).", erl_expr(sink)));
-    report(name, unit, rust, beam, true, &format!(" n={n} runs={runs}"));
+    edp_stream_end(env, edp_s);
+    report(
+        name,
+        unit,
+        rust,
+        beam,
+        &edp,
+        true,
+        &format!(" n={n} runs={runs}"),
+    );
+}
+
+/// The mixed_terms stream: the codec corpus (benches/codec/corpus.rs),
+/// its sets interleaved one term from each in turn, without terms of 1 MiB
+/// or more (the 1 MiB binary is `send_1mb`'s); each with its ETF size.
+fn mixed_corpus() -> Vec<(Term, usize)> {
+    let sets: Vec<Vec<(Term, usize)>> = corpus::scenarios()
+        .into_iter()
+        .map(|s| {
+            s.terms
+                .into_iter()
+                .zip(s.encoded.iter().map(|b| b.len()))
+                .filter(|(_, len)| *len < 1 << 20)
+                .collect()
+        })
+        .collect();
+    let longest = sets.iter().map(Vec::len).max().unwrap_or(0);
+    (0..longest)
+        .flat_map(|i| sets.iter().filter_map(move |set| set.get(i).cloned()))
+        .collect()
+}
+
+/// erldist -> sink on A, against B -> sink on A, and edp -> sink on A, `n`
+/// messages cycling through the same list of terms (B reads it from a file
+/// of ETF written here).
+async fn mixed_terms(env: &mut Env, n: usize, runs: usize) {
+    let corpus = mixed_corpus();
+    let terms: Vec<Term> = corpus.iter().map(|(t, _)| t.clone()).collect();
+    let bytes: usize = corpus.iter().map(|(_, len)| *len).cycle().take(n).sum();
+    let file = env.dir.join("mixed_terms.etf");
+    let etf = Term::list(terms.clone())
+        .encode()
+        .expect("encode the corpus");
+    std::fs::write(&file, etf).expect("write the corpus file");
+    let file = file.to_str().expect("utf-8 temp dir").to_owned();
+    let edp_msgs: Vec<edp_node::OwnedTerm> = terms.iter().map(edp::owned).collect();
+
+    let sink = erl_pid(&mut env.a, &format!("bench_peer:start_sink({n})."));
+    let mut p = env.r1.process();
+    let (mut rust, mut beam) = (Vec::new(), Vec::new());
+    let (mut rust_b, mut beam_b, mut edp_b) = (Vec::new(), Vec::new(), Vec::new());
+    let mut edp = edp_runs(env);
+    let mut edp_s = edp_stream_setup(env, n, &mut edp).await;
+    let a_name = env.a.name().to_owned();
+    for _ in 0..runs {
+        let d = rust_stream(&mut p, &sink, n, &terms).await;
+        rust.push(per_sec(n, d));
+        rust_b.push(per_sec(bytes, d));
+        let us = erl_term(
+            &mut env.b,
+            &format!("bench_peer:stream_terms_to_new_sink('{a_name}', \"{file}\", {n}, 1)."),
+        );
+        let d =
+            Duration::from_micros(us.list_elems().expect("a list")[0].as_i64().expect("us") as u64);
+        beam.push(per_sec(n, d));
+        beam_b.push(per_sec(bytes, d));
+        if edp.live() {
+            if let Some(r) = edp_stream_run(env, &mut edp_s, n, &edp_msgs).await {
+                if let Ok(d) = &r {
+                    edp_b.push(per_sec(bytes, *d));
+                }
+                edp.push(r.map(|d| per_sec(n, d)));
+            }
+        }
+    }
+    eval(&mut env.a, &format!("exit({}, kill).", erl_expr(sink)));
+    edp_stream_end(env, edp_s);
+    let edp_bytes = match &edp {
+        Runs::NotApplicable(why) => Runs::NotApplicable(why),
+        _ => Runs::Ok(edp_b.clone()),
+    };
+    println!(
+        "# mixed_terms ETF bytes/s: erldist runs [{}] beam runs [{}]{} (medians erldist={:.0} beam={:.0}{}); {} distinct terms, {:.0} bytes/message on average",
+        fmt_runs(&rust_b),
+        fmt_runs(&beam_b),
+        edp_runs_text(&edp_bytes),
+        median(rust_b.clone()),
+        median(beam_b.clone()),
+        if edp_b.is_empty() {
+            String::new()
+        } else {
+            format!(" edp={:.0}", median(edp_b.clone()))
+        },
+        terms.len(),
+        bytes as f64 / n as f64,
+    );
+    report(
+        "mixed_terms",
+        "msg/s",
+        rust,
+        beam,
+        &edp,
+        true,
+        &format!(" n={n} runs={runs}"),
+    );
+}
+
+/// An edp sink and an edp mailbox for A's reports (see
+/// `bench_peer:stream_async/4`).
+async fn edp_recv_setup(e: &Edp, n: usize) -> Result<(String, edp::Mailbox), String> {
+    let sink = edp::sink(&e.node, n).await?;
+    let me = edp::Mailbox::new(&e.node).await?;
+    Ok((edp::erl_expr(&edp_node::OwnedTerm::Pid(sink)), me))
+}
+
+/// One run of A streaming `n` `{hello, 42}` to the edp sink: A's time.
+async fn edp_recv_run(
+    env: &mut Env,
+    (sink, me): &mut (String, edp::Mailbox),
+    n: usize,
+) -> Result<Duration, String> {
+    let Ok(e) = &env.edp else {
+        return Err("no edp".into());
+    };
+    e.ensure_connected().await?;
+    let me_expr = edp::erl_expr(&edp_node::OwnedTerm::Pid(me.pid.clone()));
+    eval(
+        &mut env.a,
+        &format!("bench_peer:stream_async({sink}, {n}, {{hello, 42}}, {me_expr})."),
+    );
+    let wait = edp::RUN_TIMEOUT + Duration::from_secs(10);
+    match me.recv_tagged("stream_us", wait).await? {
+        edp_node::OwnedTerm::Integer(us) => Ok(Duration::from_micros(us as u64)),
+        other => Err(format!(
+            "A's stream to the edp sink: {other:?} (no done from the sink)"
+        )),
+    }
 }
 
 async fn recv_small(env: &mut Env, n: usize, runs: usize) {
     let sink = rust_sink(&env.r1, n);
     let b_name = env.b.name().to_owned();
     let (mut rust, mut beam) = (Vec::new(), Vec::new());
+    let mut edp = edp_runs(env);
+    let mut edp_s = match &env.edp {
+        Ok(e) => match edp_recv_setup(e, n).await {
+            Ok(s) => Some(s),
+            Err(err) => {
+                edp.push(Err(err));
+                None
+            }
+        },
+        Err(_) => None,
+    };
     for _ in 0..runs {
         let us = eval_i64(
             &mut env.a,
@@ -282,6 +567,10 @@ async fn recv_small(env: &mut Env, n: usize, runs: usize) {
         );
         let us = us.list_elems().expect("a list")[0].as_i64().expect("us");
         beam.push(per_sec(n, Duration::from_micros(us as u64)));
+        if let Some(s) = edp_s.as_mut().filter(|_| edp.live()) {
+            let r = edp_recv_run(env, s, n).await;
+            edp.push(r.map(|d| per_sec(n, d)));
+        }
     }
     env.r1.kill(sink, Term::atom("kill"));
     report(
@@ -289,6 +578,7 @@ async fn recv_small(env: &mut Env, n: usize, runs: usize) {
         "msg/s",
         rust,
         beam,
+        &edp,
         true,
         &format!(" n={n} runs={runs}"),
     );
@@ -301,7 +591,8 @@ async fn rust_to_rust(env: &mut Env, n: usize, runs: usize) {
     let msg = Term::tuple(vec![Term::atom("hello"), Term::from(42)]);
     let (mut rust, mut beam) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        rust.push(per_sec(n, rust_stream(&mut p, &sink, n, &msg).await));
+        let d = rust_stream(&mut p, &sink, n, std::slice::from_ref(&msg)).await;
+        rust.push(per_sec(n, d));
         let us = erl_term(
             &mut env.b,
             &format!("bench_peer:stream_to_new_sink('{a_name}', {n}, {{hello, 42}}, 1)."),
@@ -315,9 +606,51 @@ async fn rust_to_rust(env: &mut Env, n: usize, runs: usize) {
         "msg/s",
         rust,
         beam,
+        &Runs::NotApplicable(
+            "an edp_node node cannot accept a connection (Node::start registers \
+             with EPMD but never listens; edp_client has no accept side), so one \
+             edp node cannot connect to another",
+        ),
         true,
         &format!(" n={n} runs={runs}"),
     );
+}
+
+/// How long an edp pingpong run may take: its round trips are slow (about
+/// 40 ms: see the report), so a run stops after this long, short of
+/// `rounds` if need be.
+const EDP_PINGPONG_TIME: Duration = Duration::from_secs(10);
+
+/// One edp pingpong run: 20 warm-up rounds, then up to `rounds` timed
+/// ones within [`EDP_PINGPONG_TIME`]; the median and p99 in ns, and the
+/// number of timed rounds.
+async fn edp_pingpong_run(
+    e: &Edp,
+    me: &mut edp::Mailbox,
+    rounds: usize,
+) -> Result<(f64, f64, usize), String> {
+    e.ensure_connected().await?;
+    let run = async {
+        for _ in 0..20 {
+            edp::rtt(&e.node, me, &e.echo).await?;
+        }
+        let deadline = Instant::now() + EDP_PINGPONG_TIME;
+        let mut ts = Vec::with_capacity(rounds);
+        while ts.len() < rounds && (ts.is_empty() || Instant::now() < deadline) {
+            let d = edp::rtt(&e.node, me, &e.echo).await?;
+            ts.push(d.as_nanos() as f64);
+        }
+        ts.sort_by(f64::total_cmp);
+        let n = ts.len();
+        Ok((
+            ts[(n / 2).saturating_sub(1)],
+            ts[(n * 99 / 100).saturating_sub(1)],
+            n,
+        ))
+    };
+    tokio::time::timeout(edp::RUN_TIMEOUT, run)
+        .await
+        .unwrap_or_else(|_| Err(format!("not done within {} s", edp::RUN_TIMEOUT.as_secs())))
 }
 
 async fn pingpong(env: &mut Env, rounds: usize, runs: usize) {
@@ -325,6 +658,17 @@ async fn pingpong(env: &mut Env, rounds: usize, runs: usize) {
     let echo_expr = erl_expr(echo);
     let mut p = env.r1.process();
     let (mut rm, mut rp, mut bm, mut bp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut edp, mut ep, mut edp_rounds) = (edp_runs(env), Vec::new(), Vec::new());
+    let mut edp_me = match &env.edp {
+        Ok(e) => match edp::Mailbox::new(&e.node).await {
+            Ok(me) => Some(me),
+            Err(err) => {
+                edp.push(Err(err));
+                None
+            }
+        },
+        Err(_) => None,
+    };
     for _ in 0..runs {
         let mut ts = Vec::with_capacity(rounds);
         for i in 0..rounds + 200 {
@@ -349,21 +693,43 @@ async fn pingpong(env: &mut Env, rounds: usize, runs: usize) {
         let r = r.as_tuple().expect("{Median, P99}").to_vec();
         bm.push(r[0].as_i64().expect("ns") as f64);
         bp.push(r[1].as_i64().expect("ns") as f64);
+        if let (Ok(e), Some(me)) = (&env.edp, edp_me.as_mut().filter(|_| edp.live())) {
+            let r = edp_pingpong_run(e, me, rounds).await;
+            if let Ok((_, p99, n)) = r {
+                ep.push(p99);
+                edp_rounds.push(n as f64);
+            }
+            edp.push(r.map(|(m, _, _)| m));
+        }
     }
     let (rp99, bp99) = (median(rp.clone()), median(bp.clone()));
+    let edp_p99 = match &edp {
+        Runs::Ok(_) if !ep.is_empty() => format!(" edp_p99={:.0}", median(ep.clone())),
+        Runs::Failed(..) => " edp_p99=failed".to_owned(),
+        _ => " edp_p99=n/a".to_owned(),
+    };
     println!(
-        "# pingpong_rtt p99: erldist runs [{}] beam runs [{}] ns",
+        "# pingpong_rtt p99: erldist runs [{}] beam runs [{}]{} ns",
         fmt_runs(&rp),
-        fmt_runs(&bp)
+        fmt_runs(&bp),
+        edp_runs_text(&Runs::Ok(ep))
     );
+    if !edp_rounds.is_empty() {
+        println!(
+            "# pingpong_rtt: edp timed rounds per run [{}] (20 warm-up rounds, then up to {rounds} within {} s)",
+            fmt_runs(&edp_rounds),
+            EDP_PINGPONG_TIME.as_secs()
+        );
+    }
     report(
         "pingpong_rtt",
         "ns_median",
         rm,
         bm,
+        &edp,
         false,
         &format!(
-            " erldist_p99={rp99:.0} beam_p99={bp99:.0} ratio_p99={:.2} rounds={rounds} runs={runs}",
+            " erldist_p99={rp99:.0} beam_p99={bp99:.0} ratio_p99={:.2}{edp_p99} rounds={rounds} runs={runs}",
             bp99 / rp99
         ),
     );
@@ -407,6 +773,11 @@ async fn genserver_calls(env: &mut Env, servers: usize, ms: u64, runs: usize) {
         "calls/s",
         rust,
         beam,
+        &Runs::NotApplicable(
+            "edp_node has no gen_server call on the client side (its GenServer \
+             trait is the server side only) and no send to a registered name on \
+             another node (Node::send_to_name looks the name up locally)",
+        ),
         true,
         &format!(" callers={servers} ms={ms} runs={runs}"),
     );
@@ -416,6 +787,7 @@ async fn connect(env: &mut Env, runs: usize) {
     let node = start_rust(env._epmd.port(), "bench_conn").await;
     let a_name = env.a.name().to_owned();
     let (mut rust, mut beam) = (Vec::new(), Vec::new());
+    let mut edp = edp_runs(env);
     for i in 0..runs {
         if i > 0 {
             node.disconnect(&a_name).await;
@@ -425,9 +797,21 @@ async fn connect(env: &mut Env, runs: usize) {
         assert!(node.ping(&a_name).await);
         rust.push(t0.elapsed().as_micros() as f64);
         beam.push(eval_i64(&mut env.b, &format!("bench_peer:connect('{a_name}').")) as f64);
+        if let (Ok(e), true) = (&env.edp, edp.live()) {
+            let r = edp::connect_once(e).await;
+            edp.push(r.map(|d| d.as_micros() as f64));
+        }
     }
     node.shutdown().await;
-    report("connect", "us", rust, beam, false, &format!(" runs={runs}"));
+    report(
+        "connect",
+        "us",
+        rust,
+        beam,
+        &edp,
+        false,
+        &format!(" runs={runs}"),
+    );
 }
 
 fn rss_bytes() -> u64 {
@@ -456,6 +840,13 @@ pub fn memory_child() {
         .enable_all()
         .build()
         .expect("runtime");
+    if std::env::var(MEMORY_CHILD_IMPL_ENV).is_ok_and(|v| v == "edp") {
+        match rt.block_on(edp::memory_child(n, rss_bytes)) {
+            Ok(bytes) => println!("bytes={bytes}"),
+            Err(e) => println!("error={e}"),
+        }
+        return;
+    }
     rt.block_on(async move {
         let node = Node::local("bench_mem@localhost");
         // Warm up the runtime and the node's tables a little.
@@ -491,28 +882,59 @@ pub fn memory_child() {
     });
 }
 
-fn process_memory(env: &mut Env, n: usize, runs: usize) {
+/// Runs the memory child (`edp` picks edp_node's processes): its
+/// `bytes=` figure, or what it said instead.
+fn memory_child_run(n: usize, edp: bool) -> Result<f64, String> {
     let exe = std::env::current_exe().expect("current exe");
+    let mut cmd = Command::new(&exe);
+    cmd.env(MEMORY_CHILD_ENV, n.to_string());
+    if edp {
+        cmd.env(MEMORY_CHILD_IMPL_ENV, "edp");
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the memory child");
+    // Bounded: a child that hangs is killed (by its pid) after 120 s.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child
+        .try_wait()
+        .expect("wait for the memory child")
+        .is_none()
+    {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the memory child did not finish within 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("memory child output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("bytes="))
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| format!("memory child said {text:?}"))
+}
+
+fn process_memory(env: &mut Env, n: usize, runs: usize) {
     let (mut rust, mut beam) = (Vec::new(), Vec::new());
+    let mut edp = edp_runs(env);
     for _ in 0..runs {
-        let out = Command::new(&exe)
-            .env(MEMORY_CHILD_ENV, n.to_string())
-            .output()
-            .expect("run the memory child");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let bytes: f64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("bytes="))
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or_else(|| panic!("memory child said {text:?}"));
+        let bytes = tokio::task::block_in_place(|| memory_child_run(n, false))
+            .unwrap_or_else(|e| panic!("{e}"));
         rust.push(bytes);
         beam.push(eval_i64(&mut env.a, &format!("bench_peer:process_memory({n}).")) as f64);
+        if edp.live() {
+            edp.push(tokio::task::block_in_place(|| memory_child_run(n, true)));
+        }
     }
     report(
         "process_memory",
         "bytes/process",
         rust,
         beam,
+        &edp,
         false,
         &format!(" n={n} runs={runs}"),
     );
@@ -585,6 +1007,9 @@ pub async fn run(full: bool) {
         )
         .await;
     }
+    if wanted("mixed_terms") {
+        mixed_terms(&mut env, plan.mixed, plan.runs).await;
+    }
     if wanted("pingpong_rtt") {
         pingpong(&mut env, plan.rounds, plan.runs).await;
     }
@@ -602,5 +1027,8 @@ pub async fn run(full: bool) {
     });
     env.r1.shutdown().await;
     env.r2.shutdown().await;
+    if let Ok(e) = env.edp {
+        e.shutdown().await;
+    }
     let _ = std::fs::remove_dir_all(&env.dir);
 }
