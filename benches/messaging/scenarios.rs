@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use erldist::testing::{unique_name, ErlNode, RealEpmd};
-use erldist::{Atom, Node, Pid, Process, Term};
+use erldist::{Atom, Node, Pid, Term};
 
 use crate::corpus;
 use crate::edp::{self, Edp, Runs};
@@ -295,21 +295,31 @@ fn rust_sink(node: &Node, n: usize) -> Pid {
 
 /// Streams `n` messages (cycling through `msgs`) from `p` to `sink` and
 /// waits for its done.
-async fn rust_stream(p: &mut Process, sink: &Pid, n: usize, msgs: &[Term]) -> Duration {
-    let t0 = Instant::now();
-    p.send(
-        sink,
-        Term::tuple(vec![Term::atom("start"), Term::Pid(p.pid())]),
-    );
-    for msg in msgs.iter().cycle().take(n) {
-        p.send(sink, msg.clone());
-    }
-    loop {
-        let m = p.recv().await.expect("sender alive");
-        if matches!(m.as_tuple(), Some([t, _]) if t.is_atom("done")) {
-            return t0.elapsed();
+/// Streams `n` messages (cycling through `msgs`) from a new process on
+/// `node` to `sink` and waits for its `done`. The process runs in a task
+/// on the runtime's workers, as one started with `node.spawn` does (the
+/// bench's own thread is not one of them, and a process there would be
+/// woken across threads at every message).
+async fn rust_stream(node: &Node, sink: &Pid, n: usize, msgs: &[Term]) -> Duration {
+    let (mut p, sink, msgs) = (node.process(), *sink, msgs.to_vec());
+    tokio::spawn(async move {
+        let t0 = Instant::now();
+        p.send(
+            sink,
+            Term::tuple(vec![Term::atom("start"), Term::Pid(p.pid())]),
+        );
+        for msg in msgs.iter().cycle().take(n) {
+            p.send(sink, msg.clone());
         }
-    }
+        loop {
+            let m = p.recv().await.expect("sender alive");
+            if matches!(m.as_tuple(), Some([t, _]) if t.is_atom("done")) {
+                return t0.elapsed();
+            }
+        }
+    })
+    .await
+    .expect("the streaming task")
 }
 
 fn per_sec(n: usize, d: Duration) -> f64 {
@@ -378,7 +388,6 @@ async fn send_scenario(
     runs: usize,
 ) {
     let sink = erl_pid(&mut env.a, &format!("bench_peer:start_sink({n})."));
-    let mut p = env.r1.process();
     let mut rust = Vec::new();
     let mut beam = Vec::new();
     let mut edp = edp_runs(env);
@@ -386,7 +395,7 @@ async fn send_scenario(
     let edp_msg = [edp::owned(&rust_msg)];
     let a_name = env.a.name().to_owned();
     for _ in 0..runs {
-        let d = rust_stream(&mut p, &sink, n, std::slice::from_ref(&rust_msg)).await;
+        let d = rust_stream(&env.r1, &sink, n, std::slice::from_ref(&rust_msg)).await;
         rust.push(per_sec(n * unit_size, d));
         let us = erl_term(
             &mut env.b,
@@ -449,14 +458,13 @@ async fn mixed_terms(env: &mut Env, n: usize, runs: usize) {
     let edp_msgs: Vec<edp_node::OwnedTerm> = terms.iter().map(edp::owned).collect();
 
     let sink = erl_pid(&mut env.a, &format!("bench_peer:start_sink({n})."));
-    let mut p = env.r1.process();
     let (mut rust, mut beam) = (Vec::new(), Vec::new());
     let (mut rust_b, mut beam_b, mut edp_b) = (Vec::new(), Vec::new(), Vec::new());
     let mut edp = edp_runs(env);
     let mut edp_s = edp_stream_setup(env, n, &mut edp).await;
     let a_name = env.a.name().to_owned();
     for _ in 0..runs {
-        let d = rust_stream(&mut p, &sink, n, &terms).await;
+        let d = rust_stream(&env.r1, &sink, n, &terms).await;
         rust.push(per_sec(n, d));
         rust_b.push(per_sec(bytes, d));
         let us = erl_term(
@@ -586,12 +594,11 @@ async fn recv_small(env: &mut Env, n: usize, runs: usize) {
 
 async fn rust_to_rust(env: &mut Env, n: usize, runs: usize) {
     let sink = rust_sink(&env.r2, n);
-    let mut p = env.r1.process();
     let a_name = env.a.name().to_owned();
     let msg = Term::tuple(vec![Term::atom("hello"), Term::from(42)]);
     let (mut rust, mut beam) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        let d = rust_stream(&mut p, &sink, n, std::slice::from_ref(&msg)).await;
+        let d = rust_stream(&env.r1, &sink, n, std::slice::from_ref(&msg)).await;
         rust.push(per_sec(n, d));
         let us = erl_term(
             &mut env.b,
@@ -656,7 +663,6 @@ async fn edp_pingpong_run(
 async fn pingpong(env: &mut Env, rounds: usize, runs: usize) {
     let echo = erl_pid(&mut env.a, "whereis(bench_echo).");
     let echo_expr = erl_expr(echo);
-    let mut p = env.r1.process();
     let (mut rm, mut rp, mut bm, mut bp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut edp, mut ep, mut edp_rounds) = (edp_runs(env), Vec::new(), Vec::new());
     let mut edp_me = match &env.edp {
@@ -670,19 +676,27 @@ async fn pingpong(env: &mut Env, rounds: usize, runs: usize) {
         Err(_) => None,
     };
     for _ in 0..runs {
-        let mut ts = Vec::with_capacity(rounds);
-        for i in 0..rounds + 200 {
-            let t0 = Instant::now();
-            p.send(
-                echo,
-                Term::tuple(vec![Term::Pid(p.pid()), Term::atom("ping")]),
-            );
-            let m = p.recv().await.expect("alive");
-            debug_assert!(m.is_atom("ping"));
-            if i >= 200 {
-                ts.push(t0.elapsed().as_nanos() as f64);
+        // In a task on the runtime's workers, as a process started with
+        // `node.spawn` runs (see `rust_stream`).
+        let mut p = env.r1.process();
+        let mut ts = tokio::spawn(async move {
+            let mut ts = Vec::with_capacity(rounds);
+            for i in 0..rounds + 200 {
+                let t0 = Instant::now();
+                p.send(
+                    echo,
+                    Term::tuple(vec![Term::Pid(p.pid()), Term::atom("ping")]),
+                );
+                let m = p.recv().await.expect("alive");
+                debug_assert!(m.is_atom("ping"));
+                if i >= 200 {
+                    ts.push(t0.elapsed().as_nanos() as f64);
+                }
             }
-        }
+            ts
+        })
+        .await
+        .expect("the pingpong task");
         ts.sort_by(f64::total_cmp);
         rm.push(ts[(rounds / 2).saturating_sub(1)]);
         rp.push(ts[(rounds * 99 / 100).saturating_sub(1)]);
