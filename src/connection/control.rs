@@ -754,17 +754,23 @@ impl ControlMessage {
     /// A [`ControlError`] naming the operation, the element and what was
     /// wrong with it.
     pub fn from_term(term: Term) -> Result<ControlMessage, ControlError> {
-        let elems = match term {
-            Term::Tuple(elems) => elems,
-            other => {
-                return Err(ControlError::NotATuple {
-                    found: other.kind(),
-                })
-            }
-        };
-        let raw_op = match elems.first() {
+        match term {
+            Term::Tuple(elems) => ControlMessage::from_elements(elems.into_iter()),
+            other => Err(ControlError::NotATuple {
+                found: other.kind(),
+            }),
+        }
+    }
+
+    /// [`from_term`](Self::from_term) for the control tuple's elements,
+    /// wherever they are (the decoder reads them onto the stack).
+    pub(crate) fn from_elements<I: ExactSizeIterator<Item = Term>>(
+        mut elems: I,
+    ) -> Result<ControlMessage, ControlError> {
+        let len = elems.len();
+        let raw_op = match elems.next() {
             None => return Err(ControlError::EmptyTuple),
-            Some(Term::Int(i)) => *i,
+            Some(Term::Int(i)) => i,
             Some(Term::BigInt(b)) => return Err(ControlError::UnknownOp(b.to_string())),
             Some(other) => {
                 return Err(ControlError::OpNotInteger {
@@ -778,19 +784,19 @@ impl ControlMessage {
             _ => return Err(ControlError::UnknownOp(raw_op.to_string())),
         };
         let expected = op_arity(op);
-        if elems.len() != expected {
+        if len != expected {
             return Err(ControlError::Arity {
                 op,
                 expected,
-                found: elems.len(),
+                found: len,
             });
         }
+        // The op (element 1) is read.
         let mut f = Fields {
             op,
-            index: 1,
-            elems: elems.into_iter(),
+            index: 2,
+            elems,
         };
-        f.next("op");
         use ControlMessage as M;
         let msg = match op {
             ControlOp::LINK => M::Link {
@@ -978,13 +984,13 @@ fn op_arity(op: ControlOp) -> usize {
 
 /// The elements of a control tuple being read, with the position for
 /// error messages.
-struct Fields {
+struct Fields<I> {
     op: ControlOp,
     index: usize,
-    elems: std::vec::IntoIter<Term>,
+    elems: I,
 }
 
-impl Fields {
+impl<I: Iterator<Item = Term>> Fields<I> {
     /// The next element, whatever it is. The arity was checked first, so
     /// there always is one; a missing one reads as `[]` and cannot occur.
     fn next(&mut self, _field: &'static str) -> Term {

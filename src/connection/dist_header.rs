@@ -1101,6 +1101,34 @@ impl DistDecoder {
         pos: usize,
         atoms: &[Atom],
     ) -> Result<(ControlMessage, usize), FrameError> {
+        // A small tuple, as every control message is: its elements are
+        // read onto the stack, not into a tuple of their own.
+        if let (true, Some(&[SMALL_TUPLE_EXT, arity])) =
+            (self.framing.has_header(), frame.get(pos..pos + 2))
+        {
+            let arity = usize::from(arity);
+            if (1..=MAX_CONTROL_ARITY).contains(&arity) {
+                let decoder = Decoder::new()
+                    .options(self.options)
+                    .atom_budget(&self.atoms)
+                    .atom_cache(atoms);
+                let mut elems: [Term; MAX_CONTROL_ARITY] = std::array::from_fn(|_| Term::NIL);
+                let mut at = pos + 2;
+                for e in elems.iter_mut().take(arity) {
+                    let (t, end) =
+                        decoder
+                            .decode_body(frame, at)
+                            .map_err(|source| FrameError::Term {
+                                role: TermRole::Control,
+                                source,
+                            })?;
+                    *e = t;
+                    at = end;
+                }
+                let control = ControlMessage::from_elements(elems.into_iter().take(arity))?;
+                return Ok((control, at));
+            }
+        }
         let (term, end) = self.term(frame, pos, atoms, TermRole::Control)?;
         Ok((ControlMessage::from_term(term)?, end))
     }
@@ -1427,6 +1455,16 @@ pub struct DistEncoder {
     arena: BytesMut,
 }
 
+/// `SMALL_TUPLE_EXT`: every control message is one.
+const SMALL_TUPLE_EXT: u8 = 104;
+
+/// `SMALL_INTEGER_EXT`: every control message's operation.
+const SMALL_INTEGER_EXT: u8 = 97;
+
+/// The largest control tuple (`SPAWN_REQUEST_TT`, 7 elements) and then
+/// some.
+const MAX_CONTROL_ARITY: usize = 8;
+
 /// The size of the blocks [`DistEncoder`] encodes messages into.
 const ARENA_BLOCK: usize = 64 * 1024;
 
@@ -1562,7 +1600,6 @@ impl DistEncoder {
         sequence_id: Option<NonZeroU64>,
         frames: &mut Vec<OutFrame>,
     ) -> Result<bool, EncodeError> {
-        let control = msg.control().to_term();
         // Encoded into the arena's spare room, then split off it: no
         // allocation per message.
         let mut body = std::mem::take(&mut self.arena);
@@ -1571,7 +1608,8 @@ impl DistEncoder {
         }
         if !self.framing.has_header() {
             body.put_u8(PASS_THROUGH);
-            self.encoder.encode_to(&control, &mut body)?;
+            self.encoder
+                .encode_to(&msg.control().to_term(), &mut body)?;
             if let Some(p) = msg.payload() {
                 self.encoder.encode_to(p, &mut body)?;
             }
@@ -1594,7 +1632,20 @@ impl DistEncoder {
             shared.extend(taken.into_iter().map(|(at, b)| (base + at, b)));
             Ok(bytes)
         };
-        let control_shared = write(&control, &mut body)?;
+        let control_shared = match msg.control() {
+            // What processes send most: written in place, without making
+            // the tuple.
+            &ControlMessage::SendSender { from, to } => {
+                body.put_slice(&[
+                    SMALL_TUPLE_EXT,
+                    3,
+                    SMALL_INTEGER_EXT,
+                    ControlOp::SEND_SENDER.0,
+                ]);
+                write(&Term::Pid(from), &mut body)? + write(&Term::Pid(to), &mut body)?
+            }
+            other => write(&other.to_term(), &mut body)?,
+        };
         let control_len = body.len() + control_shared;
         if let Some(p) = msg.payload() {
             write(p, &mut body)?;
@@ -1903,6 +1954,63 @@ mod tests {
             .encode_body(msg.payload().unwrap(), &mut plain)
             .unwrap();
         assert_eq!(&frame[3..], plain);
+    }
+
+    /// Control tuples are read element by element in place (header mode)
+    /// or as one term (pass-through): a bad one is refused alike, naming
+    /// the same element.
+    #[test]
+    fn a_bad_control_tuple_is_refused_alike_read_in_place_or_whole() {
+        let pid = Pid {
+            node: Atom::from("a@h"),
+            id: 1,
+            serial: 0,
+            creation: 1,
+        };
+        let bad = [
+            // SEND_SENDER whose `to` is an atom.
+            Term::Tuple(vec![Term::Int(22), Term::Pid(pid), Term::atom("x")]),
+            // LINK with one element too many.
+            Term::Tuple(vec![
+                Term::Int(1),
+                Term::Pid(pid),
+                Term::Pid(pid),
+                Term::Pid(pid),
+            ]),
+            // An unknown operation, and a first element that is no integer.
+            Term::Tuple(vec![Term::Int(99), Term::Pid(pid)]),
+            Term::Tuple(vec![Term::atom("send"), Term::Pid(pid)]),
+        ];
+        for (i, control) in bad.into_iter().enumerate() {
+            let want = ControlMessage::from_term(control.clone()).unwrap_err();
+            if i == 0 {
+                assert!(
+                    matches!(
+                        want,
+                        ControlError::Field {
+                            index: 3,
+                            field: "to",
+                            ..
+                        }
+                    ),
+                    "{want:?}"
+                );
+            }
+            let mut body = Vec::new();
+            Encoder::new().encode_body(&control, &mut body).unwrap();
+            body.extend_from_slice(&[97, 1]);
+            let in_place = [&[131u8, 68, 0][..], &body].concat();
+            let whole = [&[112u8, 131][..], &body].concat();
+            for (framing, frame) in [(Framing::Header, in_place), (Framing::PassThrough, whole)] {
+                let got = DistDecoder::with_framing(framing)
+                    .decode_frame(Bytes::from(frame))
+                    .unwrap_err();
+                match got {
+                    FrameError::Control(e) => assert_eq!(e, want, "{framing:?} {control}"),
+                    other => panic!("{framing:?} {control}: {other}"),
+                }
+            }
+        }
     }
 
     #[test]
