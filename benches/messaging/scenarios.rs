@@ -293,8 +293,6 @@ fn rust_sink(node: &Node, n: usize) -> Pid {
     })
 }
 
-/// Streams `n` messages (cycling through `msgs`) from `p` to `sink` and
-/// waits for its done.
 /// Streams `n` messages (cycling through `msgs`) from a new process on
 /// `node` to `sink` and waits for its `done`. The process runs in a task
 /// on the runtime's workers, as one started with `node.spawn` does (the
