@@ -20,6 +20,13 @@
 //! and declares the peer down after `tick_intensity` intervals without
 //! reading anything, as OTP's `dist_util` does.
 //!
+//! A [`Node`](crate::Node) runs each connection inside its own per-peer
+//! task instead of a task of the connection's: its connects and accepts
+//! hand the connection over before it runs, and the node reads, cuts
+//! frames, ticks and writes with the same pieces (`WriteQueue`,
+//! `Ticks`, `cut_frames`), so that a message crosses no task between
+//! a process and the socket.
+//!
 //! The [`ConnectionTable`] shared by one node's connects and accepts
 //! applies OTP's simultaneous-connect rules.
 

@@ -3,10 +3,12 @@
 //!
 //! Each peer node has one task that owns everything about it: the messages
 //! waiting for the connection to come up, the connection itself (made on
-//! demand, like the BEAM does on first send, or accepted), the encoder and
-//! decoder of its frames (atom cache, fragments), and the handling of
-//! what the peer sends. Messages to a peer go through that task's queue in
-//! order, so per-pair ordering holds.
+//! demand, like the BEAM does on first send, or accepted) and its socket,
+//! the encoder and decoder of its frames (atom cache, fragments), and the
+//! handling of what the peer sends. Messages to a peer go through that
+//! task's queue in order, so per-pair ordering holds. The task reads,
+//! decodes and delivers what arrives, and encodes and writes what is
+//! sent, itself: between a process and the socket there is this one task.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
