@@ -228,15 +228,30 @@ pub(crate) struct ProcEntry {
 struct ProcState {
     exited: Option<Term>,
     trap_exit: bool,
+    /// Links, monitors and aliases, made on the first one: most processes
+    /// have none, and an idle process costs less without them.
+    rel: Option<Box<Relations>>,
+    name: Option<Atom>,
+    task: Option<AbortHandle>,
+    /// The group leader, if set (else the node's default one).
+    group_leader: Option<Pid>,
+}
+
+/// A process's links, monitors and aliases.
+#[derive(Default)]
+struct Relations {
     links: HashSet<Pid>,
     watchers: HashMap<Reference, Watcher>,
     /// Monitors this process holds: reference → what it watches.
     watching: HashMap<Reference, Watched>,
     aliases: HashSet<Reference>,
-    name: Option<Atom>,
-    task: Option<AbortHandle>,
-    /// The group leader, if set (else the node's default one).
-    group_leader: Option<Pid>,
+}
+
+impl ProcState {
+    /// The process's relations, made if it has none yet.
+    fn rel(&mut self) -> &mut Relations {
+        self.rel.get_or_insert_with(Box::default)
+    }
 }
 
 impl ProcEntry {
@@ -624,12 +639,12 @@ impl Node {
         if me.state().exited.is_some() {
             return;
         }
-        me.state().links.insert(pid);
+        me.state().rel().links.insert(pid);
         match self.lookup(pid) {
             Some(other) => {
                 let mut st = other.state();
                 if st.exited.is_none() {
-                    st.links.insert(me.pid);
+                    st.rel().links.insert(me.pid);
                     return;
                 }
             }
@@ -647,12 +662,12 @@ impl Node {
             None => {}
         }
         // The other process is dead: the link breaks at once with noproc.
-        me.state().links.remove(&pid);
+        me.state().rel().links.remove(&pid);
         self.exit_signal(pid, me.pid, atom("noproc"), ExitKind::Link);
     }
 
     pub(crate) fn unlink(&self, me: &Arc<ProcEntry>, pid: Pid) {
-        me.state().links.remove(&pid);
+        me.state().rel().links.remove(&pid);
         if pid.node != self.inner.name {
             let id = self
                 .net()
@@ -664,7 +679,7 @@ impl Node {
             };
             self.remote(pid.node, control, None);
         } else if let Some(other) = self.lookup(pid) {
-            other.state().links.remove(&me.pid);
+            other.state().rel().links.remove(&me.pid);
         }
     }
 
@@ -684,7 +699,7 @@ impl Node {
         let (trap, exited) = {
             let mut st = target.state();
             if kind == ExitKind::Link {
-                st.links.remove(&from);
+                st.rel().links.remove(&from);
             }
             (st.trap_exit, st.exited.is_some())
         };
@@ -716,7 +731,7 @@ impl Node {
             }
         };
         if let Some((node, to)) = remote {
-            me.state().watching.insert(r, watched);
+            me.state().rel().watching.insert(r, watched);
             let control = ControlMessage::MonitorP {
                 from: me.pid,
                 to,
@@ -732,7 +747,7 @@ impl Node {
         if let Some(entry) = pid.and_then(|p| self.lookup(p)) {
             let mut st = entry.state();
             if st.exited.is_none() {
-                st.watchers.insert(
+                st.rel().watchers.insert(
                     r,
                     Watcher {
                         pid: me.pid,
@@ -740,7 +755,7 @@ impl Node {
                     },
                 );
                 drop(st);
-                me.state().watching.insert(r, Watched::Pid(entry.pid));
+                me.state().rel().watching.insert(r, Watched::Pid(entry.pid));
                 return r;
             }
         }
@@ -749,7 +764,7 @@ impl Node {
     }
 
     pub(crate) fn demonitor(&self, me: &Arc<ProcEntry>, r: &Reference) {
-        let watched = me.state().watching.remove(r);
+        let watched = me.state().rel().watching.remove(r);
         self.drop_monitor(me.pid, r, watched);
     }
 
@@ -760,7 +775,7 @@ impl Node {
             Some(Watched::Name(n, node)) if node != self.inner.name => (node, ProcRef::Name(n)),
             Some(Watched::Pid(p)) => {
                 if let Some(entry) = self.lookup(p) {
-                    entry.state().watchers.remove(r);
+                    entry.state().rel().watchers.remove(r);
                 }
                 return;
             }
@@ -776,7 +791,7 @@ impl Node {
 
     pub(crate) fn alias(&self, me: &Arc<ProcEntry>) -> Reference {
         let r = self.make_ref();
-        me.state().aliases.insert(r);
+        me.state().rel().aliases.insert(r);
         self.inner
             .aliases
             .write()
@@ -786,7 +801,7 @@ impl Node {
     }
 
     pub(crate) fn unalias(&self, me: &Arc<ProcEntry>, r: &Reference) -> bool {
-        if !me.state().aliases.remove(r) {
+        if !me.state().rel().aliases.remove(r) {
             return false;
         }
         self.inner
@@ -808,15 +823,13 @@ impl Node {
             ProcState {
                 exited: None,
                 trap_exit: false,
-                links: std::mem::take(&mut st.links),
-                watchers: std::mem::take(&mut st.watchers),
-                watching: std::mem::take(&mut st.watching),
-                aliases: std::mem::take(&mut st.aliases),
+                rel: st.rel.take(),
                 name: st.name.take(),
                 task: st.task.take(),
                 group_leader: None,
             }
         };
+        let rel = st.rel.map(|r| *r).unwrap_or_default();
         let pid = entry.pid;
         entry.mailbox.push(Signal::Exited);
         self.inner
@@ -830,23 +843,23 @@ impl Node {
                 names.remove(&name);
             }
         }
-        if !st.aliases.is_empty() {
+        if !rel.aliases.is_empty() {
             let mut aliases = self
                 .inner
                 .aliases
                 .write()
                 .unwrap_or_else(|e| e.into_inner());
-            for r in &st.aliases {
+            for r in &rel.aliases {
                 aliases.remove(r);
             }
         }
-        for (r, w) in st.watching {
+        for (r, w) in rel.watching {
             self.drop_monitor(pid, &r, Some(w));
         }
-        for linked in st.links {
+        for linked in rel.links {
             self.exit_signal(pid, linked, reason.clone(), ExitKind::Link);
         }
-        for (r, w) in st.watchers {
+        for (r, w) in rel.watchers {
             if w.pid.node != self.inner.name {
                 let from = match w.by_name {
                     Some(name) => ProcRef::Name(name),

@@ -795,7 +795,7 @@ impl Node {
     fn remote_link(&self, from: Pid, to: Pid) {
         match self.lookup(to) {
             Some(entry) if entry.state().exited.is_none() => {
-                entry.state().links.insert(from);
+                entry.state().rel().links.insert(from);
             }
             _ => {
                 // Linking to a dead process: the link breaks with noproc.
@@ -812,7 +812,7 @@ impl Node {
 
     fn remote_unlink(&self, from: Pid, to: Pid) {
         if let Some(entry) = self.lookup(to) {
-            entry.state().links.remove(&from);
+            entry.state().rel().links.remove(&from);
         }
     }
 
@@ -830,7 +830,8 @@ impl Node {
         if let Some(entry) = pid.and_then(|p| self.lookup(p)) {
             let mut st = entry.state();
             if st.exited.is_none() {
-                st.watchers
+                st.rel()
+                    .watchers
                     .insert(reference, super::Watcher { pid: from, by_name });
                 return;
             }
@@ -854,14 +855,14 @@ impl Node {
             ProcRef::Name(n) => self.whereis(n),
         };
         if let Some(entry) = pid.and_then(|p| self.lookup(p)) {
-            entry.state().watchers.remove(reference);
+            entry.state().rel().watchers.remove(reference);
         }
     }
 
     /// A monitor that `to` holds on a remote process fired.
     pub(crate) fn remote_down(&self, to: Pid, reference: &crate::term::Reference, reason: Term) {
         let Some(entry) = self.lookup(to) else { return };
-        let watched = entry.state().watching.remove(reference);
+        let watched = entry.state().rel().watching.remove(reference);
         let Some(watched) = watched else { return };
         entry.deliver(super::down(reference, watched.object(), reason));
     }
@@ -874,17 +875,20 @@ impl Node {
         for entry in entries {
             let (links, downs) = {
                 let mut st = entry.state();
-                let links: Vec<Pid> = st
+                let Some(rel) = st.rel.as_mut() else {
+                    continue;
+                };
+                let links: Vec<Pid> = rel
                     .links
                     .iter()
                     .filter(|p| p.node == peer)
                     .copied()
                     .collect();
                 for l in &links {
-                    st.links.remove(l);
+                    rel.links.remove(l);
                 }
-                st.watchers.retain(|_, w| w.pid.node != peer);
-                let downs: Vec<_> = st
+                rel.watchers.retain(|_, w| w.pid.node != peer);
+                let downs: Vec<_> = rel
                     .watching
                     .iter()
                     .filter(|(_, w)| w.node() == peer)
@@ -892,7 +896,7 @@ impl Node {
                     .collect();
                 let downs: Vec<_> = downs
                     .into_iter()
-                    .filter_map(|r| st.watching.remove(&r).map(|w| (r, w)))
+                    .filter_map(|r| rel.watching.remove(&r).map(|w| (r, w)))
                     .collect();
                 (links, downs)
             };

@@ -291,10 +291,10 @@ impl Node {
             let mut st = p.entry.state();
             st.group_leader = Some(group_leader);
             if link {
-                st.links.insert(from);
+                st.rel().links.insert(from);
             }
             if monitor {
-                st.watchers.insert(
+                st.rel().watchers.insert(
                     req_id,
                     Watcher {
                         pid: from,
@@ -307,10 +307,10 @@ impl Node {
             let mut st = caller.state();
             if st.exited.is_none() {
                 if link {
-                    st.links.insert(pid);
+                    st.rel().links.insert(pid);
                 }
                 if monitor {
-                    st.watching.insert(req_id, Watched::Pid(pid));
+                    st.rel().watching.insert(req_id, Watched::Pid(pid));
                 }
                 true
             } else {
@@ -365,10 +365,10 @@ impl Node {
             let mut st = p.entry.state();
             st.group_leader = Some(group_leader);
             if flags.contains(SpawnFlags::LINK) {
-                st.links.insert(from);
+                st.rel().links.insert(from);
             }
             if flags.contains(SpawnFlags::MONITOR) {
-                st.watchers.insert(
+                st.rel().watchers.insert(
                     req_id,
                     Watcher {
                         pid: from,
@@ -454,10 +454,10 @@ impl Node {
                 let mut st = entry.state();
                 if st.exited.is_none() {
                     if flags.contains(SpawnFlags::LINK) {
-                        st.links.insert(pid);
+                        st.rel().links.insert(pid);
                     }
                     if flags.contains(SpawnFlags::MONITOR) {
-                        st.watching.insert(req_id, Watched::Pid(pid));
+                        st.rel().watching.insert(req_id, Watched::Pid(pid));
                     }
                     true
                 } else {
@@ -472,8 +472,8 @@ impl Node {
             // `spawn_request_abandon/1` does.
             if let Some(entry) = entry {
                 let mut st = entry.state();
-                st.links.remove(&pid);
-                st.watching.remove(&req_id);
+                st.rel().links.remove(&pid);
+                st.rel().watching.remove(&req_id);
             }
             if flags.contains(SpawnFlags::MONITOR) {
                 let demonitor = ControlMessage::DemonitorP {
