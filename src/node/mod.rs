@@ -224,6 +224,11 @@ pub(crate) struct ProcEntry {
     state: Mutex<ProcState>,
 }
 
+/// A map looked up on every message (processes by number, names, peers):
+/// foldhash, seeded per map, instead of SipHash. Its keys are the node's
+/// own (process numbers it hands out, registered names, connected peers).
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct ProcState {
     exited: Option<Term>,
@@ -277,8 +282,8 @@ impl ProcEntry {
 struct NodeInner {
     name: Atom,
     creation: u32,
-    procs: RwLock<HashMap<u32, Arc<ProcEntry>>>,
-    names: RwLock<HashMap<Atom, Pid>>,
+    procs: RwLock<FastMap<u32, Arc<ProcEntry>>>,
+    names: RwLock<FastMap<Atom, Pid>>,
     aliases: RwLock<HashMap<Reference, Pid>>,
     next_id: AtomicU32,
     next_ref: AtomicU64,
@@ -330,8 +335,8 @@ impl Node {
             inner: Arc::new(NodeInner {
                 name,
                 creation,
-                procs: RwLock::new(HashMap::new()),
-                names: RwLock::new(HashMap::new()),
+                procs: RwLock::new(FastMap::default()),
+                names: RwLock::new(FastMap::default()),
                 aliases: RwLock::new(HashMap::new()),
                 next_id: AtomicU32::new(1),
                 next_ref: AtomicU64::new(1),
@@ -492,7 +497,7 @@ impl Node {
         self.route_remote(peer, msg);
     }
 
-    fn read_procs(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u32, Arc<ProcEntry>>> {
+    fn read_procs(&self) -> std::sync::RwLockReadGuard<'_, FastMap<u32, Arc<ProcEntry>>> {
         self.inner.procs.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -579,8 +584,12 @@ impl Node {
     pub(crate) fn send_from(&self, from: Option<Pid>, to: Dest, msg: Term) {
         match to {
             Dest::Pid(pid) if pid.node == self.inner.name => {
-                if let Some(e) = self.lookup(pid) {
-                    e.deliver(msg);
+                // Delivered under the table's read lock: no reference
+                // counting per message.
+                if self.is_local(&pid) && pid.serial == 0 {
+                    if let Some(e) = self.read_procs().get(&pid.id) {
+                        e.deliver(msg);
+                    }
                 }
             }
             Dest::Pid(pid) => {

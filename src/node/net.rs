@@ -10,7 +10,7 @@
 //! decodes and delivers what arrives, and encodes and writes what is
 //! sent, itself: between a process and the socket there is this one task.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, Notify, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use super::sendq::SendQueue;
-use super::{Dest, ExitKind, Node, Watched};
+use super::{Dest, ExitKind, FastMap, Node, Watched};
 use crate::connection::control::{ControlMessage, DistMessage, ProcRef};
 use crate::connection::dist_header::{DistDecoder, DistEncoder};
 use crate::connection::driver::{
@@ -65,7 +65,7 @@ struct PeerCtl {
 /// The network side of a node.
 pub(crate) struct Net {
     pub(crate) config: LocalNodeConfig,
-    peers: Mutex<HashMap<Atom, PeerCtl>>,
+    peers: Mutex<FastMap<Atom, PeerCtl>>,
     next_peer: AtomicU64,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) registration: Mutex<Option<HeldRegistration>>,
@@ -78,7 +78,7 @@ impl Net {
     pub(crate) fn new(config: LocalNodeConfig) -> Net {
         Net {
             config,
-            peers: Mutex::new(HashMap::new()),
+            peers: Mutex::new(FastMap::default()),
             next_peer: AtomicU64::new(1),
             events: broadcast::channel(256).0,
             registration: Mutex::new(None),
@@ -88,7 +88,7 @@ impl Net {
         }
     }
 
-    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<Atom, PeerCtl>> {
+    fn peers(&self) -> std::sync::MutexGuard<'_, FastMap<Atom, PeerCtl>> {
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
