@@ -588,7 +588,7 @@ impl Node {
                 // counting per message.
                 if self.is_local(&pid) && pid.serial == 0 {
                     if let Some(e) = self.read_procs().get(&pid.id) {
-                        e.deliver(msg);
+                        mailbox::WakeBatch::deliver(e, Signal::Message(msg));
                     }
                 }
             }

@@ -603,6 +603,8 @@ impl PeerLink<'_> {
     /// Decodes the frames read so far and delivers what they carry.
     fn deliver(&mut self, rbuf: &mut BytesMut, max_frame: usize) -> Result<(), DownReason> {
         let (node, peer, decoder) = (self.node, self.peer, &mut *self.decoder);
+        // Each receiver is woken once for this run of frames.
+        let _wakes = super::mailbox::WakeBatch::open();
         cut_frames(rbuf, max_frame, |frame| match decoder.decode_frame(frame) {
             Ok(Some(msg)) => {
                 node.dispatch(peer, msg);
