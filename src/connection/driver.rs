@@ -1492,13 +1492,21 @@ impl WriteQueue {
     }
 }
 
+/// The read buffer grows by this much when less than [`READ_MIN`] is left.
+/// Frames are cut out of it without copying, so a block is freed when the
+/// last frame read into it is dropped.
+const READ_BLOCK: usize = 8 * 1024;
+
+/// The least room a read is given.
+const READ_MIN: usize = 4096;
+
 /// Reads what the socket has into `rbuf`.
 pub(crate) async fn read_some(
     rd: &mut tokio::net::tcp::ReadHalf<'_>,
     rbuf: &mut BytesMut,
 ) -> Result<(), DownReason> {
-    if rbuf.capacity() - rbuf.len() < 4096 {
-        rbuf.reserve(8192);
+    if rbuf.capacity() - rbuf.len() < READ_MIN {
+        rbuf.reserve(READ_BLOCK);
     }
     match rd.read_buf(rbuf).await {
         Ok(0) => Err(DownReason::ClosedByPeer),
