@@ -1112,6 +1112,18 @@ impl DistDecoder {
                     .options(self.options)
                     .atom_budget(&self.atoms)
                     .atom_cache(atoms);
+                // What processes send most, SEND_SENDER: two pids.
+                if arity == 3
+                    && frame.get(pos + 2..pos + 4)
+                        == Some(&[SMALL_INTEGER_EXT, ControlOp::SEND_SENDER.0])
+                {
+                    if let Ok((Term::Pid(from), at)) = decoder.decode_body(frame, pos + 4) {
+                        if let Ok((Term::Pid(to), end)) = decoder.decode_body(frame, at) {
+                            return Ok((ControlMessage::SendSender { from, to }, end));
+                        }
+                    }
+                    // Anything else is read (and refused) the general way.
+                }
                 let mut elems: [Term; MAX_CONTROL_ARITY] = std::array::from_fn(|_| Term::NIL);
                 let mut at = pos + 2;
                 for e in elems.iter_mut().take(arity) {
