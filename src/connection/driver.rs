@@ -33,7 +33,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -82,6 +82,13 @@ pub const OUT_FRAMES_BUDGET_KIB: u32 = 512;
 /// How many frames [`ConnectionHandle::send_frame`] may queue before it
 /// waits.
 pub const DEFAULT_SEND_CAPACITY: usize = 1024;
+
+/// How long a host's resolved addresses are used before it is resolved
+/// again (sooner if connecting to them fails).
+const HOST_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// The most hosts whose addresses are kept.
+const HOST_CACHE_SIZE: usize = 1024;
 
 /// Frames up to this size are copied into one buffer with their headers;
 /// larger ones are written from their own memory.
@@ -556,6 +563,8 @@ struct TableInner {
     entries: HashMap<NodeName, Entry>,
     handshakes: usize,
     tasks: usize,
+    /// Hosts resolved lately, and when (see [`ConnectionTable::resolve`]).
+    hosts: HashMap<String, (Vec<IpAddr>, Instant)>,
 }
 
 impl TableInner {
@@ -608,6 +617,46 @@ impl ConnectionTable {
         // A panic while holding the lock leaves consistent data (every
         // update is a single map operation), so poisoning is ignored.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The addresses of `host`, from a resolution made within the last
+    /// [`HOST_CACHE_TTL`] or a new one (in the blocking pool, as the
+    /// system resolver may take long): reconnecting, and looking up EPMD
+    /// then connecting to the node, resolve a host once.
+    async fn resolve(&self, host: &str) -> io::Result<Vec<IpAddr>> {
+        if let Some((ips, at)) = self.lock().hosts.get(host) {
+            if at.elapsed() < HOST_CACHE_TTL {
+                return Ok(ips.clone());
+            }
+        }
+        let ips: Vec<IpAddr> = tokio::net::lookup_host((host, 0))
+            .await?
+            .map(|a| a.ip())
+            .collect();
+        if ips.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "host has no addresses",
+            ));
+        }
+        let mut inner = self.lock();
+        if inner.hosts.len() >= HOST_CACHE_SIZE {
+            inner
+                .hosts
+                .retain(|_, (_, at)| at.elapsed() < HOST_CACHE_TTL);
+        }
+        if inner.hosts.len() < HOST_CACHE_SIZE {
+            inner
+                .hosts
+                .insert(host.to_owned(), (ips.clone(), Instant::now()));
+        }
+        Ok(ips)
+    }
+
+    /// Forgets `host`'s addresses (a connection to them failed: it may
+    /// have moved).
+    fn forget_host(&self, host: &str) {
+        self.lock().hosts.remove(host);
     }
 
     /// Handshakes in progress.
@@ -942,6 +991,47 @@ pub async fn connect(local: &LocalNodeConfig, peer: &NodeName) -> Result<Connect
     .await
 }
 
+/// Resolves the peer's host and asks EPMD there for the peer's port, trying
+/// each address in turn (as OTP's `erl_epmd` does); returns the address
+/// EPMD answered on, where the node is.
+async fn lookup(
+    local: &LocalNodeConfig,
+    peer: &NodeName,
+) -> Result<(IpAddr, crate::epmd::NodeInfo), ConnectError> {
+    let epmd_err = |source| ConnectError::Epmd {
+        peer: peer.to_string(),
+        source,
+    };
+    let ips = local.table.resolve(peer.host()).await.map_err(|source| {
+        epmd_err(EpmdError::Resolve {
+            addr: local.epmd.clone().host(peer.host()).addr(),
+            source,
+        })
+    })?;
+    let mut unreachable = None;
+    for ip in ips {
+        let epmd = local.epmd.clone().host(ip.to_string());
+        match epmd.port_please(peer.alive()).await {
+            Ok(info) => return Ok((ip, info)),
+            Err(e @ EpmdError::Unreachable { .. }) => unreachable = Some(e),
+            Err(EpmdError::NoSuchNode { addr, .. }) => {
+                return Err(ConnectError::NotRegistered {
+                    peer: peer.to_string(),
+                    epmd: addr,
+                })
+            }
+            Err(source) => return Err(epmd_err(source)),
+        }
+    }
+    local.table.forget_host(peer.host());
+    Err(epmd_err(unreachable.unwrap_or_else(|| {
+        EpmdError::Unreachable {
+            addr: peer.host().to_owned(),
+            source: io::Error::new(io::ErrorKind::NotFound, "host has no addresses"),
+        }
+    })))
+}
+
 async fn connect_inner(
     local: &LocalNodeConfig,
     peer: &NodeName,
@@ -956,20 +1046,10 @@ async fn connect_inner(
     ticket.begin_outgoing(peer)?;
     let cancelled = ticket.cancelled();
     let work = async {
-        let epmd = local.epmd.clone().host(peer.host());
-        let info = epmd.port_please(peer.alive()).await.map_err(|e| match e {
-            EpmdError::NoSuchNode { addr, .. } => ConnectError::NotRegistered {
-                peer: peer.to_string(),
-                epmd: addr,
-            },
-            source => ConnectError::Epmd {
-                peer: peer.to_string(),
-                source,
-            },
-        })?;
+        let (ip, info) = lookup(local, peer).await?;
         debug!(port = info.port, "EPMD lookup done");
-        let addr = format!("{}:{}", peer.host(), info.port);
-        let stream = match timeout(local.setup_timeout, TcpStream::connect(&addr)).await {
+        let addr = SocketAddr::new(ip, info.port);
+        let stream = match timeout(local.setup_timeout, TcpStream::connect(addr)).await {
             Err(_) => {
                 return Err(ConnectError::Timeout {
                     peer: peer.to_string(),
@@ -978,11 +1058,12 @@ async fn connect_inner(
                 })
             }
             Ok(Err(source)) => {
+                local.table.forget_host(peer.host());
                 return Err(ConnectError::Connect {
                     peer: peer.to_string(),
-                    addr,
+                    addr: addr.to_string(),
                     source,
-                })
+                });
             }
             Ok(Ok(s)) => s,
         };
