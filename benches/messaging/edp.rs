@@ -474,6 +474,9 @@ pub async fn rtt(node: &Node, me: &mut Mailbox, echo: &ExternalPid) -> Result<Du
 pub async fn connect_once(edp: &Edp) -> Result<Duration, String> {
     let node = start_node("bench_edp_conn", &edp.cookie).await?;
     let mut me = Mailbox::new(&node).await?;
+    // Idle for as long as erldist and BEAM are before their clocks start
+    // (after their disconnect), so that every side starts as cold.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let t0 = Instant::now();
     let r = async {
         bounded("edp connect to A", STEP_TIMEOUT, node.connect(&edp.a)).await?;
