@@ -1856,6 +1856,33 @@ mod tests {
         assert_eq!(w.written, want);
     }
 
+    /// A host is resolved once, then answered from the table until it is
+    /// forgotten (a failed connect) or too old.
+    #[tokio::test]
+    async fn hosts_are_resolved_once_and_forgotten_on_failure() {
+        let table = ConnectionTable::new();
+        let first = table.resolve("localhost").await.unwrap();
+        assert!(!first.is_empty());
+        let at = table.lock().hosts.get("localhost").map(|(_, at)| *at);
+        assert!(at.is_some());
+        assert_eq!(table.resolve("localhost").await.unwrap(), first);
+        // Answered from the table: the entry was not renewed.
+        assert_eq!(table.lock().hosts.get("localhost").map(|(_, at)| *at), at);
+        table.forget_host("localhost");
+        assert!(table.lock().hosts.get("localhost").is_none());
+        // Too old: resolved anew.
+        table.resolve("localhost").await.unwrap();
+        let old = Instant::now() - HOST_CACHE_TTL;
+        if let Some((_, at)) = table.lock().hosts.get_mut("localhost") {
+            *at = old;
+        }
+        table.resolve("localhost").await.unwrap();
+        let renewed = table.lock().hosts.get("localhost").map(|(_, at)| *at);
+        assert!(renewed.is_some_and(|at| at > old));
+        assert!(table.resolve("no-such-host.invalid").await.is_err());
+        assert!(table.lock().hosts.get("no-such-host.invalid").is_none());
+    }
+
     fn handle_for(peer: &NodeName) -> ConnectionHandle {
         let outcome = HandshakeOutcome {
             role: Role::Acceptor,
