@@ -17,6 +17,7 @@ mod group_leader;
 pub mod io;
 mod mailbox;
 mod net;
+mod outq;
 pub mod pg;
 mod process;
 pub mod pubsub;

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot, Notify, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
+use super::outq;
 use super::sendq::SendQueue;
 use super::{Dest, ExitKind, FastMap, Node, Watched};
 use crate::connection::control::{ControlMessage, DistMessage, ProcRef};
@@ -55,7 +56,7 @@ pub(crate) enum Out {
 
 struct PeerCtl {
     id: u64,
-    tx: mpsc::UnboundedSender<Out>,
+    tx: outq::Sender<Out>,
     up: bool,
     visible: bool,
     /// The flags in effect on the connection, once up.
@@ -117,7 +118,7 @@ impl Net {
             match p.tx.send(out) {
                 Ok(()) => return,
                 // The task is ending: start another.
-                Err(mpsc::error::SendError(o)) => {
+                Err(o) => {
                     peers.remove(&peer);
                     drop(peers);
                     return self.route(node, peer, o);
@@ -140,7 +141,7 @@ impl Net {
             fail_queued(node, [out]);
             return;
         };
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = outq::queue();
         let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
         let _ = tx.send(out);
         peers.insert(
@@ -301,20 +302,14 @@ fn lost_race(e: &driver::ConnectError) -> bool {
     }
 }
 
-async fn peer_task(
-    node: Node,
-    peer: Atom,
-    name: NodeName,
-    id: u64,
-    mut rx: mpsc::UnboundedReceiver<Out>,
-) {
+async fn peer_task(node: Node, peer: Atom, name: NodeName, id: u64, mut rx: outq::Receiver<Out>) {
     let Some(net) = node.net() else { return };
     let mut queue: VecDeque<DistMessage> = VecDeque::new();
     // A connection the listener accepted may be waiting already.
     let mut waiters = Vec::new();
     let mut adopted = None;
     let mut closed = false;
-    while let Ok(o) = rx.try_recv() {
+    while let Some(o) = rx.try_recv() {
         match o {
             Out::Msg(m) => queue.push_back(m),
             Out::Adopt(c) => adopted = Some(c),
@@ -359,7 +354,7 @@ async fn peer_task(
     // to a new task, as a send to a disconnected node connects anew.
     net.remove(peer, id);
     rx.close();
-    while let Ok(o) = rx.try_recv() {
+    while let Some(o) = rx.try_recv() {
         match o {
             Out::Disconnect => {}
             o => net.route(&node, peer, o),
@@ -376,7 +371,7 @@ async fn connect_or_adopt(
     name: &NodeName,
     queue: &mut VecDeque<DistMessage>,
     waiters: &mut Vec<oneshot::Sender<Result<(), String>>>,
-    rx: &mut mpsc::UnboundedReceiver<Out>,
+    rx: &mut outq::Receiver<Out>,
 ) -> Result<Connection, String> {
     let connect = driver::connect(&net.config, name);
     tokio::pin!(connect);
@@ -437,7 +432,7 @@ async fn run_connection(
     id: u64,
     conn: Connection,
     queue: &mut VecDeque<DistMessage>,
-    rx: &mut mpsc::UnboundedReceiver<Out>,
+    rx: &mut outq::Receiver<Out>,
 ) -> Option<Connection> {
     let outcome = conn.outcome().clone();
     let flags = outcome.flags;
@@ -502,7 +497,7 @@ impl PeerLink<'_> {
     /// is decoded and delivered as it is read, and what processes send is
     /// encoded and written from here: no other task stands between a
     /// process and the socket.
-    async fn run(&mut self, link: Box<Link>, rx: &mut mpsc::UnboundedReceiver<Out>) -> End {
+    async fn run(&mut self, link: Box<Link>, rx: &mut outq::Receiver<Out>) -> End {
         let Link {
             mut stream,
             mut rbuf,
@@ -541,7 +536,7 @@ impl PeerLink<'_> {
         shutdown: &Notify,
         budget: &Semaphore,
         settings: RunSettings,
-        rx: &mut mpsc::UnboundedReceiver<Out>,
+        rx: &mut outq::Receiver<Out>,
     ) -> End {
         let (mut rd, mut wr) = stream.split();
         let mut out = WriteQueue::default();
@@ -581,8 +576,8 @@ impl PeerLink<'_> {
                             break;
                         }
                         match rx.try_recv() {
-                            Ok(o) => next = Some(o),
-                            Err(_) => break,
+                            Some(o) => next = Some(o),
+                            None => break,
                         }
                     }
                 },
