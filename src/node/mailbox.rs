@@ -21,11 +21,14 @@ impl Mailbox {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends a signal and wakes the receiver.
+    /// Appends a signal and wakes the receiver (see
+    /// [`push_quietly`](Self::push_quietly) for why only when the queue
+    /// was empty).
     pub(crate) fn push(&self, s: Signal) {
-        self.queue().push_back(s);
-        // A permit is kept when nobody waits, so no wake-up is lost.
-        self.ready.notify_one();
+        if self.push_quietly(s) {
+            // A permit is kept when nobody waits, so no wake-up is lost.
+            self.ready.notify_one();
+        }
     }
 
     /// Appends a signal without waking the receiver; true if the queue was
