@@ -38,6 +38,9 @@ pub(crate) struct Sender<T> {
 /// The receiving end, the peer's task.
 pub(crate) struct Receiver<T> {
     shared: Arc<Shared<T>>,
+    /// Items taken from the queue all at once (one lock for a run of
+    /// them), not yet handed out.
+    taken: VecDeque<T>,
 }
 
 /// A new queue.
@@ -53,7 +56,10 @@ pub(crate) fn queue<T>() -> (Sender<T>, Receiver<T>) {
         Sender {
             shared: Arc::clone(&shared),
         },
-        Receiver { shared },
+        Receiver {
+            shared,
+            taken: VecDeque::new(),
+        },
     )
 }
 
@@ -87,12 +93,17 @@ impl<T> Receiver<T> {
     /// Cancel-safe: nothing is taken unless it is returned.
     pub(crate) async fn recv(&mut self) -> Option<T> {
         loop {
+            if let Some(item) = self.try_recv() {
+                return Some(item);
+            }
             {
-                let mut st = self.shared.lock();
-                if let Some(item) = st.items.pop_front() {
-                    return Some(item);
+                let st = self.shared.lock();
+                if !st.items.is_empty() {
+                    // Sent since we looked.
+                    continue;
                 }
                 if st.closed {
+                    // Nothing more can come: sends fail now.
                     return None;
                 }
             }
@@ -102,7 +113,11 @@ impl<T> Receiver<T> {
 
     /// The next item if one is queued.
     pub(crate) fn try_recv(&mut self) -> Option<T> {
-        self.shared.lock().items.pop_front()
+        if self.taken.is_empty() {
+            // Everything queued at once; the queue keeps our empty buffer.
+            std::mem::swap(&mut self.taken, &mut self.shared.lock().items);
+        }
+        self.taken.pop_front()
     }
 
     /// Refuses further sends; what is queued can still be taken.
