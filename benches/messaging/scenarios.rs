@@ -320,6 +320,17 @@ async fn rust_stream(node: &Node, sink: &Pid, n: usize, msgs: &[Term]) -> Durati
     .expect("the streaming task")
 }
 
+/// On `from`, streams `n` copies of `msg` (Erlang source) to a new sink on
+/// node `to` and returns the time Erlang measured.
+fn beam_stream(from: &mut ErlNode, to: &str, n: usize, msg: &str) -> Duration {
+    let us = erl_term(
+        from,
+        &format!("bench_peer:stream_to_new_sink('{to}', {n}, {msg}, 1)."),
+    );
+    let us = us.list_elems().expect("a list")[0].as_i64().expect("us");
+    Duration::from_micros(us as u64)
+}
+
 fn per_sec(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
@@ -395,12 +406,8 @@ async fn send_scenario(
     for _ in 0..runs {
         let d = rust_stream(&env.r1, &sink, n, std::slice::from_ref(&rust_msg)).await;
         rust.push(per_sec(n * unit_size, d));
-        let us = erl_term(
-            &mut env.b,
-            &format!("bench_peer:stream_to_new_sink('{a_name}', {n}, {erl_msg}, 1)."),
-        );
-        let us = us.list_elems().expect("a list")[0].as_i64().expect("us");
-        beam.push(per_sec(n * unit_size, Duration::from_micros(us as u64)));
+        let d = beam_stream(&mut env.b, &a_name, n, erl_msg);
+        beam.push(per_sec(n * unit_size, d));
         if edp.live() {
             if let Some(r) = edp_stream_run(env, &mut edp_s, n, &edp_msg).await {
                 edp.push(r.map(|d| per_sec(n * unit_size, d)));
@@ -567,12 +574,8 @@ async fn recv_small(env: &mut Env, n: usize, runs: usize) {
             &format!("bench_peer:stream({}, {n}, {{hello, 42}}).", erl_expr(sink)),
         );
         rust.push(per_sec(n, Duration::from_micros(us as u64)));
-        let us = erl_term(
-            &mut env.a,
-            &format!("bench_peer:stream_to_new_sink('{b_name}', {n}, {{hello, 42}}, 1)."),
-        );
-        let us = us.list_elems().expect("a list")[0].as_i64().expect("us");
-        beam.push(per_sec(n, Duration::from_micros(us as u64)));
+        let d = beam_stream(&mut env.a, &b_name, n, "{hello, 42}");
+        beam.push(per_sec(n, d));
         if let Some(s) = edp_s.as_mut().filter(|_| edp.live()) {
             let r = edp_recv_run(env, s, n).await;
             edp.push(r.map(|d| per_sec(n, d)));
@@ -598,12 +601,8 @@ async fn rust_to_rust(env: &mut Env, n: usize, runs: usize) {
     for _ in 0..runs {
         let d = rust_stream(&env.r1, &sink, n, std::slice::from_ref(&msg)).await;
         rust.push(per_sec(n, d));
-        let us = erl_term(
-            &mut env.b,
-            &format!("bench_peer:stream_to_new_sink('{a_name}', {n}, {{hello, 42}}, 1)."),
-        );
-        let us = us.list_elems().expect("a list")[0].as_i64().expect("us");
-        beam.push(per_sec(n, Duration::from_micros(us as u64)));
+        let d = beam_stream(&mut env.b, &a_name, n, "{hello, 42}");
+        beam.push(per_sec(n, d));
     }
     env.r2.kill(sink, Term::atom("kill"));
     report(
