@@ -1034,35 +1034,59 @@ impl DistDecoder {
     /// A [`FrameError`]; after one, the connection should be closed (as
     /// OTP does), since the atom cache may be out of step.
     pub fn decode_frame(&mut self, frame: Bytes) -> Result<Option<DistMessage>, FrameError> {
-        if frame.is_empty() {
+        let len = frame.len();
+        self.decode_frame_in(&frame, 0, len)
+    }
+
+    /// [`decode_frame`](Self::decode_frame) for the frame at
+    /// `start..end` of `buf` (a run of frames read together), without a
+    /// buffer of its own: nothing outside the frame is read, and offsets
+    /// in errors count from its start.
+    ///
+    /// # Errors
+    /// As [`decode_frame`](Self::decode_frame).
+    pub fn decode_frame_in(
+        &mut self,
+        buf: &Bytes,
+        start: usize,
+        end: usize,
+    ) -> Result<Option<DistMessage>, FrameError> {
+        let end = end.min(buf.len());
+        if start >= end {
             return Ok(None);
         }
         let mut atoms = std::mem::take(&mut self.frame_atoms);
-        let result = self.decode_with(frame, &mut atoms);
+        let result = self.decode_with(In { buf, start, end }, &mut atoms);
         self.frame_atoms = atoms;
         result
     }
 
     fn decode_with(
         &mut self,
-        frame: Bytes,
+        frame: In<'_>,
         atoms: &mut Vec<Atom>,
     ) -> Result<Option<DistMessage>, FrameError> {
-        let (header, pos) =
-            read_header_into(&frame, self.framing, &mut self.cache, &self.atoms, atoms)?;
+        let (header, pos) = read_header_into(
+            frame.bytes(),
+            self.framing,
+            &mut self.cache,
+            &self.atoms,
+            atoms,
+        )?;
+        let pos = frame.start + pos;
         let header_mode = self.framing.has_header();
         match header {
             HeaderKind::Whole | HeaderKind::First { sequence_id: 0, .. } => {
-                let (control, end) = self.control(&frame, pos, atoms)?;
-                self.finish(control, atoms, &frame, end).map(Some)
+                let (control, end) = self.control(frame, pos, atoms)?;
+                self.finish(control, atoms, frame, end).map(Some)
             }
             HeaderKind::First {
                 sequence_id,
                 fragment_id,
             } => {
                 // OTP checks the control term when the first fragment comes.
-                let (control, end) = self.control(&frame, pos, atoms)?;
-                let rest = frame.slice(end..);
+                let (control, end) = self.control(frame, pos, atoms)?;
+                let rest = frame.buf.slice(end..frame.end);
                 match self.fragments.first(
                     sequence_id,
                     fragment_id,
@@ -1070,7 +1094,7 @@ impl DistDecoder {
                     rest,
                 )? {
                     Some(((control, atoms), bytes)) => {
-                        self.finish(control, &atoms, &bytes, 0).map(Some)
+                        self.finish(control, &atoms, In::whole(&bytes), 0).map(Some)
                     }
                     None => Ok(None),
                 }
@@ -1080,13 +1104,13 @@ impl DistDecoder {
                 fragment_id,
             } => {
                 debug_assert!(header_mode);
-                let chunk = frame.slice(pos..);
+                let chunk = frame.buf.slice(pos..frame.end);
                 match self
                     .fragments
                     .continuation(sequence_id, fragment_id, chunk)?
                 {
                     Some(((control, atoms), bytes)) => {
-                        self.finish(control, &atoms, &bytes, 0).map(Some)
+                        self.finish(control, &atoms, In::whole(&bytes), 0).map(Some)
                     }
                     None => Ok(None),
                 }
@@ -1097,7 +1121,7 @@ impl DistDecoder {
     /// Decodes the control term at `pos`.
     fn control(
         &self,
-        frame: &Bytes,
+        frame: In<'_>,
         pos: usize,
         atoms: &[Atom],
     ) -> Result<(ControlMessage, usize), FrameError> {
@@ -1112,13 +1136,18 @@ impl DistDecoder {
                     .options(self.options)
                     .atom_budget(&self.atoms)
                     .atom_cache(atoms);
+                let element = |at| {
+                    decoder
+                        .decode_body_within(frame.buf, at, frame.end)
+                        .map_err(|source| frame.term_err(TermRole::Control, source))
+                };
                 // What processes send most, SEND_SENDER: two pids.
                 if arity == 3
                     && frame.get(pos + 2..pos + 4)
                         == Some(&[SMALL_INTEGER_EXT, ControlOp::SEND_SENDER.0])
                 {
-                    if let Ok((Term::Pid(from), at)) = decoder.decode_body(frame, pos + 4) {
-                        if let Ok((Term::Pid(to), end)) = decoder.decode_body(frame, at) {
+                    if let Ok((Term::Pid(from), at)) = element(pos + 4) {
+                        if let Ok((Term::Pid(to), end)) = element(at) {
                             return Ok((ControlMessage::SendSender { from, to }, end));
                         }
                     }
@@ -1127,13 +1156,7 @@ impl DistDecoder {
                 let mut elems: [Term; MAX_CONTROL_ARITY] = std::array::from_fn(|_| Term::NIL);
                 let mut at = pos + 2;
                 for e in elems.iter_mut().take(arity) {
-                    let (t, end) =
-                        decoder
-                            .decode_body(frame, at)
-                            .map_err(|source| FrameError::Term {
-                                role: TermRole::Control,
-                                source,
-                            })?;
+                    let (t, end) = element(at)?;
                     *e = t;
                     at = end;
                 }
@@ -1145,29 +1168,29 @@ impl DistDecoder {
         Ok((ControlMessage::from_term(term)?, end))
     }
 
-    /// Decodes the payload (if the operation has one) at `pos` of `bytes`
-    /// and checks nothing follows.
+    /// Decodes the payload (if the operation has one) at `pos` of the
+    /// frame and checks nothing follows.
     fn finish(
         &self,
         control: ControlMessage,
         atoms: &[Atom],
-        bytes: &Bytes,
+        frame: In<'_>,
         pos: usize,
     ) -> Result<DistMessage, FrameError> {
         let op = control.op();
         let (payload, end) = if control.has_payload() {
-            if pos >= bytes.len() {
+            if pos >= frame.end {
                 return Err(ControlError::MissingPayload { op }.into());
             }
-            let (t, end) = self.term(bytes, pos, atoms, TermRole::Payload)?;
+            let (t, end) = self.term(frame, pos, atoms, TermRole::Payload)?;
             (Some(t), end)
         } else {
             (None, pos)
         };
-        if end < bytes.len() {
+        if end < frame.end {
             return Err(FrameError::TrailingBytes {
                 op,
-                count: bytes.len() - end,
+                count: frame.end - end,
             });
         }
         Ok(DistMessage::new(control, payload)?)
@@ -1175,18 +1198,18 @@ impl DistDecoder {
 
     fn term(
         &self,
-        bytes: &Bytes,
+        frame: In<'_>,
         pos: usize,
         atoms: &[Atom],
         role: TermRole,
     ) -> Result<(Term, usize), FrameError> {
         let header_mode = self.framing.has_header();
-        let first = bytes.get(pos).copied();
+        let first = frame.get(pos..pos + 1).and_then(|b| b.first()).copied();
         let start = if header_mode {
             if first == Some(VERSION_MAGIC) {
                 return Err(FrameError::VersionMagic {
                     role,
-                    offset: pos,
+                    offset: pos - frame.start,
                     header_mode,
                 });
             }
@@ -1195,7 +1218,7 @@ impl DistDecoder {
             if first != Some(VERSION_MAGIC) {
                 return Err(FrameError::VersionMagic {
                     role,
-                    offset: pos,
+                    offset: pos - frame.start,
                     header_mode,
                 });
             }
@@ -1205,8 +1228,45 @@ impl DistDecoder {
             .options(self.options)
             .atom_budget(&self.atoms)
             .atom_cache(atoms)
-            .decode_body(bytes, start)
-            .map_err(|source| FrameError::Term { role, source })
+            .decode_body_within(frame.buf, start, frame.end)
+            .map_err(|source| frame.term_err(role, source))
+    }
+}
+
+/// A frame inside a buffer: `buf[start..end]`. Offsets are into `buf`.
+#[derive(Clone, Copy)]
+struct In<'a> {
+    buf: &'a Bytes,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> In<'a> {
+    fn whole(buf: &'a Bytes) -> In<'a> {
+        In {
+            buf,
+            start: 0,
+            end: buf.len(),
+        }
+    }
+
+    /// The frame's bytes.
+    fn bytes(&self) -> &'a [u8] {
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// The bytes at `range` (offsets into the buffer), if inside the frame.
+    fn get(&self, range: std::ops::Range<usize>) -> Option<&'a [u8]> {
+        if range.end > self.end {
+            return None;
+        }
+        self.buf.get(range)
+    }
+
+    /// A term's decoding error, its offset counted from the frame's start.
+    fn term_err(&self, role: TermRole, mut source: DecodeError) -> FrameError {
+        source.offset = source.offset.saturating_sub(self.start);
+        FrameError::Term { role, source }
     }
 }
 
@@ -1966,6 +2026,44 @@ mod tests {
             .encode_body(msg.payload().unwrap(), &mut plain)
             .unwrap();
         assert_eq!(&frame[3..], plain);
+    }
+
+    /// A frame inside a larger buffer decodes as it does alone, and a term
+    /// that runs past its frame's end is refused, not read on into the
+    /// next frame.
+    #[test]
+    fn a_frame_in_a_run_reads_nothing_outside_it() {
+        let mut tx = DistEncoder::new(BOTH);
+        let msgs: Vec<DistMessage> = every_op().into_iter().map(msg_of).collect();
+        let frames: Vec<Bytes> = msgs.iter().map(|m| tx.encode_frame(m).unwrap()).collect();
+        let mut run = vec![9u8; 3];
+        let mut places = Vec::new();
+        for f in &frames {
+            places.push((run.len(), run.len() + f.len()));
+            run.extend_from_slice(f);
+        }
+        let run = Bytes::from(run);
+        let mut alone = DistDecoder::new(BOTH);
+        let mut within = DistDecoder::new(BOTH);
+        for ((f, &(start, end)), m) in frames.iter().zip(&places).zip(&msgs) {
+            let a = alone.decode_frame(f.clone()).unwrap();
+            assert_eq!(a.as_ref(), Some(m));
+            assert_eq!(within.decode_frame_in(&run, start, end).unwrap(), a);
+        }
+        // The first frame cut one byte short, the second right behind it:
+        // its payload would end in the second's bytes.
+        let (start, end) = places[0];
+        let short = DistDecoder::new(BOTH)
+            .decode_frame_in(&run, start, end - 1)
+            .unwrap_err();
+        assert!(
+            matches!(short, FrameError::Term { .. } | FrameError::Control(_)),
+            "{short:?}"
+        );
+        let alone_short = DistDecoder::new(BOTH)
+            .decode_frame(frames[0].slice(..frames[0].len() - 1))
+            .unwrap_err();
+        assert_eq!(short.to_string(), alone_short.to_string());
     }
 
     /// Control tuples are read element by element in place (header mode)

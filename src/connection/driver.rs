@@ -46,7 +46,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::dist_header::DecoderLimits;
 use super::framing::{
-    decode_frame, frame_header, Frame, FrameError, OutFrame, DEFAULT_MAX_FRAME, TICK,
+    decode_frame, frame_header, whole_frames, Frame, FrameError, OutFrame, DEFAULT_MAX_FRAME, TICK,
 };
 use crate::epmd::{EpmdClient, EpmdError};
 use crate::flags::DistFlags;
@@ -1613,6 +1613,38 @@ pub(crate) fn cut_frames(
             }
         }
     }
+}
+
+/// Cuts the whole frames read so far off `rbuf` in one piece and gives
+/// each data frame to `f` as its place in that piece (ticks are dropped):
+/// one reference count for the run, not one per frame.
+pub(crate) fn cut_frame_run(
+    rbuf: &mut BytesMut,
+    max_frame: usize,
+    mut f: impl FnMut(&Bytes, usize, usize) -> Result<(), DownReason>,
+) -> Result<(), DownReason> {
+    let (whole, next) =
+        whole_frames(rbuf, max_frame).map_err(|e| DownReason::Protocol(e.to_string()))?;
+    if whole > 0 {
+        let run = rbuf.split_to(whole).freeze();
+        let mut at = 0;
+        while let Some(head) = run
+            .get(at..at + 4)
+            .and_then(|h| <[u8; 4]>::try_from(h).ok())
+        {
+            let len = u32::from_be_bytes(head) as usize;
+            at += 4;
+            if len > 0 {
+                f(&run, at, at + len)?;
+            }
+            at += len;
+        }
+    }
+    if let Some(need) = next {
+        // Room for the rest of the frame begun.
+        rbuf.reserve(need.saturating_sub(rbuf.len()));
+    }
+    Ok(())
 }
 
 /// OTP's ticks (`dist_util:con_loop`): a tick goes out in every interval

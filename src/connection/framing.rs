@@ -126,6 +126,35 @@ pub fn decode_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, Fra
     Ok(Some(Frame::Data(buf.split_to(len).freeze())))
 }
 
+/// How much of `buf` is whole frames, from its start: the byte count
+/// (headers included), and how many bytes the frame after them needs in
+/// all (header included) if `buf` holds only part of it. Cutting a run of
+/// frames at once lets them share one buffer without one reference count
+/// each.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] for a frame whose length exceeds `max`, even
+/// one after whole frames.
+pub fn whole_frames(buf: &[u8], max: usize) -> Result<(usize, Option<usize>), FrameError> {
+    let mut at = 0;
+    loop {
+        let Some(head) = buf
+            .get(at..at + 4)
+            .and_then(|h| <[u8; 4]>::try_from(h).ok())
+        else {
+            return Ok((at, None));
+        };
+        let len = u32::from_be_bytes(head) as usize;
+        if len > max {
+            return Err(FrameError::TooLarge { len, max });
+        }
+        if buf.len() - at < 4 + len {
+            return Ok((at, Some(4 + len)));
+        }
+        at += 4 + len;
+    }
+}
+
 /// The 4-byte length header of a frame with this payload length, or
 /// `None` if it does not fit in 32 bits.
 pub fn frame_header(len: usize) -> Option<[u8; 4]> {
@@ -230,6 +259,25 @@ pub fn decode_pass_through(frame: Bytes) -> Result<(Term, Option<Term>), PassThr
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn whole_frames_counts_complete_frames_and_what_the_next_needs() {
+        let mut buf = Vec::new();
+        for payload in [&b"ab"[..], b"", b"cde"] {
+            buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            buf.extend_from_slice(payload);
+        }
+        let whole = buf.len();
+        assert_eq!(whole_frames(&buf, 100), Ok((whole, None)));
+        buf.extend_from_slice(&10u32.to_be_bytes());
+        buf.extend_from_slice(b"12");
+        assert_eq!(whole_frames(&buf, 100), Ok((whole, Some(14))));
+        assert_eq!(whole_frames(&buf[..whole + 2], 100), Ok((whole, None)));
+        assert_eq!(
+            whole_frames(&buf, 9),
+            Err(FrameError::TooLarge { len: 10, max: 9 })
+        );
+    }
+
     use super::*;
     use crate::term;
 

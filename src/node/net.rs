@@ -25,7 +25,7 @@ use super::{Dest, ExitKind, FastMap, Node, Watched};
 use crate::connection::control::{ControlMessage, DistMessage, ProcRef};
 use crate::connection::dist_header::{DistDecoder, DistEncoder};
 use crate::connection::driver::{
-    self, cut_frames, read_some, Command, Connection, DownReason, Link, LocalNodeConfig,
+    self, cut_frame_run, read_some, Command, Connection, DownReason, Link, LocalNodeConfig,
     RunSettings, Ticks, WriteQueue,
 };
 use crate::epmd::{EpmdClient, EpmdServer, Registration};
@@ -600,15 +600,17 @@ impl PeerLink<'_> {
         let (node, peer, decoder) = (self.node, self.peer, &mut *self.decoder);
         // Each receiver is woken once for this run of frames.
         let _wakes = super::mailbox::WakeBatch::open();
-        cut_frames(rbuf, max_frame, |frame| match decoder.decode_frame(frame) {
-            Ok(Some(msg)) => {
-                node.dispatch(peer, msg);
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(e) => {
-                warn!(peer = %peer, error = %e, "protocol error, closing");
-                Err(DownReason::Protocol(e.to_string()))
+        cut_frame_run(rbuf, max_frame, |run, start, end| {
+            match decoder.decode_frame_in(run, start, end) {
+                Ok(Some(msg)) => {
+                    node.dispatch(peer, msg);
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => {
+                    warn!(peer = %peer, error = %e, "protocol error, closing");
+                    Err(DownReason::Protocol(e.to_string()))
+                }
             }
         })
     }

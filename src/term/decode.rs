@@ -240,6 +240,19 @@ impl<'c> Decoder<'c> {
         self.decode_at(input, offset, Some(input))
     }
 
+    /// [`decode_body`](Self::decode_body) of a term that must end by `end`
+    /// (a frame inside a larger buffer): nothing at or past `end` is read,
+    /// as if the input ended there. Binaries share `input`'s buffer.
+    pub fn decode_body_within(
+        &self,
+        input: &Bytes,
+        offset: usize,
+        end: usize,
+    ) -> Result<(Term, usize), DecodeError> {
+        let bounded = input.get(..end).unwrap_or(input);
+        self.decode_at(bounded, offset, Some(input))
+    }
+
     fn inflate(&self, input: &[u8], at: usize) -> Result<Vec<u8>, DecodeError> {
         let size = input
             .get(at..at + 4)
