@@ -1,8 +1,10 @@
 //! Decoding the External Term Format (`binary_to_term/1`).
 //!
-//! The decoder is iterative: nested tuples, lists and maps live on an
-//! explicit stack bounded by [`DecodeOptions::max_depth`], so no input can
-//! overflow the machine stack. Every length field is checked against the
+//! The decoder is recursive, each compound term decoding its elements
+//! straight into a vector of their number; nesting is bounded by
+//! [`DecodeOptions::max_depth`], and the stack grows on demand (every 16
+//! levels, as the encoder's), so no input can overflow the machine stack.
+//! Every length field is checked against the
 //! bytes that remain before anything is allocated for it, and the total
 //! capacity reserved for elements never exceeds the input's length, so a
 //! small input cannot make the decoder allocate much. Binaries share the
@@ -196,16 +198,16 @@ impl<'c> Decoder<'c> {
     /// Decodes a whole term that starts with the version byte 131 (as
     /// `binary_to_term/1` does), copying binaries out of `input`.
     pub fn decode(&self, input: &[u8]) -> Result<Term, DecodeError> {
-        self.decode_versioned(input, None)
+        self.decode_versioned(input, None).map_err(|e| *e)
     }
 
     /// Decodes a whole term that starts with the version byte 131; binaries
     /// share `input`'s buffer.
     pub fn decode_bytes(&self, input: &Bytes) -> Result<Term, DecodeError> {
-        self.decode_versioned(input, Some(input))
+        self.decode_versioned(input, Some(input)).map_err(|e| *e)
     }
 
-    fn decode_versioned(&self, input: &[u8], owner: Option<&Bytes>) -> Result<Term, DecodeError> {
+    fn decode_versioned(&self, input: &[u8], owner: Option<&Bytes>) -> Result<Term, Fail> {
         match input.first() {
             None => return Err(err(0, DecodeErrorKind::UnexpectedEnd { needed: 1 })),
             Some(&VERSION) => {}
@@ -237,10 +239,10 @@ impl<'c> Decoder<'c> {
     /// `input` (as terms follow a distribution header), returning it and
     /// the offset just past it. Binaries share `input`'s buffer.
     pub fn decode_body(&self, input: &Bytes, offset: usize) -> Result<(Term, usize), DecodeError> {
-        self.decode_at(input, offset, Some(input))
+        self.decode_at(input, offset, Some(input)).map_err(|e| *e)
     }
 
-    fn inflate(&self, input: &[u8], at: usize) -> Result<Vec<u8>, DecodeError> {
+    fn inflate(&self, input: &[u8], at: usize) -> Result<Vec<u8>, Fail> {
         let size = input
             .get(at..at + 4)
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
@@ -286,7 +288,7 @@ impl<'c> Decoder<'c> {
         input: &[u8],
         offset: usize,
         owner: Option<&Bytes>,
-    ) -> Result<(Term, usize), DecodeError> {
+    ) -> Result<(Term, usize), Fail> {
         let mut st = State {
             r: Reader {
                 data: input,
@@ -320,8 +322,14 @@ impl Term {
     }
 }
 
-fn err(offset: usize, kind: DecodeErrorKind) -> DecodeError {
-    DecodeError { offset, kind }
+/// The decoder's error inside: boxed, so that the result of each step
+/// stays small (errors are rare; the success path is what runs).
+type Fail = Box<DecodeError>;
+
+#[cold]
+#[inline(never)]
+fn err(offset: usize, kind: DecodeErrorKind) -> Fail {
+    Box::new(DecodeError { offset, kind })
 }
 
 struct Reader<'a> {
@@ -336,7 +344,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Fail> {
         match self.data.get(self.pos..self.pos.wrapping_add(n)) {
             Some(s) if self.pos.checked_add(n).is_some() => {
                 self.pos += n;
@@ -351,8 +359,28 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The integer at the current position if it is a whole
+    /// `SMALL_INTEGER_EXT` or `INTEGER_EXT` (the commonest elements of
+    /// lists and tuples), read without the general dispatch; `None`
+    /// otherwise, leaving the position as it was.
+    #[inline(always)]
+    fn small_int(&mut self) -> Option<i64> {
+        let rest = self.data.get(self.pos..)?;
+        match rest {
+            [SMALL_INTEGER_EXT, b, ..] => {
+                self.pos += 2;
+                Some(i64::from(*b))
+            }
+            [INTEGER_EXT, a, b, c, d, ..] => {
+                self.pos += 5;
+                Some(i64::from(i32::from_be_bytes([*a, *b, *c, *d])))
+            }
+            _ => None,
+        }
+    }
+
     #[inline]
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    fn u8(&mut self) -> Result<u8, Fail> {
         match self.data.get(self.pos) {
             Some(&b) => {
                 self.pos += 1;
@@ -363,7 +391,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Fail> {
         let s = self.take(N)?;
         let mut a = [0u8; N];
         a.copy_from_slice(s);
@@ -371,38 +399,19 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn u16(&mut self) -> Result<u16, DecodeError> {
+    fn u16(&mut self) -> Result<u16, Fail> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
     #[inline]
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    fn u32(&mut self) -> Result<u32, Fail> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
     #[inline]
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+    fn u64(&mut self) -> Result<u64, Fail> {
         Ok(u64::from_be_bytes(self.array()?))
     }
-}
-
-/// A partly decoded compound term.
-enum Frame {
-    Tuple(Vec<Term>, usize),
-    List(Vec<Term>, usize),
-    ListTail(Vec<Term>),
-    Map {
-        entries: Vec<(Term, Term)>,
-        key: Option<Term>,
-        left: usize,
-        at: usize,
-    },
-    Fun {
-        fun: Box<LocalFun>,
-        left: usize,
-        start: usize,
-        size: u32,
-    },
 }
 
 struct State<'a, 'o> {
@@ -415,108 +424,207 @@ struct State<'a, 'o> {
     opts: &'o DecodeOptions,
 }
 
-/// What reading one tag gave: a finished term, or a compound to fill.
-enum Step {
-    Done(Term),
-    Open(Frame),
-}
-
 impl State<'_, '_> {
-    fn run(&mut self) -> Result<Term, DecodeError> {
-        let mut stack: Vec<Frame> = Vec::new();
-        loop {
-            let mut value = match self.step()? {
-                Step::Done(t) => t,
-                Step::Open(frame) => {
-                    if stack.len() >= self.opts.max_depth {
-                        return Err(err(
-                            self.r.pos,
-                            DecodeErrorKind::TooDeep(self.opts.max_depth),
-                        ));
-                    }
-                    stack.push(frame);
-                    continue;
-                }
-            };
-            // Hand the finished value to the frames it completes. The top
-            // frame is updated in place; it leaves the stack only when done.
-            loop {
-                let Some(top) = stack.last_mut() else {
-                    return Ok(value);
-                };
-                match top {
-                    Frame::Tuple(items, left) => {
-                        items.push(value);
-                        *left -= 1;
-                        if *left > 0 {
-                            break;
-                        }
-                        value = Term::Tuple(std::mem::take(items));
-                    }
-                    Frame::List(items, left) => {
-                        items.push(value);
-                        *left -= 1;
-                        if *left == 0 {
-                            // The elements are done; the tail comes next.
-                            *top = Frame::ListTail(std::mem::take(items));
-                        }
-                        break;
-                    }
-                    Frame::ListTail(items) => {
-                        value = Term::list_with_tail(std::mem::take(items), value);
-                    }
-                    Frame::Map {
-                        entries,
-                        key,
-                        left,
-                        at,
-                    } => match key.take() {
-                        None => {
-                            *key = Some(value);
-                            break;
-                        }
-                        Some(k) => {
-                            entries.push((k, value));
-                            *left -= 1;
-                            if *left > 0 {
-                                break;
-                            }
-                            value = Term::Map(check_map(std::mem::take(entries), *at)?);
-                        }
-                    },
-                    Frame::Fun {
-                        fun,
-                        left,
-                        start,
-                        size,
-                    } => {
-                        fun.free_vars.push(value);
-                        *left -= 1;
-                        if *left > 0 {
-                            break;
-                        }
-                        let (start, size) = (*start, *size);
-                        // The top frame is this one, so the pattern matches.
-                        let Some(Frame::Fun { fun, .. }) = stack.pop() else {
-                            break;
-                        };
-                        value = self.finish_fun(*fun, start, size)?;
-                        continue;
-                    }
-                }
-                stack.pop();
-            }
+    fn run(&mut self) -> Result<Term, Fail> {
+        self.term(0)
+    }
+
+    /// The nesting of the elements of a compound term at `depth`, whose
+    /// header was just read; fails past the limit.
+    #[inline(always)]
+    fn inner(&self, depth: usize) -> Result<usize, Fail> {
+        if depth >= self.opts.max_depth {
+            return Err(self.too_deep());
         }
+        Ok(depth + 1)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn too_deep(&self) -> Fail {
+        err(self.r.pos, DecodeErrorKind::TooDeep(self.opts.max_depth))
+    }
+
+    /// Decodes the elements of a compound term at nesting `depth` (from
+    /// [`inner`](Self::inner)) with `f`. Nesting is bounded by
+    /// `max_depth`, and every 16 levels the stack grows if it runs low, so
+    /// no input can overflow it.
+    #[inline(always)]
+    fn nested<R>(
+        &mut self,
+        depth: usize,
+        f: impl FnOnce(&mut Self) -> Result<R, Fail>,
+    ) -> Result<R, Fail> {
+        if depth % 16 == 0 {
+            super::deep(|| f(self))
+        } else {
+            f(self)
+        }
+    }
+
+    /// Decodes one term at nesting `depth` (the compound terms around it).
+    /// Inlined into the loops over elements, so that the common scalars
+    /// cost no call; compound terms are decoded out of line.
+    #[inline(always)]
+    fn term(&mut self, depth: usize) -> Result<Term, Fail> {
+        let at = self.r.pos;
+        let tag = self.r.u8()?;
+        match tag {
+            SMALL_INTEGER_EXT => Ok(Term::Int(i64::from(self.r.u8()?))),
+            INTEGER_EXT => Ok(Term::Int(i64::from(self.r.u32()? as i32))),
+            SMALL_ATOM_UTF8_EXT | ATOM_UTF8_EXT | ATOM_EXT | SMALL_ATOM_EXT | ATOM_CACHE_REF => {
+                Ok(Term::Atom(self.atom_after(tag, at)?))
+            }
+            SMALL_TUPLE_EXT => {
+                let n = usize::from(self.r.u8()?);
+                self.tuple(n, depth)
+            }
+            LARGE_TUPLE_EXT => {
+                let n = self.r.u32()? as usize;
+                self.tuple(n, depth)
+            }
+            NIL_EXT => Ok(Term::NIL),
+            STRING_EXT => {
+                let n = usize::from(self.r.u16()?);
+                let s = self.r.take(n)?;
+                Ok(Term::ByteList(self.bytes(s)))
+            }
+            LIST_EXT => self.list(depth),
+            BINARY_EXT => {
+                let n = self.r.u32()? as usize;
+                let s = self.r.take(n)?;
+                Ok(Term::Binary(self.bytes(s)))
+            }
+            MAP_EXT => self.map(at, depth),
+            NEW_FUN_EXT => self.local_fun(depth),
+            _ => self.scalar(tag, at),
+        }
+    }
+
+    #[inline(never)]
+    fn tuple(&mut self, n: usize, depth: usize) -> Result<Term, Fail> {
+        if n == 0 {
+            return Ok(Term::Tuple(Vec::new()));
+        }
+        let mut items = self.reserve(n, 1, "tuple")?;
+        let d = self.inner(depth)?;
+        self.nested(d, |st| {
+            for _ in 0..n {
+                items.push(match st.r.small_int() {
+                    Some(i) => Term::Int(i),
+                    None => st.term(d)?,
+                });
+            }
+            Ok(Term::Tuple(items))
+        })
+    }
+
+    #[inline(never)]
+    fn list(&mut self, depth: usize) -> Result<Term, Fail> {
+        let n = self.r.u32()? as usize;
+        // Each element and the tail take at least a byte.
+        let mut items = self.reserve(n, 1, "list")?;
+        let d = self.inner(depth)?;
+        self.nested(d, |st| {
+            for _ in 0..n {
+                items.push(match st.r.small_int() {
+                    Some(i) => Term::Int(i),
+                    None => st.term(d)?,
+                });
+            }
+            // The tail: `[]` for a proper list.
+            if st.r.data.get(st.r.pos) == Some(&NIL_EXT) {
+                st.r.pos += 1;
+                return Ok(if n == 0 { Term::NIL } else { Term::List(items) });
+            }
+            let tail = st.term(d)?;
+            Ok(Term::list_with_tail(items, tail))
+        })
+    }
+
+    #[inline(never)]
+    fn map(&mut self, at: usize, depth: usize) -> Result<Term, Fail> {
+        let n = self.r.u32()? as usize;
+        if n == 0 {
+            return Ok(Term::Map(Map::new()));
+        }
+        let mut entries = self.reserve(n, 2, "map")?;
+        let d = self.inner(depth)?;
+        self.nested(d, |st| {
+            for _ in 0..n {
+                let k = st.term(d)?;
+                let v = st.term(d)?;
+                entries.push((k, v));
+            }
+            Ok(Term::Map(check_map(entries, at)?))
+        })
+    }
+
+    #[inline(never)]
+    fn local_fun(&mut self, depth: usize) -> Result<Term, Fail> {
+        let start = self.r.pos;
+        let size = self.r.u32()?;
+        if size as usize > self.r.remaining() + 4 {
+            return Err(err(
+                start,
+                DecodeErrorKind::LengthTooLarge {
+                    what: "fun",
+                    claimed: u64::from(size),
+                    available: self.r.remaining() + 4,
+                },
+            ));
+        }
+        let arity = self.r.u8()?;
+        let uniq = self.r.array::<16>()?;
+        let index = self.r.u32()?;
+        let num_free = self.r.u32()? as usize;
+        let module = self.atom()?;
+        let old_index = self.u32_int()?;
+        let old_uniq = self.u32_int()?;
+        let pid_at = self.r.pos;
+        let pid_tag = self.r.u8()?;
+        if pid_tag != NEW_PID_EXT && pid_tag != PID_EXT {
+            return Err(err(
+                pid_at,
+                DecodeErrorKind::Expected {
+                    expected: "pid",
+                    tag: pid_tag,
+                },
+            ));
+        }
+        let pid = self.pid_after(pid_tag)?;
+        let mut free_vars = self.reserve(num_free, 1, "fun environment")?;
+        if num_free > 0 {
+            let d = self.inner(depth)?;
+            self.nested(d, |st| {
+                for _ in 0..num_free {
+                    free_vars.push(st.term(d)?);
+                }
+                Ok(())
+            })?;
+        }
+        let fun = LocalFun {
+            arity,
+            uniq,
+            index,
+            module,
+            old_index,
+            old_uniq,
+            pid,
+            free_vars,
+        };
+        self.finish_fun(fun, start, size)
     }
 
     /// Reserves room for `n` elements of at least `min_size` bytes each,
     /// after checking that the input can hold them.
+    #[inline]
     fn reserve<T>(
         &mut self,
         n: usize,
         min_size: usize,
         what: &'static str,
-    ) -> Result<Vec<T>, DecodeError> {
+    ) -> Result<Vec<T>, Fail> {
         let available = self.r.remaining();
         if n.saturating_mul(min_size) > available {
             return Err(err(
@@ -533,6 +641,7 @@ impl State<'_, '_> {
         Ok(Vec::with_capacity(cap))
     }
 
+    #[inline]
     fn bytes(&self, s: &[u8]) -> Bytes {
         match self.owner {
             Some(owner) => owner.slice_ref(s),
@@ -540,48 +649,12 @@ impl State<'_, '_> {
         }
     }
 
-    fn step(&mut self) -> Result<Step, DecodeError> {
-        let at = self.r.pos;
-        let tag = self.r.u8()?;
+    /// The terms that hold no other terms, but for the common ones
+    /// [`term`](Self::term) reads itself (out of line, to keep its frame
+    /// small).
+    #[inline(never)]
+    fn scalar(&mut self, tag: u8, at: usize) -> Result<Term, Fail> {
         let t = match tag {
-            SMALL_INTEGER_EXT => Term::Int(i64::from(self.r.u8()?)),
-            INTEGER_EXT => Term::Int(i64::from(self.r.u32()? as i32)),
-            SMALL_ATOM_UTF8_EXT | ATOM_UTF8_EXT | ATOM_EXT | SMALL_ATOM_EXT | ATOM_CACHE_REF => {
-                Term::Atom(self.atom_after(tag, at)?)
-            }
-            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => {
-                let n = if tag == SMALL_TUPLE_EXT {
-                    usize::from(self.r.u8()?)
-                } else {
-                    self.r.u32()? as usize
-                };
-                if n == 0 {
-                    Term::Tuple(Vec::new())
-                } else {
-                    let v = self.reserve(n, 1, "tuple")?;
-                    return Ok(Step::Open(Frame::Tuple(v, n)));
-                }
-            }
-            NIL_EXT => Term::NIL,
-            STRING_EXT => {
-                let n = usize::from(self.r.u16()?);
-                let s = self.r.take(n)?;
-                Term::ByteList(self.bytes(s))
-            }
-            LIST_EXT => {
-                let n = self.r.u32()? as usize;
-                // Each element and the tail take at least a byte.
-                let v = self.reserve(n, 1, "list")?;
-                if n == 0 {
-                    return Ok(Step::Open(Frame::ListTail(v)));
-                }
-                return Ok(Step::Open(Frame::List(v, n)));
-            }
-            BINARY_EXT => {
-                let n = self.r.u32()? as usize;
-                let s = self.r.take(n)?;
-                Term::Binary(self.bytes(s))
-            }
             BIT_BINARY_EXT => {
                 let n = self.r.u32()? as usize;
                 let bits = self.r.u8()?;
@@ -642,20 +715,6 @@ impl State<'_, '_> {
                 let sign = self.r.u8()?;
                 let digits = self.r.take(n)?;
                 big_term(sign != 0, digits)
-            }
-            MAP_EXT => {
-                let n = self.r.u32()? as usize;
-                if n == 0 {
-                    Term::Map(Map::new())
-                } else {
-                    let entries = self.reserve(n, 2, "map")?;
-                    return Ok(Step::Open(Frame::Map {
-                        entries,
-                        key: None,
-                        left: n,
-                        at,
-                    }));
-                }
             }
             NEW_PID_EXT | PID_EXT => Term::Pid(self.pid_after(tag)?),
             NEW_PORT_EXT | PORT_EXT | V4_PORT_EXT => {
@@ -722,60 +781,6 @@ impl State<'_, '_> {
                     arity,
                 }))
             }
-            NEW_FUN_EXT => {
-                let start = self.r.pos;
-                let size = self.r.u32()?;
-                if size as usize > self.r.remaining() + 4 {
-                    return Err(err(
-                        start,
-                        DecodeErrorKind::LengthTooLarge {
-                            what: "fun",
-                            claimed: u64::from(size),
-                            available: self.r.remaining() + 4,
-                        },
-                    ));
-                }
-                let arity = self.r.u8()?;
-                let uniq = self.r.array::<16>()?;
-                let index = self.r.u32()?;
-                let num_free = self.r.u32()? as usize;
-                let module = self.atom()?;
-                let old_index = self.u32_int()?;
-                let old_uniq = self.u32_int()?;
-                let pid_at = self.r.pos;
-                let pid_tag = self.r.u8()?;
-                if pid_tag != NEW_PID_EXT && pid_tag != PID_EXT {
-                    return Err(err(
-                        pid_at,
-                        DecodeErrorKind::Expected {
-                            expected: "pid",
-                            tag: pid_tag,
-                        },
-                    ));
-                }
-                let pid = self.pid_after(pid_tag)?;
-                let free_vars = self.reserve(num_free, 1, "fun environment")?;
-                let fun = Box::new(LocalFun {
-                    arity,
-                    uniq,
-                    index,
-                    module,
-                    old_index,
-                    old_uniq,
-                    pid,
-                    free_vars,
-                });
-                if num_free == 0 {
-                    self.finish_fun(*fun, start, size)?
-                } else {
-                    return Ok(Step::Open(Frame::Fun {
-                        fun,
-                        left: num_free,
-                        start,
-                        size,
-                    }));
-                }
-            }
             FUN_EXT => {
                 return Err(err(
                     at,
@@ -805,10 +810,10 @@ impl State<'_, '_> {
             }
             other => return Err(err(at, DecodeErrorKind::UnknownTag(other))),
         };
-        Ok(Step::Done(t))
+        Ok(t)
     }
 
-    fn finish_fun(&self, fun: LocalFun, start: usize, size: u32) -> Result<Term, DecodeError> {
+    fn finish_fun(&self, fun: LocalFun, start: usize, size: u32) -> Result<Term, Fail> {
         let actual = self.r.pos - start;
         if actual != size as usize {
             return Err(err(
@@ -823,7 +828,7 @@ impl State<'_, '_> {
     }
 
     /// An integer field of a fun that must fit in 32 bits.
-    fn u32_int(&mut self) -> Result<u32, DecodeError> {
+    fn u32_int(&mut self) -> Result<u32, Fail> {
         let at = self.r.pos;
         let tag = self.r.u8()?;
         let v: i64 = match tag {
@@ -863,7 +868,7 @@ impl State<'_, '_> {
             })
     }
 
-    fn pid_after(&mut self, tag: u8) -> Result<Pid, DecodeError> {
+    fn pid_after(&mut self, tag: u8) -> Result<Pid, Fail> {
         let node = self.atom()?;
         let id = self.r.u32()?;
         let serial = self.r.u32()?;
@@ -881,7 +886,7 @@ impl State<'_, '_> {
     }
 
     /// An atom field (node, module, function).
-    fn atom(&mut self) -> Result<Atom, DecodeError> {
+    fn atom(&mut self) -> Result<Atom, Fail> {
         let at = self.r.pos;
         let tag = self.r.u8()?;
         match tag {
@@ -898,7 +903,7 @@ impl State<'_, '_> {
         }
     }
 
-    fn atom_after(&mut self, tag: u8, at: usize) -> Result<Atom, DecodeError> {
+    fn atom_after(&mut self, tag: u8, at: usize) -> Result<Atom, Fail> {
         let (len, latin1) = match tag {
             SMALL_ATOM_UTF8_EXT => (usize::from(self.r.u8()?), false),
             ATOM_UTF8_EXT => (usize::from(self.r.u16()?), false),
@@ -954,7 +959,7 @@ fn big_term(negative: bool, digits: &[u8]) -> Term {
 /// Checks a decoded map for duplicate keys (which `binary_to_term`
 /// rejects). Maps from OTP with up to 32 keys arrive sorted, which makes
 /// the check a single pass.
-fn check_map(entries: Vec<(Term, Term)>, at: usize) -> Result<Map, DecodeError> {
+fn check_map(entries: Vec<(Term, Term)>, at: usize) -> Result<Map, Fail> {
     use std::cmp::Ordering;
     let sorted = entries.windows(2).all(|w| match w {
         [a, b] => a.0.exact_cmp(&b.0) == Ordering::Less,
