@@ -903,12 +903,12 @@ impl State<'_, '_> {
         }
     }
 
+    #[inline]
     fn atom_after(&mut self, tag: u8, at: usize) -> Result<Atom, Fail> {
-        let (len, latin1) = match tag {
-            SMALL_ATOM_UTF8_EXT => (usize::from(self.r.u8()?), false),
-            ATOM_UTF8_EXT => (usize::from(self.r.u16()?), false),
-            ATOM_EXT => (usize::from(self.r.u16()?), true),
-            SMALL_ATOM_EXT => (usize::from(self.r.u8()?), true),
+        let len = match tag {
+            SMALL_ATOM_UTF8_EXT => usize::from(self.r.u8()?),
+            ATOM_UTF8_EXT => usize::from(self.r.u16()?),
+            ATOM_EXT | SMALL_ATOM_EXT => return self.latin1_atom(tag, at),
             _ => {
                 let i = self.r.u8()?;
                 return self
@@ -918,7 +918,19 @@ impl State<'_, '_> {
             }
         };
         let raw = self.r.take(len)?;
-        if latin1 && !raw.is_ascii() {
+        Atom::try_from_utf8(raw, self.atom_budget).map_err(|e| utf8_atom_error(e, at))
+    }
+
+    /// An atom in the old Latin-1 forms (`ATOM_EXT`, `SMALL_ATOM_EXT`).
+    #[inline(never)]
+    fn latin1_atom(&mut self, tag: u8, at: usize) -> Result<Atom, Fail> {
+        let len = if tag == ATOM_EXT {
+            usize::from(self.r.u16()?)
+        } else {
+            usize::from(self.r.u8()?)
+        };
+        let raw = self.r.take(len)?;
+        if !raw.is_ascii() {
             let text: String = raw.iter().map(|&b| char::from(b)).collect();
             let atom = match self.atom_budget {
                 Some(b) => Atom::try_new_within(&text, b),
@@ -926,10 +938,16 @@ impl State<'_, '_> {
             };
             return atom.map_err(|e| err(at, DecodeErrorKind::Atom(e)));
         }
-        Atom::try_from_utf8(raw, self.atom_budget).map_err(|e| match e {
-            AtomFromBytesError::Utf8 => err(at, DecodeErrorKind::InvalidUtf8Atom),
-            AtomFromBytesError::Atom(e) => err(at, DecodeErrorKind::Atom(e)),
-        })
+        Atom::try_from_utf8(raw, self.atom_budget).map_err(|e| utf8_atom_error(e, at))
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn utf8_atom_error(e: AtomFromBytesError, at: usize) -> Fail {
+    match e {
+        AtomFromBytesError::Utf8 => err(at, DecodeErrorKind::InvalidUtf8Atom),
+        AtomFromBytesError::Atom(e) => err(at, DecodeErrorKind::Atom(e)),
     }
 }
 
