@@ -34,13 +34,16 @@ impl Default for DecodeOptions {
     fn default() -> Self {
         DecodeOptions {
             max_depth: DEFAULT_MAX_DEPTH,
-            max_decompressed: 256 * 1024 * 1024,
+            max_decompressed: DEFAULT_MAX_DECOMPRESSED,
         }
     }
 }
 
 /// The default nesting limit.
 pub const DEFAULT_MAX_DEPTH: usize = 4096;
+
+/// The default limit of [`DecodeOptions::max_decompressed`].
+const DEFAULT_MAX_DECOMPRESSED: usize = 256 * 1024 * 1024;
 
 /// A decoding failure: what was wrong, and at which byte of the input.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -150,6 +153,18 @@ pub struct Decoder<'c> {
     atom_budget: Option<&'c AtomBudget>,
 }
 
+/// The decoder of [`Term::decode`] and [`Term::decode_bytes`]: a constant
+/// in static memory, which the decoder reads without waiting for the
+/// stores of a value built just before the call.
+const DEFAULT_DECODER: Decoder<'static> = Decoder {
+    opts: DecodeOptions {
+        max_depth: DEFAULT_MAX_DEPTH,
+        max_decompressed: DEFAULT_MAX_DECOMPRESSED,
+    },
+    atom_cache: None,
+    atom_budget: None,
+};
+
 impl<'c> Decoder<'c> {
     /// A decoder with the default limits.
     pub fn new() -> Decoder<'static> {
@@ -207,30 +222,30 @@ impl<'c> Decoder<'c> {
         self.decode_versioned(input, Some(input)).map_err(|e| *e)
     }
 
+    #[inline(always)]
     fn decode_versioned(&self, input: &[u8], owner: Option<&Bytes>) -> Result<Term, Fail> {
-        match input.first() {
-            None => return Err(err(0, DecodeErrorKind::UnexpectedEnd { needed: 1 })),
-            Some(&VERSION) => {}
-            Some(&v) => return Err(err(0, DecodeErrorKind::BadVersion(v))),
-        }
-        if input.get(1) == Some(&COMPRESSED) {
-            let inflated = self.inflate(input, 2)?;
-            let owner = Bytes::from(inflated);
-            let (t, used) = self.decode_at(&owner, 0, Some(&owner))?;
-            if used != owner.len() {
-                return Err(err(
-                    used,
-                    DecodeErrorKind::TrailingBytes(owner.len() - used),
-                ));
+        match input {
+            [VERSION, COMPRESSED, ..] => self.decode_compressed(input),
+            [VERSION, ..] => {
+                let (t, used) = self.decode_at(input, 1, owner)?;
+                if used != input.len() {
+                    return Err(trailing(used, input.len()));
+                }
+                Ok(t)
             }
-            return Ok(t);
+            [] => Err(err(0, DecodeErrorKind::UnexpectedEnd { needed: 1 })),
+            [v, ..] => Err(err(0, DecodeErrorKind::BadVersion(*v))),
         }
-        let (t, used) = self.decode_at(input, 1, owner)?;
-        if used != input.len() {
-            return Err(err(
-                used,
-                DecodeErrorKind::TrailingBytes(input.len() - used),
-            ));
+    }
+
+    /// Decodes a compressed term (`131, 80`, size, zlib data).
+    #[inline(never)]
+    fn decode_compressed(&self, input: &[u8]) -> Result<Term, Fail> {
+        let inflated = self.inflate(input, 2)?;
+        let owner = Bytes::from(inflated);
+        let (t, used) = self.decode_at(&owner, 0, Some(&owner))?;
+        if used != owner.len() {
+            return Err(trailing(used, owner.len()));
         }
         Ok(t)
     }
@@ -283,12 +298,41 @@ impl<'c> Decoder<'c> {
         Ok(out)
     }
 
+    #[inline(always)]
     fn decode_at(
         &self,
         input: &[u8],
         offset: usize,
         owner: Option<&Bytes>,
     ) -> Result<(Term, usize), Fail> {
+        // A lone binary or string shared with the input (common messages,
+        // for which the encoder has a fast path too): no decoder state to
+        // set up, and the term built where the caller takes it.
+        if let Some(owner) = owner {
+            let lone = match input.get(offset..) {
+                Some([BINARY_EXT, a, b, c, d, ..]) => {
+                    Some((5, u32::from_be_bytes([*a, *b, *c, *d]) as usize, true))
+                }
+                Some([STRING_EXT, a, b, ..]) => {
+                    Some((3, usize::from(u16::from_be_bytes([*a, *b])), false))
+                }
+                _ => None,
+            };
+            if let Some((head, n, binary)) = lone {
+                let start = offset + head;
+                let end = start.saturating_add(n);
+                // `owner` holds `input`: the first bound is the one that counts.
+                if end <= input.len() && end <= owner.len() {
+                    let b = owner.slice(start..end);
+                    let t = if binary {
+                        Term::Binary(b)
+                    } else {
+                        Term::ByteList(b)
+                    };
+                    return Ok((t, end));
+                }
+            }
+        }
         let mut st = State {
             r: Reader {
                 data: input,
@@ -312,13 +356,13 @@ impl Term {
     /// # Errors
     /// A [`DecodeError`] naming the problem and its byte offset.
     pub fn decode(input: &[u8]) -> Result<Term, DecodeError> {
-        Decoder::new().decode(input)
+        DEFAULT_DECODER.decode(input)
     }
 
     /// Decodes like [`Term::decode`], but binaries in the result share
     /// `input`'s buffer instead of being copied.
     pub fn decode_bytes(input: &Bytes) -> Result<Term, DecodeError> {
-        Decoder::new().decode_bytes(input)
+        DEFAULT_DECODER.decode_bytes(input)
     }
 }
 
@@ -330,6 +374,12 @@ type Fail = Box<DecodeError>;
 #[inline(never)]
 fn err(offset: usize, kind: DecodeErrorKind) -> Fail {
     Box::new(DecodeError { offset, kind })
+}
+
+#[cold]
+#[inline(never)]
+fn trailing(used: usize, len: usize) -> Fail {
+    err(used, DecodeErrorKind::TrailingBytes(len - used))
 }
 
 struct Reader<'a> {
@@ -414,6 +464,27 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Where a decoded term goes: the elements of a compound term, or a
+/// single term (the result, a list's tail, a map's key or value).
+trait Sink {
+    fn put(&mut self, t: Term);
+}
+
+impl Sink for Vec<Term> {
+    #[inline(always)]
+    fn put(&mut self, t: Term) {
+        self.push(t);
+    }
+}
+
+/// A single term.
+impl Sink for Option<Term> {
+    #[inline(always)]
+    fn put(&mut self, t: Term) {
+        *self = Some(t);
+    }
+}
+
 struct State<'a, 'o> {
     r: Reader<'a>,
     owner: Option<&'o Bytes>,
@@ -426,7 +497,10 @@ struct State<'a, 'o> {
 
 impl State<'_, '_> {
     fn run(&mut self) -> Result<Term, Fail> {
-        self.term(0)
+        let mut top: Option<Term> = None;
+        self.push_term(0, &mut top)?;
+        // push_term gives its sink a term whenever it succeeds.
+        top.ok_or_else(|| err(self.r.pos, DecodeErrorKind::UnexpectedEnd { needed: 1 }))
     }
 
     /// The nesting of the elements of a compound term at `depth`, whose
@@ -450,11 +524,11 @@ impl State<'_, '_> {
     /// `max_depth`, and every 16 levels the stack grows if it runs low, so
     /// no input can overflow it.
     #[inline(always)]
-    fn nested<R>(
+    fn nested(
         &mut self,
         depth: usize,
-        f: impl FnOnce(&mut Self) -> Result<R, Fail>,
-    ) -> Result<R, Fail> {
+        f: impl FnOnce(&mut Self) -> Result<(), Fail>,
+    ) -> Result<(), Fail> {
         if depth % 16 == 0 {
             super::deep(|| f(self))
         } else {
@@ -462,106 +536,123 @@ impl State<'_, '_> {
         }
     }
 
-    /// Decodes one term at nesting `depth` (the compound terms around it).
-    /// Inlined into the loops over elements, so that the common scalars
-    /// cost no call; compound terms are decoded out of line.
+    /// Decodes `n` terms at nesting `depth` onto `items`.
     #[inline(always)]
-    fn term(&mut self, depth: usize) -> Result<Term, Fail> {
+    fn elems(&mut self, items: &mut Vec<Term>, n: usize, depth: usize) -> Result<(), Fail> {
+        for _ in 0..n {
+            self.push_term(depth, items)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes one term at nesting `depth` (the compound terms around it)
+    /// and gives it to `out`. Inlined into the loops over elements, so that
+    /// the common scalars cost no call; compound terms are decoded out of
+    /// line, and put where they belong by the function that builds them
+    /// rather than returned (a term returned through memory and copied at
+    /// once makes the processor wait for the stores of its parts).
+    #[inline(always)]
+    fn push_term<S: Sink>(&mut self, depth: usize, out: &mut S) -> Result<(), Fail> {
+        if let Some(i) = self.r.small_int() {
+            out.put(Term::Int(i));
+            return Ok(());
+        }
         let at = self.r.pos;
         let tag = self.r.u8()?;
-        match tag {
-            SMALL_INTEGER_EXT => Ok(Term::Int(i64::from(self.r.u8()?))),
-            INTEGER_EXT => Ok(Term::Int(i64::from(self.r.u32()? as i32))),
+        let t = match tag {
             SMALL_ATOM_UTF8_EXT | ATOM_UTF8_EXT | ATOM_EXT | SMALL_ATOM_EXT | ATOM_CACHE_REF => {
-                Ok(Term::Atom(self.atom_after(tag, at)?))
+                Term::Atom(self.atom_after(tag, at)?)
             }
             SMALL_TUPLE_EXT => {
                 let n = usize::from(self.r.u8()?);
-                self.tuple(n, depth)
+                return self.tuple(n, depth, out);
             }
             LARGE_TUPLE_EXT => {
                 let n = self.r.u32()? as usize;
-                self.tuple(n, depth)
+                return self.tuple(n, depth, out);
             }
-            NIL_EXT => Ok(Term::NIL),
+            NIL_EXT => Term::NIL,
             STRING_EXT => {
                 let n = usize::from(self.r.u16()?);
-                let s = self.r.take(n)?;
-                Ok(Term::ByteList(self.bytes(s)))
+                Term::ByteList(self.take_bytes(n)?)
             }
-            LIST_EXT => self.list(depth),
+            LIST_EXT => return self.list(depth, out),
             BINARY_EXT => {
                 let n = self.r.u32()? as usize;
-                let s = self.r.take(n)?;
-                Ok(Term::Binary(self.bytes(s)))
+                Term::Binary(self.take_bytes(n)?)
             }
-            MAP_EXT => self.map(at, depth),
-            NEW_FUN_EXT => self.local_fun(depth),
-            _ => self.scalar(tag, at),
-        }
+            MAP_EXT => return self.map(at, depth, out),
+            NEW_FUN_EXT => return self.local_fun(depth, out),
+            // With the integer tags when small_int found them cut short.
+            _ => return self.scalar(tag, at, out),
+        };
+        out.put(t);
+        Ok(())
     }
 
     #[inline(never)]
-    fn tuple(&mut self, n: usize, depth: usize) -> Result<Term, Fail> {
+    fn tuple<S: Sink>(&mut self, n: usize, depth: usize, out: &mut S) -> Result<(), Fail> {
         if n == 0 {
-            return Ok(Term::Tuple(Vec::new()));
+            out.put(Term::Tuple(Vec::new()));
+            return Ok(());
         }
         let mut items = self.reserve(n, 1, "tuple")?;
         let d = self.inner(depth)?;
-        self.nested(d, |st| {
-            for _ in 0..n {
-                items.push(match st.r.small_int() {
-                    Some(i) => Term::Int(i),
-                    None => st.term(d)?,
-                });
-            }
-            Ok(Term::Tuple(items))
-        })
+        self.nested(d, |st| st.elems(&mut items, n, d))?;
+        out.put(Term::Tuple(items));
+        Ok(())
     }
 
     #[inline(never)]
-    fn list(&mut self, depth: usize) -> Result<Term, Fail> {
+    fn list<S: Sink>(&mut self, depth: usize, out: &mut S) -> Result<(), Fail> {
         let n = self.r.u32()? as usize;
         // Each element and the tail take at least a byte.
         let mut items = self.reserve(n, 1, "list")?;
         let d = self.inner(depth)?;
+        // The tail, unless it is `[]` (a proper list).
+        let mut tail: Option<Term> = None;
         self.nested(d, |st| {
-            for _ in 0..n {
-                items.push(match st.r.small_int() {
-                    Some(i) => Term::Int(i),
-                    None => st.term(d)?,
-                });
-            }
-            // The tail: `[]` for a proper list.
+            st.elems(&mut items, n, d)?;
             if st.r.data.get(st.r.pos) == Some(&NIL_EXT) {
                 st.r.pos += 1;
-                return Ok(if n == 0 { Term::NIL } else { Term::List(items) });
+                return Ok(());
             }
-            let tail = st.term(d)?;
-            Ok(Term::list_with_tail(items, tail))
-        })
+            st.push_term(d, &mut tail)
+        })?;
+        out.put(match tail {
+            None if n == 0 => Term::NIL,
+            None => Term::List(items),
+            Some(tail) => Term::list_with_tail(items, tail),
+        });
+        Ok(())
     }
 
     #[inline(never)]
-    fn map(&mut self, at: usize, depth: usize) -> Result<Term, Fail> {
+    fn map<S: Sink>(&mut self, at: usize, depth: usize, out: &mut S) -> Result<(), Fail> {
         let n = self.r.u32()? as usize;
         if n == 0 {
-            return Ok(Term::Map(Map::new()));
+            out.put(Term::Map(Map::new()));
+            return Ok(());
         }
         let mut entries = self.reserve(n, 2, "map")?;
         let d = self.inner(depth)?;
         self.nested(d, |st| {
             for _ in 0..n {
-                let k = st.term(d)?;
-                let v = st.term(d)?;
-                entries.push((k, v));
+                let (mut k, mut v) = (None, None);
+                st.push_term(d, &mut k)?;
+                st.push_term(d, &mut v)?;
+                if let (Some(k), Some(v)) = (k, v) {
+                    entries.push((k, v));
+                }
             }
-            Ok(Term::Map(check_map(entries, at)?))
-        })
+            Ok(())
+        })?;
+        out.put(Term::Map(check_map(entries, at)?));
+        Ok(())
     }
 
     #[inline(never)]
-    fn local_fun(&mut self, depth: usize) -> Result<Term, Fail> {
+    fn local_fun<S: Sink>(&mut self, depth: usize, out: &mut S) -> Result<(), Fail> {
         let start = self.r.pos;
         let size = self.r.u32()?;
         if size as usize > self.r.remaining() + 4 {
@@ -596,12 +687,7 @@ impl State<'_, '_> {
         let mut free_vars = self.reserve(num_free, 1, "fun environment")?;
         if num_free > 0 {
             let d = self.inner(depth)?;
-            self.nested(d, |st| {
-                for _ in 0..num_free {
-                    free_vars.push(st.term(d)?);
-                }
-                Ok(())
-            })?;
+            self.nested(d, |st| st.elems(&mut free_vars, num_free, d))?;
         }
         let fun = LocalFun {
             arity,
@@ -613,7 +699,8 @@ impl State<'_, '_> {
             pid,
             free_vars,
         };
-        self.finish_fun(fun, start, size)
+        out.put(self.finish_fun(fun, start, size)?);
+        Ok(())
     }
 
     /// Reserves room for `n` elements of at least `min_size` bytes each,
@@ -641,6 +728,20 @@ impl State<'_, '_> {
         Ok(Vec::with_capacity(cap))
     }
 
+    /// The next `n` bytes, shared with the input when it is given as
+    /// [`Bytes`] (sliced by position, which is cheaper than
+    /// [`Bytes::slice_ref`]), copied otherwise.
+    #[inline]
+    fn take_bytes(&mut self, n: usize) -> Result<Bytes, Fail> {
+        let start = self.r.pos;
+        let s = self.r.take(n)?;
+        Ok(match self.owner {
+            // `owner` holds the input: the bound always holds.
+            Some(owner) if self.r.pos <= owner.len() => owner.slice(start..self.r.pos),
+            _ => Bytes::copy_from_slice(s),
+        })
+    }
+
     #[inline]
     fn bytes(&self, s: &[u8]) -> Bytes {
         match self.owner {
@@ -653,8 +754,11 @@ impl State<'_, '_> {
     /// [`term`](Self::term) reads itself (out of line, to keep its frame
     /// small).
     #[inline(never)]
-    fn scalar(&mut self, tag: u8, at: usize) -> Result<Term, Fail> {
+    fn scalar<S: Sink>(&mut self, tag: u8, at: usize, out: &mut S) -> Result<(), Fail> {
         let t = match tag {
+            // Whole integers are read before; these fail, cut short.
+            SMALL_INTEGER_EXT => Term::Int(i64::from(self.r.u8()?)),
+            INTEGER_EXT => Term::Int(i64::from(self.r.u32()? as i32)),
             BIT_BINARY_EXT => {
                 let n = self.r.u32()? as usize;
                 let bits = self.r.u8()?;
@@ -810,7 +914,8 @@ impl State<'_, '_> {
             }
             other => return Err(err(at, DecodeErrorKind::UnknownTag(other))),
         };
-        Ok(t)
+        out.put(t);
+        Ok(())
     }
 
     fn finish_fun(&self, fun: LocalFun, start: usize, size: u32) -> Result<Term, Fail> {
