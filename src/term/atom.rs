@@ -108,12 +108,32 @@ thread_local! {
         const { [const { std::cell::Cell::new(None) }; 256] };
 }
 
+/// The slot of `bytes` in the per-thread cache of recent atoms: a hash of
+/// the length and of the first and last 8 bytes (all of them, up to 16),
+/// read as two words rather than byte by byte. Texts that share those
+/// bytes share a slot, which costs only a miss.
+#[inline(always)]
 fn recent_slot(bytes: &[u8]) -> usize {
-    let mut h = bytes.len() as u32;
-    for &b in bytes.iter().take(16) {
-        h = h.wrapping_mul(31).wrapping_add(u32::from(b));
-    }
-    ((h ^ (h >> 8)) & 255) as usize
+    let (a, b) = match (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
+        (Some(f), Some(l)) => (u64::from_le_bytes(*f), u64::from_le_bytes(*l)),
+        _ => match (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+            (Some(f), Some(l)) => (
+                u64::from(u32::from_le_bytes(*f)),
+                u64::from(u32::from_le_bytes(*l)),
+            ),
+            _ => {
+                // Up to 3 bytes.
+                let mut x = 0u64;
+                for (i, &c) in bytes.iter().enumerate() {
+                    x |= u64::from(c) << (8 * i);
+                }
+                (x, 0)
+            }
+        },
+    };
+    let h =
+        (a ^ b.rotate_left(29) ^ ((bytes.len() as u64) << 56)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 56) as usize
 }
 
 /// Why bytes could not become an atom.
@@ -282,6 +302,7 @@ impl Atom {
     /// Interns UTF-8 `bytes` as [`Atom::try_new`] does, first looking in
     /// a small per-thread cache of recently decoded atoms, which spares the
     /// table's lock and hash for the atoms a stream repeats.
+    #[inline]
     pub(crate) fn try_from_utf8(
         bytes: &[u8],
         budget: Option<&AtomBudget>,
@@ -292,9 +313,20 @@ impl Atom {
                 .and_then(|c| c.get())
                 .filter(|a| a.as_str().as_bytes() == bytes)
         });
-        if let Some(a) = hit {
-            return Ok(a);
+        match hit {
+            Some(a) => Ok(a),
+            None => Self::try_from_utf8_missed(bytes, budget, slot),
         }
+    }
+
+    /// [`Atom::try_from_utf8`] past the per-thread cache: the table, and
+    /// the cache's slot `slot` updated.
+    #[inline(never)]
+    fn try_from_utf8_missed(
+        bytes: &[u8],
+        budget: Option<&AtomBudget>,
+        slot: usize,
+    ) -> Result<Atom, AtomFromBytesError> {
         let text = std::str::from_utf8(bytes).map_err(|_| AtomFromBytesError::Utf8)?;
         let a = match budget {
             Some(b) => Atom::try_new_within(text, b),
@@ -420,5 +452,38 @@ impl PartialEq<str> for Atom {
 impl PartialEq<&str> for Atom {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_cache_tells_apart_texts_that_share_a_slot() {
+        // The same length, first and last 8 bytes: one slot of the cache.
+        let names = ["abcdefgh_one_12345678", "abcdefgh_two_12345678"];
+        assert_eq!(
+            recent_slot(names[0].as_bytes()),
+            recent_slot(names[1].as_bytes())
+        );
+        for _ in 0..3 {
+            for name in names {
+                let a = Atom::try_from_utf8(name.as_bytes(), None).ok();
+                assert_eq!(a.map(|a| a.as_str()), Some(name));
+            }
+        }
+        // Short texts, of every length up to 16 bytes.
+        let text = "0123456789abcdef";
+        for n in 0..=text.len() {
+            let name = text.get(..n).unwrap_or_default();
+            let a = Atom::try_from_utf8(name.as_bytes(), None).ok();
+            assert_eq!(a.map(|a| a.as_str()), Some(name));
+            assert_eq!(Atom::try_from_utf8(name.as_bytes(), None).ok(), a);
+        }
+        assert_eq!(
+            Atom::try_from_utf8(&[0xff, 0xfe], None),
+            Err(AtomFromBytesError::Utf8)
+        );
     }
 }

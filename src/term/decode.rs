@@ -1,8 +1,10 @@
 //! Decoding the External Term Format (`binary_to_term/1`).
 //!
-//! The decoder is iterative: nested tuples, lists and maps live on an
-//! explicit stack bounded by [`DecodeOptions::max_depth`], so no input can
-//! overflow the machine stack. Every length field is checked against the
+//! The decoder is recursive, each compound term decoding its elements
+//! straight into a vector of their number; nesting is bounded by
+//! [`DecodeOptions::max_depth`], and the stack grows on demand (every 16
+//! levels, as the encoder's), so no input can overflow the machine stack.
+//! Every length field is checked against the
 //! bytes that remain before anything is allocated for it, and the total
 //! capacity reserved for elements never exceeds the input's length, so a
 //! small input cannot make the decoder allocate much. Binaries share the
@@ -32,13 +34,16 @@ impl Default for DecodeOptions {
     fn default() -> Self {
         DecodeOptions {
             max_depth: DEFAULT_MAX_DEPTH,
-            max_decompressed: 256 * 1024 * 1024,
+            max_decompressed: DEFAULT_MAX_DECOMPRESSED,
         }
     }
 }
 
 /// The default nesting limit.
 pub const DEFAULT_MAX_DEPTH: usize = 4096;
+
+/// The default limit of [`DecodeOptions::max_decompressed`].
+const DEFAULT_MAX_DECOMPRESSED: usize = 256 * 1024 * 1024;
 
 /// A decoding failure: what was wrong, and at which byte of the input.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -148,6 +153,18 @@ pub struct Decoder<'c> {
     atom_budget: Option<&'c AtomBudget>,
 }
 
+/// The decoder of [`Term::decode`] and [`Term::decode_bytes`]: a constant
+/// in static memory, which the decoder reads without waiting for the
+/// stores of a value built just before the call.
+const DEFAULT_DECODER: Decoder<'static> = Decoder {
+    opts: DecodeOptions {
+        max_depth: DEFAULT_MAX_DEPTH,
+        max_decompressed: DEFAULT_MAX_DECOMPRESSED,
+    },
+    atom_cache: None,
+    atom_budget: None,
+};
+
 impl<'c> Decoder<'c> {
     /// A decoder with the default limits.
     pub fn new() -> Decoder<'static> {
@@ -196,39 +213,39 @@ impl<'c> Decoder<'c> {
     /// Decodes a whole term that starts with the version byte 131 (as
     /// `binary_to_term/1` does), copying binaries out of `input`.
     pub fn decode(&self, input: &[u8]) -> Result<Term, DecodeError> {
-        self.decode_versioned(input, None)
+        self.decode_versioned(input, None).map_err(|e| *e)
     }
 
     /// Decodes a whole term that starts with the version byte 131; binaries
     /// share `input`'s buffer.
     pub fn decode_bytes(&self, input: &Bytes) -> Result<Term, DecodeError> {
-        self.decode_versioned(input, Some(input))
+        self.decode_versioned(input, Some(input)).map_err(|e| *e)
     }
 
-    fn decode_versioned(&self, input: &[u8], owner: Option<&Bytes>) -> Result<Term, DecodeError> {
-        match input.first() {
-            None => return Err(err(0, DecodeErrorKind::UnexpectedEnd { needed: 1 })),
-            Some(&VERSION) => {}
-            Some(&v) => return Err(err(0, DecodeErrorKind::BadVersion(v))),
-        }
-        if input.get(1) == Some(&COMPRESSED) {
-            let inflated = self.inflate(input, 2)?;
-            let owner = Bytes::from(inflated);
-            let (t, used) = self.decode_at(&owner, 0, Some(&owner))?;
-            if used != owner.len() {
-                return Err(err(
-                    used,
-                    DecodeErrorKind::TrailingBytes(owner.len() - used),
-                ));
+    #[inline(always)]
+    fn decode_versioned(&self, input: &[u8], owner: Option<&Bytes>) -> Result<Term, Fail> {
+        match input {
+            [VERSION, COMPRESSED, ..] => self.decode_compressed(input),
+            [VERSION, ..] => {
+                let (t, used) = self.decode_at(input, 1, owner)?;
+                if used != input.len() {
+                    return Err(trailing(used, input.len()));
+                }
+                Ok(t)
             }
-            return Ok(t);
+            [] => Err(err(0, DecodeErrorKind::UnexpectedEnd { needed: 1 })),
+            [v, ..] => Err(err(0, DecodeErrorKind::BadVersion(*v))),
         }
-        let (t, used) = self.decode_at(input, 1, owner)?;
-        if used != input.len() {
-            return Err(err(
-                used,
-                DecodeErrorKind::TrailingBytes(input.len() - used),
-            ));
+    }
+
+    /// Decodes a compressed term (`131, 80`, size, zlib data).
+    #[inline(never)]
+    fn decode_compressed(&self, input: &[u8]) -> Result<Term, Fail> {
+        let inflated = self.inflate(input, 2)?;
+        let owner = Bytes::from(inflated);
+        let (t, used) = self.decode_at(&owner, 0, Some(&owner))?;
+        if used != owner.len() {
+            return Err(trailing(used, owner.len()));
         }
         Ok(t)
     }
@@ -237,7 +254,7 @@ impl<'c> Decoder<'c> {
     /// `input` (as terms follow a distribution header), returning it and
     /// the offset just past it. Binaries share `input`'s buffer.
     pub fn decode_body(&self, input: &Bytes, offset: usize) -> Result<(Term, usize), DecodeError> {
-        self.decode_at(input, offset, Some(input))
+        self.decode_at(input, offset, Some(input)).map_err(|e| *e)
     }
 
     /// [`decode_body`](Self::decode_body) of a term that must end by `end`
@@ -250,10 +267,10 @@ impl<'c> Decoder<'c> {
         end: usize,
     ) -> Result<(Term, usize), DecodeError> {
         let bounded = input.get(..end).unwrap_or(input);
-        self.decode_at(bounded, offset, Some(input))
+        self.decode_at(bounded, offset, Some(input)).map_err(|e| *e)
     }
 
-    fn inflate(&self, input: &[u8], at: usize) -> Result<Vec<u8>, DecodeError> {
+    fn inflate(&self, input: &[u8], at: usize) -> Result<Vec<u8>, Fail> {
         let size = input
             .get(at..at + 4)
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
@@ -294,12 +311,41 @@ impl<'c> Decoder<'c> {
         Ok(out)
     }
 
+    #[inline(always)]
     fn decode_at(
         &self,
         input: &[u8],
         offset: usize,
         owner: Option<&Bytes>,
-    ) -> Result<(Term, usize), DecodeError> {
+    ) -> Result<(Term, usize), Fail> {
+        // A lone binary or string shared with the input (common messages,
+        // for which the encoder has a fast path too): no decoder state to
+        // set up, and the term built where the caller takes it.
+        if let Some(owner) = owner {
+            let lone = match input.get(offset..) {
+                Some([BINARY_EXT, a, b, c, d, ..]) => {
+                    Some((5, u32::from_be_bytes([*a, *b, *c, *d]) as usize, true))
+                }
+                Some([STRING_EXT, a, b, ..]) => {
+                    Some((3, usize::from(u16::from_be_bytes([*a, *b])), false))
+                }
+                _ => None,
+            };
+            if let Some((head, n, binary)) = lone {
+                let start = offset + head;
+                let end = start.saturating_add(n);
+                // `owner` holds `input`: the first bound is the one that counts.
+                if end <= input.len() && end <= owner.len() {
+                    let b = owner.slice(start..end);
+                    let t = if binary {
+                        Term::Binary(b)
+                    } else {
+                        Term::ByteList(b)
+                    };
+                    return Ok((t, end));
+                }
+            }
+        }
         let mut st = State {
             r: Reader {
                 data: input,
@@ -323,18 +369,30 @@ impl Term {
     /// # Errors
     /// A [`DecodeError`] naming the problem and its byte offset.
     pub fn decode(input: &[u8]) -> Result<Term, DecodeError> {
-        Decoder::new().decode(input)
+        DEFAULT_DECODER.decode(input)
     }
 
     /// Decodes like [`Term::decode`], but binaries in the result share
     /// `input`'s buffer instead of being copied.
     pub fn decode_bytes(input: &Bytes) -> Result<Term, DecodeError> {
-        Decoder::new().decode_bytes(input)
+        DEFAULT_DECODER.decode_bytes(input)
     }
 }
 
-fn err(offset: usize, kind: DecodeErrorKind) -> DecodeError {
-    DecodeError { offset, kind }
+/// The decoder's error inside: boxed, so that the result of each step
+/// stays small (errors are rare; the success path is what runs).
+type Fail = Box<DecodeError>;
+
+#[cold]
+#[inline(never)]
+fn err(offset: usize, kind: DecodeErrorKind) -> Fail {
+    Box::new(DecodeError { offset, kind })
+}
+
+#[cold]
+#[inline(never)]
+fn trailing(used: usize, len: usize) -> Fail {
+    err(used, DecodeErrorKind::TrailingBytes(len - used))
 }
 
 struct Reader<'a> {
@@ -349,7 +407,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Fail> {
         match self.data.get(self.pos..self.pos.wrapping_add(n)) {
             Some(s) if self.pos.checked_add(n).is_some() => {
                 self.pos += n;
@@ -364,8 +422,28 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The integer at the current position if it is a whole
+    /// `SMALL_INTEGER_EXT` or `INTEGER_EXT` (the commonest elements of
+    /// lists and tuples), read without the general dispatch; `None`
+    /// otherwise, leaving the position as it was.
+    #[inline(always)]
+    fn small_int(&mut self) -> Option<i64> {
+        let rest = self.data.get(self.pos..)?;
+        match rest {
+            [SMALL_INTEGER_EXT, b, ..] => {
+                self.pos += 2;
+                Some(i64::from(*b))
+            }
+            [INTEGER_EXT, a, b, c, d, ..] => {
+                self.pos += 5;
+                Some(i64::from(i32::from_be_bytes([*a, *b, *c, *d])))
+            }
+            _ => None,
+        }
+    }
+
     #[inline]
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    fn u8(&mut self) -> Result<u8, Fail> {
         match self.data.get(self.pos) {
             Some(&b) => {
                 self.pos += 1;
@@ -376,7 +454,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Fail> {
         let s = self.take(N)?;
         let mut a = [0u8; N];
         a.copy_from_slice(s);
@@ -384,38 +462,40 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn u16(&mut self) -> Result<u16, DecodeError> {
+    fn u16(&mut self) -> Result<u16, Fail> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
     #[inline]
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    fn u32(&mut self) -> Result<u32, Fail> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
     #[inline]
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+    fn u64(&mut self) -> Result<u64, Fail> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 }
 
-/// A partly decoded compound term.
-enum Frame {
-    Tuple(Vec<Term>, usize),
-    List(Vec<Term>, usize),
-    ListTail(Vec<Term>),
-    Map {
-        entries: Vec<(Term, Term)>,
-        key: Option<Term>,
-        left: usize,
-        at: usize,
-    },
-    Fun {
-        fun: Box<LocalFun>,
-        left: usize,
-        start: usize,
-        size: u32,
-    },
+/// Where a decoded term goes: the elements of a compound term, or a
+/// single term (the result, a list's tail, a map's key or value).
+trait Sink {
+    fn put(&mut self, t: Term);
+}
+
+impl Sink for Vec<Term> {
+    #[inline(always)]
+    fn put(&mut self, t: Term) {
+        self.push(t);
+    }
+}
+
+/// A single term.
+impl Sink for Option<Term> {
+    #[inline(always)]
+    fn put(&mut self, t: Term) {
+        *self = Some(t);
+    }
 }
 
 struct State<'a, 'o> {
@@ -428,108 +508,223 @@ struct State<'a, 'o> {
     opts: &'o DecodeOptions,
 }
 
-/// What reading one tag gave: a finished term, or a compound to fill.
-enum Step {
-    Done(Term),
-    Open(Frame),
-}
-
 impl State<'_, '_> {
-    fn run(&mut self) -> Result<Term, DecodeError> {
-        let mut stack: Vec<Frame> = Vec::new();
-        loop {
-            let mut value = match self.step()? {
-                Step::Done(t) => t,
-                Step::Open(frame) => {
-                    if stack.len() >= self.opts.max_depth {
-                        return Err(err(
-                            self.r.pos,
-                            DecodeErrorKind::TooDeep(self.opts.max_depth),
-                        ));
-                    }
-                    stack.push(frame);
-                    continue;
-                }
-            };
-            // Hand the finished value to the frames it completes. The top
-            // frame is updated in place; it leaves the stack only when done.
-            loop {
-                let Some(top) = stack.last_mut() else {
-                    return Ok(value);
-                };
-                match top {
-                    Frame::Tuple(items, left) => {
-                        items.push(value);
-                        *left -= 1;
-                        if *left > 0 {
-                            break;
-                        }
-                        value = Term::Tuple(std::mem::take(items));
-                    }
-                    Frame::List(items, left) => {
-                        items.push(value);
-                        *left -= 1;
-                        if *left == 0 {
-                            // The elements are done; the tail comes next.
-                            *top = Frame::ListTail(std::mem::take(items));
-                        }
-                        break;
-                    }
-                    Frame::ListTail(items) => {
-                        value = Term::list_with_tail(std::mem::take(items), value);
-                    }
-                    Frame::Map {
-                        entries,
-                        key,
-                        left,
-                        at,
-                    } => match key.take() {
-                        None => {
-                            *key = Some(value);
-                            break;
-                        }
-                        Some(k) => {
-                            entries.push((k, value));
-                            *left -= 1;
-                            if *left > 0 {
-                                break;
-                            }
-                            value = Term::Map(check_map(std::mem::take(entries), *at)?);
-                        }
-                    },
-                    Frame::Fun {
-                        fun,
-                        left,
-                        start,
-                        size,
-                    } => {
-                        fun.free_vars.push(value);
-                        *left -= 1;
-                        if *left > 0 {
-                            break;
-                        }
-                        let (start, size) = (*start, *size);
-                        // The top frame is this one, so the pattern matches.
-                        let Some(Frame::Fun { fun, .. }) = stack.pop() else {
-                            break;
-                        };
-                        value = self.finish_fun(*fun, start, size)?;
-                        continue;
-                    }
-                }
-                stack.pop();
-            }
+    fn run(&mut self) -> Result<Term, Fail> {
+        let mut top: Option<Term> = None;
+        self.push_term(0, &mut top)?;
+        // push_term gives its sink a term whenever it succeeds.
+        top.ok_or_else(|| err(self.r.pos, DecodeErrorKind::UnexpectedEnd { needed: 1 }))
+    }
+
+    /// The nesting of the elements of a compound term at `depth`, whose
+    /// header was just read; fails past the limit.
+    #[inline(always)]
+    fn inner(&self, depth: usize) -> Result<usize, Fail> {
+        if depth >= self.opts.max_depth {
+            return Err(self.too_deep());
         }
+        Ok(depth + 1)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn too_deep(&self) -> Fail {
+        err(self.r.pos, DecodeErrorKind::TooDeep(self.opts.max_depth))
+    }
+
+    /// Decodes the elements of a compound term at nesting `depth` (from
+    /// [`inner`](Self::inner)) with `f`. Nesting is bounded by
+    /// `max_depth`, and every 16 levels the stack grows if it runs low, so
+    /// no input can overflow it.
+    #[inline(always)]
+    fn nested(
+        &mut self,
+        depth: usize,
+        f: impl FnOnce(&mut Self) -> Result<(), Fail>,
+    ) -> Result<(), Fail> {
+        if depth % 16 == 0 {
+            super::deep(|| f(self))
+        } else {
+            f(self)
+        }
+    }
+
+    /// Decodes `n` terms at nesting `depth` onto `items`.
+    #[inline(always)]
+    fn elems(&mut self, items: &mut Vec<Term>, n: usize, depth: usize) -> Result<(), Fail> {
+        for _ in 0..n {
+            self.push_term(depth, items)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes one term at nesting `depth` (the compound terms around it)
+    /// and gives it to `out`. Inlined into the loops over elements, so that
+    /// the common scalars cost no call; compound terms are decoded out of
+    /// line, and put where they belong by the function that builds them
+    /// rather than returned (a term returned through memory and copied at
+    /// once makes the processor wait for the stores of its parts).
+    #[inline(always)]
+    fn push_term<S: Sink>(&mut self, depth: usize, out: &mut S) -> Result<(), Fail> {
+        if let Some(i) = self.r.small_int() {
+            out.put(Term::Int(i));
+            return Ok(());
+        }
+        let at = self.r.pos;
+        let tag = self.r.u8()?;
+        let t = match tag {
+            SMALL_ATOM_UTF8_EXT | ATOM_UTF8_EXT | ATOM_EXT | SMALL_ATOM_EXT | ATOM_CACHE_REF => {
+                Term::Atom(self.atom_after(tag, at)?)
+            }
+            SMALL_TUPLE_EXT => {
+                let n = usize::from(self.r.u8()?);
+                return self.tuple(n, depth, out);
+            }
+            LARGE_TUPLE_EXT => {
+                let n = self.r.u32()? as usize;
+                return self.tuple(n, depth, out);
+            }
+            NIL_EXT => Term::NIL,
+            STRING_EXT => {
+                let n = usize::from(self.r.u16()?);
+                Term::ByteList(self.take_bytes(n)?)
+            }
+            LIST_EXT => return self.list(depth, out),
+            BINARY_EXT => {
+                let n = self.r.u32()? as usize;
+                Term::Binary(self.take_bytes(n)?)
+            }
+            MAP_EXT => return self.map(at, depth, out),
+            NEW_FUN_EXT => return self.local_fun(depth, out),
+            // With the integer tags when small_int found them cut short.
+            _ => return self.scalar(tag, at, out),
+        };
+        out.put(t);
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn tuple<S: Sink>(&mut self, n: usize, depth: usize, out: &mut S) -> Result<(), Fail> {
+        if n == 0 {
+            out.put(Term::Tuple(Vec::new()));
+            return Ok(());
+        }
+        let mut items = self.reserve(n, 1, "tuple")?;
+        let d = self.inner(depth)?;
+        self.nested(d, |st| st.elems(&mut items, n, d))?;
+        out.put(Term::Tuple(items));
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn list<S: Sink>(&mut self, depth: usize, out: &mut S) -> Result<(), Fail> {
+        let n = self.r.u32()? as usize;
+        // Each element and the tail take at least a byte.
+        let mut items = self.reserve(n, 1, "list")?;
+        let d = self.inner(depth)?;
+        // The tail, unless it is `[]` (a proper list).
+        let mut tail: Option<Term> = None;
+        self.nested(d, |st| {
+            st.elems(&mut items, n, d)?;
+            if st.r.data.get(st.r.pos) == Some(&NIL_EXT) {
+                st.r.pos += 1;
+                return Ok(());
+            }
+            st.push_term(d, &mut tail)
+        })?;
+        out.put(match tail {
+            None if n == 0 => Term::NIL,
+            None => Term::List(items),
+            Some(tail) => Term::list_with_tail(items, tail),
+        });
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn map<S: Sink>(&mut self, at: usize, depth: usize, out: &mut S) -> Result<(), Fail> {
+        let n = self.r.u32()? as usize;
+        if n == 0 {
+            out.put(Term::Map(Map::new()));
+            return Ok(());
+        }
+        let mut entries = self.reserve(n, 2, "map")?;
+        let d = self.inner(depth)?;
+        self.nested(d, |st| {
+            for _ in 0..n {
+                let (mut k, mut v) = (None, None);
+                st.push_term(d, &mut k)?;
+                st.push_term(d, &mut v)?;
+                if let (Some(k), Some(v)) = (k, v) {
+                    entries.push((k, v));
+                }
+            }
+            Ok(())
+        })?;
+        out.put(Term::Map(check_map(entries, at)?));
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn local_fun<S: Sink>(&mut self, depth: usize, out: &mut S) -> Result<(), Fail> {
+        let start = self.r.pos;
+        let size = self.r.u32()?;
+        if size as usize > self.r.remaining() + 4 {
+            return Err(err(
+                start,
+                DecodeErrorKind::LengthTooLarge {
+                    what: "fun",
+                    claimed: u64::from(size),
+                    available: self.r.remaining() + 4,
+                },
+            ));
+        }
+        let arity = self.r.u8()?;
+        let uniq = self.r.array::<16>()?;
+        let index = self.r.u32()?;
+        let num_free = self.r.u32()? as usize;
+        let module = self.atom()?;
+        let old_index = self.u32_int()?;
+        let old_uniq = self.u32_int()?;
+        let pid_at = self.r.pos;
+        let pid_tag = self.r.u8()?;
+        if pid_tag != NEW_PID_EXT && pid_tag != PID_EXT {
+            return Err(err(
+                pid_at,
+                DecodeErrorKind::Expected {
+                    expected: "pid",
+                    tag: pid_tag,
+                },
+            ));
+        }
+        let pid = self.pid_after(pid_tag)?;
+        let mut free_vars = self.reserve(num_free, 1, "fun environment")?;
+        if num_free > 0 {
+            let d = self.inner(depth)?;
+            self.nested(d, |st| st.elems(&mut free_vars, num_free, d))?;
+        }
+        let fun = LocalFun {
+            arity,
+            uniq,
+            index,
+            module,
+            old_index,
+            old_uniq,
+            pid,
+            free_vars,
+        };
+        out.put(self.finish_fun(fun, start, size)?);
+        Ok(())
     }
 
     /// Reserves room for `n` elements of at least `min_size` bytes each,
     /// after checking that the input can hold them.
+    #[inline]
     fn reserve<T>(
         &mut self,
         n: usize,
         min_size: usize,
         what: &'static str,
-    ) -> Result<Vec<T>, DecodeError> {
+    ) -> Result<Vec<T>, Fail> {
         let available = self.r.remaining();
         if n.saturating_mul(min_size) > available {
             return Err(err(
@@ -546,6 +741,21 @@ impl State<'_, '_> {
         Ok(Vec::with_capacity(cap))
     }
 
+    /// The next `n` bytes, shared with the input when it is given as
+    /// [`Bytes`] (sliced by position, which is cheaper than
+    /// [`Bytes::slice_ref`]), copied otherwise.
+    #[inline]
+    fn take_bytes(&mut self, n: usize) -> Result<Bytes, Fail> {
+        let start = self.r.pos;
+        let s = self.r.take(n)?;
+        Ok(match self.owner {
+            // `owner` holds the input: the bound always holds.
+            Some(owner) if self.r.pos <= owner.len() => owner.slice(start..self.r.pos),
+            _ => Bytes::copy_from_slice(s),
+        })
+    }
+
+    #[inline]
     fn bytes(&self, s: &[u8]) -> Bytes {
         match self.owner {
             Some(owner) => owner.slice_ref(s),
@@ -553,48 +763,15 @@ impl State<'_, '_> {
         }
     }
 
-    fn step(&mut self) -> Result<Step, DecodeError> {
-        let at = self.r.pos;
-        let tag = self.r.u8()?;
+    /// The terms that hold no other terms, but for the common ones
+    /// [`term`](Self::term) reads itself (out of line, to keep its frame
+    /// small).
+    #[inline(never)]
+    fn scalar<S: Sink>(&mut self, tag: u8, at: usize, out: &mut S) -> Result<(), Fail> {
         let t = match tag {
+            // Whole integers are read before; these fail, cut short.
             SMALL_INTEGER_EXT => Term::Int(i64::from(self.r.u8()?)),
             INTEGER_EXT => Term::Int(i64::from(self.r.u32()? as i32)),
-            SMALL_ATOM_UTF8_EXT | ATOM_UTF8_EXT | ATOM_EXT | SMALL_ATOM_EXT | ATOM_CACHE_REF => {
-                Term::Atom(self.atom_after(tag, at)?)
-            }
-            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => {
-                let n = if tag == SMALL_TUPLE_EXT {
-                    usize::from(self.r.u8()?)
-                } else {
-                    self.r.u32()? as usize
-                };
-                if n == 0 {
-                    Term::Tuple(Vec::new())
-                } else {
-                    let v = self.reserve(n, 1, "tuple")?;
-                    return Ok(Step::Open(Frame::Tuple(v, n)));
-                }
-            }
-            NIL_EXT => Term::NIL,
-            STRING_EXT => {
-                let n = usize::from(self.r.u16()?);
-                let s = self.r.take(n)?;
-                Term::ByteList(self.bytes(s))
-            }
-            LIST_EXT => {
-                let n = self.r.u32()? as usize;
-                // Each element and the tail take at least a byte.
-                let v = self.reserve(n, 1, "list")?;
-                if n == 0 {
-                    return Ok(Step::Open(Frame::ListTail(v)));
-                }
-                return Ok(Step::Open(Frame::List(v, n)));
-            }
-            BINARY_EXT => {
-                let n = self.r.u32()? as usize;
-                let s = self.r.take(n)?;
-                Term::Binary(self.bytes(s))
-            }
             BIT_BINARY_EXT => {
                 let n = self.r.u32()? as usize;
                 let bits = self.r.u8()?;
@@ -655,20 +832,6 @@ impl State<'_, '_> {
                 let sign = self.r.u8()?;
                 let digits = self.r.take(n)?;
                 big_term(sign != 0, digits)
-            }
-            MAP_EXT => {
-                let n = self.r.u32()? as usize;
-                if n == 0 {
-                    Term::Map(Map::new())
-                } else {
-                    let entries = self.reserve(n, 2, "map")?;
-                    return Ok(Step::Open(Frame::Map {
-                        entries,
-                        key: None,
-                        left: n,
-                        at,
-                    }));
-                }
             }
             NEW_PID_EXT | PID_EXT => Term::Pid(self.pid_after(tag)?),
             NEW_PORT_EXT | PORT_EXT | V4_PORT_EXT => {
@@ -735,60 +898,6 @@ impl State<'_, '_> {
                     arity,
                 }))
             }
-            NEW_FUN_EXT => {
-                let start = self.r.pos;
-                let size = self.r.u32()?;
-                if size as usize > self.r.remaining() + 4 {
-                    return Err(err(
-                        start,
-                        DecodeErrorKind::LengthTooLarge {
-                            what: "fun",
-                            claimed: u64::from(size),
-                            available: self.r.remaining() + 4,
-                        },
-                    ));
-                }
-                let arity = self.r.u8()?;
-                let uniq = self.r.array::<16>()?;
-                let index = self.r.u32()?;
-                let num_free = self.r.u32()? as usize;
-                let module = self.atom()?;
-                let old_index = self.u32_int()?;
-                let old_uniq = self.u32_int()?;
-                let pid_at = self.r.pos;
-                let pid_tag = self.r.u8()?;
-                if pid_tag != NEW_PID_EXT && pid_tag != PID_EXT {
-                    return Err(err(
-                        pid_at,
-                        DecodeErrorKind::Expected {
-                            expected: "pid",
-                            tag: pid_tag,
-                        },
-                    ));
-                }
-                let pid = self.pid_after(pid_tag)?;
-                let free_vars = self.reserve(num_free, 1, "fun environment")?;
-                let fun = Box::new(LocalFun {
-                    arity,
-                    uniq,
-                    index,
-                    module,
-                    old_index,
-                    old_uniq,
-                    pid,
-                    free_vars,
-                });
-                if num_free == 0 {
-                    self.finish_fun(*fun, start, size)?
-                } else {
-                    return Ok(Step::Open(Frame::Fun {
-                        fun,
-                        left: num_free,
-                        start,
-                        size,
-                    }));
-                }
-            }
             FUN_EXT => {
                 return Err(err(
                     at,
@@ -818,10 +927,11 @@ impl State<'_, '_> {
             }
             other => return Err(err(at, DecodeErrorKind::UnknownTag(other))),
         };
-        Ok(Step::Done(t))
+        out.put(t);
+        Ok(())
     }
 
-    fn finish_fun(&self, fun: LocalFun, start: usize, size: u32) -> Result<Term, DecodeError> {
+    fn finish_fun(&self, fun: LocalFun, start: usize, size: u32) -> Result<Term, Fail> {
         let actual = self.r.pos - start;
         if actual != size as usize {
             return Err(err(
@@ -836,7 +946,7 @@ impl State<'_, '_> {
     }
 
     /// An integer field of a fun that must fit in 32 bits.
-    fn u32_int(&mut self) -> Result<u32, DecodeError> {
+    fn u32_int(&mut self) -> Result<u32, Fail> {
         let at = self.r.pos;
         let tag = self.r.u8()?;
         let v: i64 = match tag {
@@ -876,7 +986,7 @@ impl State<'_, '_> {
             })
     }
 
-    fn pid_after(&mut self, tag: u8) -> Result<Pid, DecodeError> {
+    fn pid_after(&mut self, tag: u8) -> Result<Pid, Fail> {
         let node = self.atom()?;
         let id = self.r.u32()?;
         let serial = self.r.u32()?;
@@ -894,7 +1004,7 @@ impl State<'_, '_> {
     }
 
     /// An atom field (node, module, function).
-    fn atom(&mut self) -> Result<Atom, DecodeError> {
+    fn atom(&mut self) -> Result<Atom, Fail> {
         let at = self.r.pos;
         let tag = self.r.u8()?;
         match tag {
@@ -911,12 +1021,12 @@ impl State<'_, '_> {
         }
     }
 
-    fn atom_after(&mut self, tag: u8, at: usize) -> Result<Atom, DecodeError> {
-        let (len, latin1) = match tag {
-            SMALL_ATOM_UTF8_EXT => (usize::from(self.r.u8()?), false),
-            ATOM_UTF8_EXT => (usize::from(self.r.u16()?), false),
-            ATOM_EXT => (usize::from(self.r.u16()?), true),
-            SMALL_ATOM_EXT => (usize::from(self.r.u8()?), true),
+    #[inline]
+    fn atom_after(&mut self, tag: u8, at: usize) -> Result<Atom, Fail> {
+        let len = match tag {
+            SMALL_ATOM_UTF8_EXT => usize::from(self.r.u8()?),
+            ATOM_UTF8_EXT => usize::from(self.r.u16()?),
+            ATOM_EXT | SMALL_ATOM_EXT => return self.latin1_atom(tag, at),
             _ => {
                 let i = self.r.u8()?;
                 return self
@@ -926,7 +1036,19 @@ impl State<'_, '_> {
             }
         };
         let raw = self.r.take(len)?;
-        if latin1 && !raw.is_ascii() {
+        Atom::try_from_utf8(raw, self.atom_budget).map_err(|e| utf8_atom_error(e, at))
+    }
+
+    /// An atom in the old Latin-1 forms (`ATOM_EXT`, `SMALL_ATOM_EXT`).
+    #[inline(never)]
+    fn latin1_atom(&mut self, tag: u8, at: usize) -> Result<Atom, Fail> {
+        let len = if tag == ATOM_EXT {
+            usize::from(self.r.u16()?)
+        } else {
+            usize::from(self.r.u8()?)
+        };
+        let raw = self.r.take(len)?;
+        if !raw.is_ascii() {
             let text: String = raw.iter().map(|&b| char::from(b)).collect();
             let atom = match self.atom_budget {
                 Some(b) => Atom::try_new_within(&text, b),
@@ -934,10 +1056,16 @@ impl State<'_, '_> {
             };
             return atom.map_err(|e| err(at, DecodeErrorKind::Atom(e)));
         }
-        Atom::try_from_utf8(raw, self.atom_budget).map_err(|e| match e {
-            AtomFromBytesError::Utf8 => err(at, DecodeErrorKind::InvalidUtf8Atom),
-            AtomFromBytesError::Atom(e) => err(at, DecodeErrorKind::Atom(e)),
-        })
+        Atom::try_from_utf8(raw, self.atom_budget).map_err(|e| utf8_atom_error(e, at))
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn utf8_atom_error(e: AtomFromBytesError, at: usize) -> Fail {
+    match e {
+        AtomFromBytesError::Utf8 => err(at, DecodeErrorKind::InvalidUtf8Atom),
+        AtomFromBytesError::Atom(e) => err(at, DecodeErrorKind::Atom(e)),
     }
 }
 
@@ -967,7 +1095,7 @@ fn big_term(negative: bool, digits: &[u8]) -> Term {
 /// Checks a decoded map for duplicate keys (which `binary_to_term`
 /// rejects). Maps from OTP with up to 32 keys arrive sorted, which makes
 /// the check a single pass.
-fn check_map(entries: Vec<(Term, Term)>, at: usize) -> Result<Map, DecodeError> {
+fn check_map(entries: Vec<(Term, Term)>, at: usize) -> Result<Map, Fail> {
     use std::cmp::Ordering;
     let sorted = entries.windows(2).all(|w| match w {
         [a, b] => a.0.exact_cmp(&b.0) == Ordering::Less,
