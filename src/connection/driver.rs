@@ -76,7 +76,7 @@ pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
 
 /// How many KiB [`ConnectionHandle::send_out_frames`] may have queued
 /// and the writer not yet taken (besides the writer's own buffer, which
-/// takes up to 1 MiB before it writes).
+/// takes up to 2 MiB before it writes).
 pub const OUT_FRAMES_BUDGET_KIB: u32 = 512;
 
 /// How many frames [`ConnectionHandle::send_frame`] may queue before it
@@ -96,7 +96,7 @@ const COALESCE_LIMIT: usize = 16 * 1024;
 
 /// The writer stops taking frames from the queue while this many bytes
 /// wait to be written.
-const WRITE_HIGH_WATER: usize = 1024 * 1024;
+const WRITE_HIGH_WATER: usize = 2 * 1024 * 1024;
 
 /// The local node's settings for its connections.
 #[derive(Clone, Debug)]
