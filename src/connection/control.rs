@@ -623,7 +623,27 @@ impl ControlMessage {
 
     /// The control tuple, as it goes on the wire.
     pub fn to_term(&self) -> Term {
+        let mut elems = Vec::with_capacity(op_arity(self.op()));
+        let _ = self.each_element(|t| {
+            elems.push(t);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        Term::Tuple(elems)
+    }
+
+    /// Gives the control tuple's elements to `f`, in order (there are
+    /// [`op_arity`] of them): the encoder writes them without making the
+    /// tuple. Stops at `f`'s first error.
+    pub(crate) fn each_element<E>(
+        &self,
+        mut f: impl FnMut(Term) -> Result<(), E>,
+    ) -> Result<(), E> {
         use ControlMessage::*;
+        macro_rules! elements {
+            ($($e:expr),* $(,)?) => {{
+                $( f($e)?; )*
+            }};
+        }
         let op = Term::Int(i64::from(self.op().0));
         let pid = |p: &Pid| Term::Pid(*p);
         let atom = |a: &Atom| Term::Atom(*a);
@@ -641,19 +661,19 @@ impl ControlMessage {
             SpawnResult::Error(a) => Term::Atom(*a),
         };
         let flags = |f: &SpawnFlags| Term::Int(i64::from(f.0));
-        let elems = match self {
+        match self {
             Link { from, to }
             | Unlink { from, to }
             | SendSender { from, to }
             | PayloadExit { from, to }
-            | PayloadExit2 { from, to } => vec![op, pid(from), pid(to)],
-            Send { to } => vec![op, empty(), pid(to)],
+            | PayloadExit2 { from, to } => elements![op, pid(from), pid(to)],
+            Send { to } => elements![op, empty(), pid(to)],
             Exit { from, to, reason } | Exit2 { from, to, reason } => {
-                vec![op, pid(from), pid(to), reason.clone()]
+                elements![op, pid(from), pid(to), reason.clone()]
             }
-            RegSend { from, to_name } => vec![op, pid(from), empty(), atom(to_name)],
-            GroupLeader { leader, target } => vec![op, pid(leader), pid(target)],
-            SendTt { to, token } => vec![op, empty(), pid(to), token.clone()],
+            RegSend { from, to_name } => elements![op, pid(from), empty(), atom(to_name)],
+            GroupLeader { leader, target } => elements![op, pid(leader), pid(target)],
+            SendTt { to, token } => elements![op, empty(), pid(to), token.clone()],
             ExitTt {
                 from,
                 to,
@@ -665,12 +685,12 @@ impl ControlMessage {
                 to,
                 token,
                 reason,
-            } => vec![op, pid(from), pid(to), token.clone(), reason.clone()],
+            } => elements![op, pid(from), pid(to), token.clone(), reason.clone()],
             RegSendTt {
                 from,
                 to_name,
                 token,
-            } => vec![op, pid(from), empty(), atom(to_name), token.clone()],
+            } => elements![op, pid(from), empty(), atom(to_name), token.clone()],
             MonitorP {
                 from,
                 to,
@@ -680,28 +700,30 @@ impl ControlMessage {
                 from,
                 to,
                 reference,
-            } => vec![op, pid(from), to.to_term(), rf(reference)],
+            } => elements![op, pid(from), to.to_term(), rf(reference)],
             MonitorPExit {
                 from,
                 to,
                 reference,
                 reason,
-            } => vec![op, from.to_term(), pid(to), rf(reference), reason.clone()],
+            } => elements![op, from.to_term(), pid(to), rf(reference), reason.clone()],
             SendSenderTt { from, to, token }
             | PayloadExitTt { from, to, token }
-            | PayloadExit2Tt { from, to, token } => vec![op, pid(from), pid(to), token.clone()],
+            | PayloadExit2Tt { from, to, token } => {
+                elements![op, pid(from), pid(to), token.clone()]
+            }
             PayloadMonitorPExit {
                 from,
                 to,
                 reference,
-            } => vec![op, from.to_term(), pid(to), rf(reference)],
+            } => elements![op, from.to_term(), pid(to), rf(reference)],
             SpawnRequest {
                 req_id,
                 from,
                 group_leader,
                 mfa: m,
                 options,
-            } => vec![
+            } => elements![
                 op,
                 rf(req_id),
                 pid(from),
@@ -716,7 +738,7 @@ impl ControlMessage {
                 mfa: m,
                 options,
                 token,
-            } => vec![
+            } => elements![
                 op,
                 rf(req_id),
                 pid(from),
@@ -730,21 +752,23 @@ impl ControlMessage {
                 to,
                 flags: f,
                 result: r,
-            } => vec![op, rf(req_id), pid(to), flags(f), result(r)],
+            } => elements![op, rf(req_id), pid(to), flags(f), result(r)],
             SpawnReplyTt {
                 req_id,
                 to,
                 flags: f,
                 result: r,
                 token,
-            } => vec![op, rf(req_id), pid(to), flags(f), result(r), token.clone()],
-            AliasSend { from, alias } => vec![op, pid(from), rf(alias)],
-            AliasSendTt { from, alias, token } => vec![op, pid(from), rf(alias), token.clone()],
-            UnlinkId { id, from, to } | UnlinkIdAck { id, from, to } => {
-                vec![op, Term::from(*id), pid(from), pid(to)]
+            } => elements![op, rf(req_id), pid(to), flags(f), result(r), token.clone()],
+            AliasSend { from, alias } => elements![op, pid(from), rf(alias)],
+            AliasSendTt { from, alias, token } => {
+                elements![op, pid(from), rf(alias), token.clone()]
             }
-        };
-        Term::Tuple(elems)
+            UnlinkId { id, from, to } | UnlinkIdAck { id, from, to } => {
+                elements![op, Term::from(*id), pid(from), pid(to)]
+            }
+        }
+        Ok(())
     }
 
     /// Reads a control tuple, as strictly as OTP's `erts_net_message`:
@@ -971,7 +995,7 @@ pub fn op_has_payload(op: ControlOp) -> bool {
 }
 
 /// The tuple arity of a known operation (0 for unknown ones).
-fn op_arity(op: ControlOp) -> usize {
+pub(crate) fn op_arity(op: ControlOp) -> usize {
     match op.0 {
         1 | 2 | 4 | 7 | 22 | 24 | 26 | 33 => 3,
         3 | 6 | 8 | 12 | 19 | 20 | 23 | 25 | 27 | 28 | 34 | 35 | 36 => 4,
@@ -1156,6 +1180,9 @@ impl DistMessage {
         (self.control, self.payload)
     }
 }
+
+/// The most elements a control tuple has (`SPAWN_REQUEST_TT`: 7).
+pub(crate) const MAX_CONTROL_ELEMENTS: usize = 7;
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -90,7 +90,9 @@ use std::num::NonZeroU64;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::control::{ControlError, ControlMessage, ControlOp, DistMessage};
+use super::control::{
+    op_arity, ControlError, ControlMessage, ControlOp, DistMessage, MAX_CONTROL_ELEMENTS,
+};
 use super::framing::OutFrame;
 use crate::flags::DistFlags;
 use crate::term::{AtomBudget, AtomError, DecodeError, DecodeOptions, EncodeError, MAX_ATOM_CHARS};
@@ -1131,7 +1133,7 @@ impl DistDecoder {
             (self.framing.has_header(), frame.get(pos..pos + 2))
         {
             let arity = usize::from(arity);
-            if (1..=MAX_CONTROL_ARITY).contains(&arity) {
+            if (1..=MAX_CONTROL_ELEMENTS).contains(&arity) {
                 let decoder = Decoder::new()
                     .options(self.options)
                     .atom_budget(&self.atoms)
@@ -1141,7 +1143,8 @@ impl DistDecoder {
                         .decode_body_within(frame.buf, at, frame.end)
                         .map_err(|source| frame.term_err(TermRole::Control, source))
                 };
-                // What processes send most, SEND_SENDER: two pids.
+                // What processes send most, SEND_SENDER: two pids, read
+                // straight into the message.
                 if arity == 3
                     && frame.get(pos + 2..pos + 4)
                         == Some(&[SMALL_INTEGER_EXT, ControlOp::SEND_SENDER.0])
@@ -1153,7 +1156,7 @@ impl DistDecoder {
                     }
                     // Anything else is read (and refused) the general way.
                 }
-                let mut elems: [Term; MAX_CONTROL_ARITY] = std::array::from_fn(|_| Term::NIL);
+                let mut elems: [Term; MAX_CONTROL_ELEMENTS] = std::array::from_fn(|_| Term::NIL);
                 let mut at = pos + 2;
                 for e in elems.iter_mut().take(arity) {
                     let (t, end) = element(at)?;
@@ -1533,10 +1536,6 @@ const SMALL_TUPLE_EXT: u8 = 104;
 /// `SMALL_INTEGER_EXT`: every control message's operation.
 const SMALL_INTEGER_EXT: u8 = 97;
 
-/// The largest control tuple (`SPAWN_REQUEST_TT`, 7 elements) and then
-/// some.
-const MAX_CONTROL_ARITY: usize = 8;
-
 /// The size of the blocks [`DistEncoder`] encodes messages into.
 const ARENA_BLOCK: usize = 64 * 1024;
 
@@ -1704,20 +1703,15 @@ impl DistEncoder {
             shared.extend(taken.into_iter().map(|(at, b)| (base + at, b)));
             Ok(bytes)
         };
-        let control_shared = match msg.control() {
-            // What processes send most: written in place, without making
-            // the tuple.
-            &ControlMessage::SendSender { from, to } => {
-                body.put_slice(&[
-                    SMALL_TUPLE_EXT,
-                    3,
-                    SMALL_INTEGER_EXT,
-                    ControlOp::SEND_SENDER.0,
-                ]);
-                write(&Term::Pid(from), &mut body)? + write(&Term::Pid(to), &mut body)?
-            }
-            other => write(&other.to_term(), &mut body)?,
-        };
+        // The control tuple, written element by element: no tuple is made.
+        let control = msg.control();
+        let arity = u8::try_from(op_arity(control.op())).unwrap_or(u8::MAX);
+        body.put_slice(&[SMALL_TUPLE_EXT, arity]);
+        let mut control_shared = 0;
+        control.each_element(|e| {
+            control_shared += write(&e, &mut body)?;
+            Ok(())
+        })?;
         let control_len = body.len() + control_shared;
         if let Some(p) = msg.payload() {
             write(p, &mut body)?;
