@@ -24,7 +24,7 @@
 //! task instead of a task of the connection's: its connects and accepts
 //! hand the connection over before it runs, and the node reads, cuts
 //! frames, ticks and writes with the same pieces (`WriteQueue`,
-//! `Ticks`, `cut_frames`), so that a message crosses no task between
+//! `Ticks`, `cut_frame_run`), so that a message crosses no task between
 //! a process and the socket.
 //!
 //! The [`ConnectionTable`] shared by one node's connects and accepts
@@ -45,9 +45,7 @@ use tokio::time::{timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::dist_header::DecoderLimits;
-use super::framing::{
-    decode_frame, frame_header, whole_frames, Frame, FrameError, OutFrame, DEFAULT_MAX_FRAME, TICK,
-};
+use super::framing::{frame_header, whole_frames, OutFrame, DEFAULT_MAX_FRAME, TICK};
 use crate::epmd::{EpmdClient, EpmdError};
 use crate::flags::DistFlags;
 use crate::handshake::{
@@ -1596,25 +1594,6 @@ pub(crate) async fn read_some(
     }
 }
 
-/// Cuts what was read into frames, giving each data frame to `f` (ticks
-/// are dropped).
-pub(crate) fn cut_frames(
-    rbuf: &mut BytesMut,
-    max_frame: usize,
-    mut f: impl FnMut(Bytes) -> Result<(), DownReason>,
-) -> Result<(), DownReason> {
-    loop {
-        match decode_frame(rbuf, max_frame) {
-            Ok(Some(Frame::Tick)) => {}
-            Ok(Some(Frame::Data(b))) => f(b)?,
-            Ok(None) => return Ok(()),
-            Err(e @ FrameError::TooLarge { .. }) => {
-                return Err(DownReason::Protocol(e.to_string()))
-            }
-        }
-    }
-}
-
 /// Cuts the whole frames read so far off `rbuf` in one piece and gives
 /// each data frame to `f` as its place in that piece (ticks are dropped):
 /// one reference count for the run, not one per frame.
@@ -1762,8 +1741,8 @@ async fn run_inner(
         rbuf.reserve(8192);
     }
     loop {
-        cut_frames(rbuf, s.max_frame, |b| {
-            received.push_back(b);
+        cut_frame_run(rbuf, s.max_frame, |run, start, end| {
+            received.push_back(run.slice(start..end));
             Ok(())
         })?;
         if !cmds_open && out.is_empty() {

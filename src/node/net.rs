@@ -436,8 +436,6 @@ async fn run_connection(
 ) -> Option<Connection> {
     let outcome = conn.outcome().clone();
     let flags = outcome.flags;
-    let mut encoder = DistEncoder::new(flags);
-    let mut decoder = DistDecoder::new(flags).with_limits(net.config.decoder_limits);
     net.set_up(peer, id, outcome.visible, flags);
     info!(peer = %peer, visible = outcome.visible, "node up");
     let _ = net.events.send(NodeEvent::Up(peer));
@@ -451,10 +449,12 @@ async fn run_connection(
             let mut peer_state = PeerLink {
                 node,
                 peer,
-                encoder: &mut encoder,
-                decoder: &mut decoder,
-                sendq: &mut sendq,
+                encoder: DistEncoder::new(flags),
+                decoder: DistDecoder::new(flags).with_limits(net.config.decoder_limits),
+                sendq,
             };
+            // Messages still in its send queue are lost with the
+            // connection.
             peer_state.run(link, rx).instrument(span).await
         }
         Err(conn) => {
@@ -465,8 +465,6 @@ async fn run_connection(
             End::Down(DownReason::LocalShutdown)
         }
     };
-    // Messages still in `sendq` were lost with the connection.
-    drop(sendq);
     let (reason, replacement) = match end {
         End::Down(r) => (r.to_string(), None),
         End::Disconnected => ("disconnected".to_owned(), None),
@@ -487,9 +485,9 @@ async fn run_connection(
 struct PeerLink<'a> {
     node: &'a Node,
     peer: Atom,
-    encoder: &'a mut DistEncoder,
-    decoder: &'a mut DistDecoder,
-    sendq: &'a mut SendQueue,
+    encoder: DistEncoder,
+    decoder: DistDecoder,
+    sendq: SendQueue,
 }
 
 impl PeerLink<'_> {
@@ -597,7 +595,7 @@ impl PeerLink<'_> {
 
     /// Decodes the frames read so far and delivers what they carry.
     fn deliver(&mut self, rbuf: &mut BytesMut, max_frame: usize) -> Result<(), DownReason> {
-        let (node, peer, decoder) = (self.node, self.peer, &mut *self.decoder);
+        let (node, peer, decoder) = (self.node, self.peer, &mut self.decoder);
         // Each receiver is woken once for this run of frames.
         let _wakes = super::mailbox::WakeBatch::open();
         cut_frame_run(rbuf, max_frame, |run, start, end| {
@@ -620,7 +618,7 @@ impl PeerLink<'_> {
         let peer = self.peer;
         while !out.is_full() && !self.sendq.is_empty() {
             let frames = self.sendq.next_chunk(
-                self.encoder,
+                &mut self.encoder,
                 FLUSH_BYTES,
                 &mut |e| warn!(peer = %peer, error = %e, "message not sent: cannot encode it"),
             );
