@@ -245,6 +245,10 @@ async fn setup() -> Env {
     eval(&mut a, "bench_peer:start_echo().");
     let echo = erl_pid(&mut a, "whereis(bench_echo).");
     let edp = match dist_util_patch {
+        // For profiling erldist alone.
+        Ok(()) if std::env::var_os("ERLDIST_BENCH_NO_EDP").is_some() => {
+            Err("left out (ERLDIST_BENCH_NO_EDP is set)".to_owned())
+        }
         Ok(()) => Edp::setup(port, a.name(), echo, COOKIE).await,
         Err(e) => Err(e),
     };

@@ -1134,6 +1134,7 @@ impl DistMessage {
     /// # Errors
     /// [`ControlError::MissingPayload`] or
     /// [`ControlError::UnexpectedPayload`].
+    #[inline]
     pub fn new(
         control: ControlMessage,
         payload: Option<Term>,

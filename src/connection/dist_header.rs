@@ -96,7 +96,7 @@ use super::control::{
 use super::framing::OutFrame;
 use crate::flags::DistFlags;
 use crate::term::{AtomBudget, AtomError, DecodeError, DecodeOptions, EncodeError, MAX_ATOM_CHARS};
-use crate::{Atom, Decoder, Encoder, Term};
+use crate::{Atom, Decoder, Encoder, Pid, Term};
 
 /// The version byte that starts external terms and distribution headers.
 pub const VERSION_MAGIC: u8 = 131;
@@ -1149,8 +1149,15 @@ impl DistDecoder {
                     && frame.get(pos + 2..pos + 4)
                         == Some(&[SMALL_INTEGER_EXT, ControlOp::SEND_SENDER.0])
                 {
-                    if let Ok((Term::Pid(from), at)) = element(pos + 4) {
-                        if let Ok((Term::Pid(to), end)) = element(at) {
+                    let pid = |at| match cached_pid(frame.get(at..at + PID_REF_LEN), atoms) {
+                        Some(p) => Some((p, at + PID_REF_LEN)),
+                        None => match element(at) {
+                            Ok((Term::Pid(p), end)) => Some((p, end)),
+                            _ => None,
+                        },
+                    };
+                    if let Some((from, at)) = pid(pos + 4) {
+                        if let Some((to, end)) = pid(at) {
                             return Ok((ControlMessage::SendSender { from, to }, end));
                         }
                     }
@@ -1236,6 +1243,60 @@ impl DistDecoder {
     }
 }
 
+/// `NEW_PID_EXT`.
+const NEW_PID_EXT: u8 = 88;
+
+/// `ATOM_CACHE_REF`.
+const ATOM_CACHE_REF: u8 = 82;
+
+/// The length of a `NEW_PID_EXT` whose node is an `ATOM_CACHE_REF`.
+const PID_REF_LEN: usize = 15;
+
+/// A pid as peers with the atom cache write them, `NEW_PID_EXT` with its
+/// node an `ATOM_CACHE_REF` of this frame, read without decoder state;
+/// `None` for anything else (which the decoder then reads, or refuses).
+#[inline]
+fn cached_pid(bytes: Option<&[u8]>, atoms: &[Atom]) -> Option<Pid> {
+    let &[NEW_PID_EXT, ATOM_CACHE_REF, ix, i0, i1, i2, i3, s0, s1, s2, s3, c0, c1, c2, c3] = bytes?
+    else {
+        return None;
+    };
+    Some(Pid {
+        node: *atoms.get(usize::from(ix))?,
+        id: u32::from_be_bytes([i0, i1, i2, i3]),
+        serial: u32::from_be_bytes([s0, s1, s2, s3]),
+        creation: u32::from_be_bytes([c0, c1, c2, c3]),
+    })
+}
+
+/// Writes `p` as `NEW_PID_EXT` with its node as `ATOM_CACHE_REF ix`
+/// (what [`cached_pid`] reads).
+#[inline]
+fn put_cached_pid(out: &mut BytesMut, p: &Pid, ix: u8) {
+    let (i, s, c) = (
+        p.id.to_be_bytes(),
+        p.serial.to_be_bytes(),
+        p.creation.to_be_bytes(),
+    );
+    out.put_slice(&[
+        NEW_PID_EXT,
+        ATOM_CACHE_REF,
+        ix,
+        i[0],
+        i[1],
+        i[2],
+        i[3],
+        s[0],
+        s[1],
+        s[2],
+        s[3],
+        c[0],
+        c[1],
+        c[2],
+        c[3],
+    ]);
+}
+
 /// A frame inside a buffer: `buf[start..end]`. Offsets are into `buf`.
 #[derive(Clone, Copy)]
 struct In<'a> {
@@ -1280,8 +1341,8 @@ impl<'a> In<'a> {
 /// slots holds at the receiver.
 ///
 /// An atom always goes to the same slot ([`AtomCacheOut::slot_of`], a hash
-/// of its text; OTP hashes its atom index instead, and any choice works
-/// since the receiver follows the header).
+/// of the atom; OTP hashes its atom index, and any choice works since the
+/// receiver follows the header).
 #[derive(Clone)]
 pub struct AtomCacheOut {
     slots: Vec<Option<Atom>>,
@@ -1309,14 +1370,14 @@ impl AtomCacheOut {
         }
     }
 
-    /// The slot `atom` goes to: FNV-1a of its text, modulo 2048.
+    /// The slot `atom` goes to: a hash of the atom's identity (not of its
+    /// text, which would cost a pass over it per atom written), modulo
+    /// 2048. Stable for the life of the process.
+    #[inline]
     pub fn slot_of(atom: Atom) -> u16 {
-        let mut h: u32 = 0x811c_9dc5;
-        for &b in atom.as_str().as_bytes() {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-        (h % ATOM_CACHE_SIZE as u32) as u16
+        use std::hash::BuildHasher;
+        let h = foldhash::fast::FixedState::with_seed(0x5107_a70b).hash_one(atom);
+        (h % ATOM_CACHE_SIZE as u64) as u16
     }
 
     /// The atom the receiver holds in `slot`, as far as this side knows.
@@ -1693,12 +1754,16 @@ impl DistEncoder {
         // Large binaries are not copied: they stay where they are and the
         // frames refer to them (`shared`, by offset in `body`).
         let mut shared: Vec<(usize, Bytes)> = Vec::new();
-        let mut write = |t: &Term, body: &mut BytesMut| -> Result<usize, EncodeError> {
+        let encoder = self.encoder;
+        let mut write = |t: &Term,
+                         body: &mut BytesMut,
+                         atoms: &mut FrameAtoms<'_>|
+         -> Result<usize, EncodeError> {
             let base = body.len();
             let mut refs = |a| atoms.index(a);
             let atom_ref: Option<&mut dyn FnMut(Atom) -> Option<u8>> =
                 if use_cache { Some(&mut refs) } else { None };
-            let taken = self.encoder.encode_body_sharing(t, body, atom_ref)?;
+            let taken = encoder.encode_body_sharing(t, body, atom_ref)?;
             let bytes = taken.iter().map(|(_, b)| b.len()).sum();
             shared.extend(taken.into_iter().map(|(at, b)| (base + at, b)));
             Ok(bytes)
@@ -1709,12 +1774,20 @@ impl DistEncoder {
         body.put_slice(&[SMALL_TUPLE_EXT, arity]);
         let mut control_shared = 0;
         control.each_element(|e| {
-            control_shared += write(&e, &mut body)?;
+            match e {
+                // What every control message has, written straight.
+                Term::Int(i @ 0..=255) => body.put_slice(&[SMALL_INTEGER_EXT, i as u8]),
+                Term::Pid(p) if use_cache => match atoms.index(p.node) {
+                    Some(ix) => put_cached_pid(&mut body, &p, ix),
+                    None => control_shared += write(&e, &mut body, &mut atoms)?,
+                },
+                _ => control_shared += write(&e, &mut body, &mut atoms)?,
+            }
             Ok(())
         })?;
         let control_len = body.len() + control_shared;
         if let Some(p) = msg.payload() {
-            write(p, &mut body)?;
+            write(p, &mut body, &mut atoms)?;
         }
         let encoded = body.split().freeze();
         let mut head = body;
@@ -2114,6 +2187,52 @@ mod tests {
                     other => panic!("{framing:?} {control}: {other}"),
                 }
             }
+        }
+    }
+
+    #[test]
+    fn send_sender_pids_by_cache_ref_are_read_or_refused_as_by_the_decoder() {
+        // One new cache entry, `a@h`, in slot 0.
+        let header = [131u8, 68, 1, 0x08, 0x00, 3, b'a', b'@', b'h'];
+        let pid = |ix: u8, id: u8| [88u8, 82, ix, 0, 0, 0, id, 0, 0, 0, 2, 0, 0, 0, 3];
+        let frame = |to_ix: u8| {
+            let mut f = header.to_vec();
+            f.extend_from_slice(&[104, 3, 97, 22]);
+            f.extend_from_slice(&pid(0, 7));
+            f.extend_from_slice(&pid(to_ix, 9));
+            f.extend_from_slice(&[97, 42]);
+            Bytes::from(f)
+        };
+        let m = DistDecoder::new(BOTH)
+            .decode_frame(frame(0))
+            .unwrap()
+            .unwrap();
+        let p = |id| Pid {
+            node: Atom::from("a@h"),
+            id,
+            serial: 2,
+            creation: 3,
+        };
+        assert_eq!(
+            m.control(),
+            &ControlMessage::SendSender {
+                from: p(7),
+                to: p(9)
+            }
+        );
+        assert_eq!(m.payload(), Some(&Term::Int(42)));
+        // `to` names reference 5 of a header with one: refused, at the
+        // offset of the reference, as the decoder refuses it.
+        let e = DistDecoder::new(BOTH).decode_frame(frame(5)).unwrap_err();
+        match e {
+            FrameError::Term {
+                role: TermRole::Control,
+                source,
+            } => {
+                assert_eq!(source.kind, crate::term::DecodeErrorKind::AtomCacheMiss(5));
+                assert_eq!(source.offset, header.len() + 4 + 15 + 1);
+            }
+            other => panic!("{other:?}"),
         }
     }
 
