@@ -1269,6 +1269,54 @@ fn cached_pid(bytes: Option<&[u8]>, atoms: &[Atom]) -> Option<Pid> {
     })
 }
 
+/// Writes `msg`'s control tuple and payload (no version bytes) at the end
+/// of `body`: atoms as references where `atoms` gives one (all as text
+/// without), and binaries of [`crate::term`]'s sharing size left out, each
+/// added to `shared` with its offset in `body`. Returns the control
+/// tuple's length, shared bytes included.
+fn write_message(
+    encoder: Encoder,
+    msg: &DistMessage,
+    mut atoms: Option<&mut FrameAtoms<'_>>,
+    body: &mut BytesMut,
+    shared: &mut Vec<(usize, Bytes)>,
+) -> Result<usize, EncodeError> {
+    let mut write = |t: &Term,
+                     body: &mut BytesMut,
+                     atoms: &mut Option<&mut FrameAtoms<'_>>|
+     -> Result<usize, EncodeError> {
+        let base = body.len();
+        let mut refs = |a| atoms.as_mut().and_then(|f| f.index(a));
+        let atom_ref: Option<&mut dyn FnMut(Atom) -> Option<u8>> = Some(&mut refs);
+        let taken = encoder.encode_body_sharing(t, body, atom_ref)?;
+        let bytes = taken.iter().map(|(_, b)| b.len()).sum();
+        shared.extend(taken.into_iter().map(|(at, b)| (base + at, b)));
+        Ok(bytes)
+    };
+    // The control tuple, written element by element: no tuple is made.
+    let control = msg.control();
+    let arity = u8::try_from(op_arity(control.op())).unwrap_or(u8::MAX);
+    body.put_slice(&[SMALL_TUPLE_EXT, arity]);
+    let mut control_shared = 0;
+    control.each_element(|e| {
+        match e {
+            // What every control message has, written straight.
+            Term::Int(i @ 0..=255) => body.put_slice(&[SMALL_INTEGER_EXT, i as u8]),
+            Term::Pid(p) => match atoms.as_mut().and_then(|f| f.index(p.node)) {
+                Some(ix) => put_cached_pid(body, &p, ix),
+                None => control_shared += write(&e, body, &mut atoms)?,
+            },
+            _ => control_shared += write(&e, body, &mut atoms)?,
+        }
+        Ok(())
+    })?;
+    let control_len = body.len() + control_shared;
+    if let Some(p) = msg.payload() {
+        write(p, body, &mut atoms)?;
+    }
+    Ok(control_len)
+}
+
 /// Writes `p` as `NEW_PID_EXT` with its node as `ATOM_CACHE_REF ix`
 /// (what [`cached_pid`] reads).
 #[inline]
@@ -1439,6 +1487,8 @@ struct FrameAtoms<'c> {
     cache: Option<&'c AtomCacheOut>,
     /// The marks by slot and the references, in reference order.
     by_slot: &'c mut SlotMarks,
+    /// The most references the frame may have.
+    max: usize,
 }
 
 impl<'c> FrameAtoms<'c> {
@@ -1446,6 +1496,7 @@ impl<'c> FrameAtoms<'c> {
         FrameAtoms {
             cache,
             by_slot: marks.next_frame(),
+            max: MAX_ATOM_CACHE_REFS,
         }
     }
 
@@ -1459,7 +1510,7 @@ impl<'c> FrameAtoms<'c> {
             let (held, _, _) = self.by_slot.refs.get(usize::from(ix))?;
             return (*held == atom).then_some(ix);
         }
-        if self.by_slot.refs.len() >= MAX_ATOM_CACHE_REFS {
+        if self.by_slot.refs.len() >= self.max {
             return None;
         }
         let s = atom.as_str();
@@ -1754,41 +1805,13 @@ impl DistEncoder {
         // Large binaries are not copied: they stay where they are and the
         // frames refer to them (`shared`, by offset in `body`).
         let mut shared: Vec<(usize, Bytes)> = Vec::new();
-        let encoder = self.encoder;
-        let mut write = |t: &Term,
-                         body: &mut BytesMut,
-                         atoms: &mut FrameAtoms<'_>|
-         -> Result<usize, EncodeError> {
-            let base = body.len();
-            let mut refs = |a| atoms.index(a);
-            let atom_ref: Option<&mut dyn FnMut(Atom) -> Option<u8>> =
-                if use_cache { Some(&mut refs) } else { None };
-            let taken = encoder.encode_body_sharing(t, body, atom_ref)?;
-            let bytes = taken.iter().map(|(_, b)| b.len()).sum();
-            shared.extend(taken.into_iter().map(|(at, b)| (base + at, b)));
-            Ok(bytes)
-        };
-        // The control tuple, written element by element: no tuple is made.
-        let control = msg.control();
-        let arity = u8::try_from(op_arity(control.op())).unwrap_or(u8::MAX);
-        body.put_slice(&[SMALL_TUPLE_EXT, arity]);
-        let mut control_shared = 0;
-        control.each_element(|e| {
-            match e {
-                // What every control message has, written straight.
-                Term::Int(i @ 0..=255) => body.put_slice(&[SMALL_INTEGER_EXT, i as u8]),
-                Term::Pid(p) if use_cache => match atoms.index(p.node) {
-                    Some(ix) => put_cached_pid(&mut body, &p, ix),
-                    None => control_shared += write(&e, &mut body, &mut atoms)?,
-                },
-                _ => control_shared += write(&e, &mut body, &mut atoms)?,
-            }
-            Ok(())
-        })?;
-        let control_len = body.len() + control_shared;
-        if let Some(p) = msg.payload() {
-            write(p, &mut body, &mut atoms)?;
-        }
+        let control_len = write_message(
+            self.encoder,
+            msg,
+            use_cache.then_some(&mut atoms),
+            &mut body,
+            &mut shared,
+        )?;
         let encoded = body.split().freeze();
         let mut head = body;
         let payload_len =
@@ -1838,7 +1861,12 @@ impl DistEncoder {
             }
         }
         self.arena = head;
-        // The frame is made: its new entries are now in the peer's cache.
+        self.cache_new_entries();
+        Ok(fragmented)
+    }
+
+    /// The frame is made: its new entries are now in the peer's cache.
+    fn cache_new_entries(&mut self) {
         if let Some(cache) = self.cache.as_mut() {
             for &(atom, slot, new) in &self.marks.refs {
                 if let Some(s) = cache.slots.get_mut(usize::from(slot)).filter(|_| new) {
@@ -1846,7 +1874,135 @@ impl DistEncoder {
                 }
             }
         }
-        Ok(fragmented)
+    }
+
+    /// Appends the frame of a message its sender encoded ([`Prepared`]):
+    /// the header, with the atom cache's new entries, and the message's
+    /// bytes as they are. False, and nothing written, if this connection
+    /// has no atom cache (its peer cannot read the message's references).
+    pub(crate) fn encode_prepared(&mut self, p: Prepared, frames: &mut Vec<OutFrame>) -> bool {
+        let Some(cache) = self.cache.as_ref().filter(|_| self.framing.has_header()) else {
+            return false;
+        };
+        let atoms = FrameAtoms::new(Some(cache), &mut self.marks);
+        for atom in p.atoms.iter().map_while(|a| *a) {
+            let slot = AtomCacheOut::slot_of(atom);
+            let new = cache.get(usize::from(slot)) != Some(atom);
+            atoms.by_slot.refs.push((atom, slot, new));
+        }
+        let mut head = std::mem::take(&mut self.arena);
+        if head.capacity() - head.len() < ARENA_MIN {
+            head.reserve(ARENA_BLOCK);
+        }
+        head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
+        atoms.write_header(&mut head);
+        frames.push(OutFrame {
+            head: head.split().freeze(),
+            body: p.body,
+            more: Vec::new(),
+        });
+        self.arena = head;
+        self.cache_new_entries();
+        true
+    }
+}
+
+/// The most atoms of a [`Prepared`] message written as references (the
+/// others are written as text).
+const PREPARED_ATOMS: usize = 5;
+
+/// A message encoded by the process that sends it, as BEAM's processes
+/// encode theirs, for any connection with the atom cache: its control
+/// tuple and payload, its first atoms written as `ATOM_CACHE_REF i` of
+/// `atoms[i]`, which do not depend on the connection's cache. The
+/// connection's encoder adds the header ([`DistEncoder::encode_prepared`]).
+///
+/// Only plain messages that go in one frame are prepared.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    atoms: [Option<Atom>; PREPARED_ATOMS],
+    body: Bytes,
+}
+
+/// A sending thread's buffers for [`Prepared::new`].
+struct PrepareScratch {
+    arena: BytesMut,
+    marks: SlotMarks,
+}
+
+thread_local! {
+    static PREPARE: std::cell::RefCell<PrepareScratch> = std::cell::RefCell::new(PrepareScratch {
+        arena: BytesMut::new(),
+        marks: SlotMarks::new(),
+    });
+}
+
+impl Prepared {
+    /// `msg` encoded for a connection with the atom cache; `None` for what
+    /// the connection's encoder must do itself: anything but a plain
+    /// message (`SEND`, `SEND_SENDER`, `REG_SEND`, `ALIAS_SEND`), a
+    /// message longer than a fragment or with large binaries (which the
+    /// connection's encoder cuts into fragments, or shares), a term that
+    /// cannot be encoded (the connection's encoder reports it).
+    pub(crate) fn new(msg: &DistMessage) -> Option<Prepared> {
+        if !matches!(
+            msg.control(),
+            ControlMessage::Send { .. }
+                | ControlMessage::SendSender { .. }
+                | ControlMessage::RegSend { .. }
+                | ControlMessage::AliasSend { .. }
+        ) {
+            return None;
+        }
+        PREPARE
+            .try_with(|scratch| {
+                let mut scratch = scratch.try_borrow_mut().ok()?;
+                let PrepareScratch { arena, marks } = &mut *scratch;
+                if arena.capacity() - arena.len() < ARENA_MIN {
+                    arena.reserve(ARENA_BLOCK);
+                }
+                let mut atoms = FrameAtoms::new(None, marks);
+                atoms.max = PREPARED_ATOMS;
+                let mut shared = Vec::new();
+                let written =
+                    write_message(Encoder::new(), msg, Some(&mut atoms), arena, &mut shared);
+                let body = arena.split();
+                if written.is_err() || !shared.is_empty() || body.len() > DEFAULT_FRAGMENT_SIZE {
+                    return None;
+                }
+                let mut list = [None; PREPARED_ATOMS];
+                for (l, (a, _, _)) in list.iter_mut().zip(&atoms.by_slot.refs) {
+                    *l = Some(*a);
+                }
+                Some(Prepared {
+                    atoms: list,
+                    body: body.freeze(),
+                })
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// The sending process of a `SEND_SENDER`, `REG_SEND` or `ALIAS_SEND`
+    /// (its pid is the tuple's second element in all three, and written
+    /// as the message's first reference); `None` for a `SEND`.
+    pub(crate) fn sender(&self) -> Option<Pid> {
+        let op = *self.body.get(3)?;
+        let plain = [
+            ControlOp::SEND_SENDER.0,
+            ControlOp::REG_SEND.0,
+            ControlOp::ALIAS_SEND.0,
+        ];
+        if !plain.contains(&op) {
+            return None;
+        }
+        let atoms: Vec<Atom> = self.atoms.iter().map_while(|a| *a).collect();
+        cached_pid(self.body.get(4..4 + PID_REF_LEN), &atoms)
+    }
+
+    /// How many bytes the message takes (its header aside).
+    pub(crate) fn len(&self) -> usize {
+        self.body.len()
     }
 }
 
@@ -2237,6 +2393,66 @@ mod tests {
     }
 
     #[test]
+    fn messages_their_senders_encoded_read_as_the_connection_would_write_them() {
+        let mut tx = DistEncoder::new(BOTH);
+        let mut rx = DistDecoder::new(BOTH);
+        let mut prepared = 0;
+        // Twice: new cache entries, then references to them.
+        for round in 0..2 {
+            for control in every_op() {
+                let msg = msg_of(control);
+                let frames = match Prepared::new(&msg) {
+                    Some(p) => {
+                        prepared += 1;
+                        let mut f = Vec::new();
+                        assert!(tx.encode_prepared(p, &mut f));
+                        f.into_iter().map(OutFrame::into_bytes).collect()
+                    }
+                    None => tx.encode(&msg).unwrap(),
+                };
+                assert_eq!(frames.len(), 1);
+                let back = rx.decode_frame(frames[0].clone()).unwrap();
+                assert_eq!(back.as_ref(), Some(&msg), "round {round}");
+            }
+        }
+        // SEND, SEND_SENDER, REG_SEND, ALIAS_SEND, in both rounds.
+        assert_eq!(prepared, 8);
+        // More atoms than a prepared message references: the rest as text.
+        let many = Term::List((0..12).map(|i| Term::atom(&format!("a{i}"))).collect());
+        let pid = |id| Pid {
+            node: Atom::from("n@h"),
+            id,
+            serial: 0,
+            creation: 5,
+        };
+        let msg = DistMessage::new(
+            ControlMessage::SendSender {
+                from: pid(1),
+                to: pid(2),
+            },
+            Some(many),
+        )
+        .unwrap();
+        let p = Prepared::new(&msg).unwrap();
+        assert_eq!(p.sender(), Some(pid(1)));
+        let mut f = Vec::new();
+        assert!(tx.encode_prepared(p.clone(), &mut f));
+        let back = rx.decode_frame(f.remove(0).into_bytes()).unwrap();
+        assert_eq!(back.as_ref(), Some(&msg));
+        // A connection without the atom cache cannot take it.
+        let mut plain = DistEncoder::new(DistFlags::FRAGMENTS).without_atom_cache();
+        assert!(!plain.encode_prepared(p, &mut f));
+        assert!(f.is_empty());
+        // Large binaries are left to the connection (it shares them).
+        let big = DistMessage::new(
+            ControlMessage::Send { to: pid(2) },
+            Some(Term::binary(vec![7u8; 64 * 1024])),
+        )
+        .unwrap();
+        assert!(Prepared::new(&big).is_none());
+    }
+
+    #[test]
     fn reassembler_joins_once_in_order() {
         let mut r: Reassembler<&str> = Reassembler::default();
         assert_eq!(r.first(7, 3, "x", Bytes::from_static(b"ab")), Ok(None));
@@ -2303,6 +2519,8 @@ mod tests {
     fn a_connection_creates_at_most_its_budget_of_new_atoms() {
         let tag = format!("budget_{}_{}", std::process::id(), line!());
         let mut rx = DistDecoder::with_framing(Framing::PassThrough).max_new_atoms(2);
+        // '' is in the table (whichever test runs first).
+        let _ = Atom::from("");
         // Written by hand, so that no encoder interns the texts first:
         // {2, '', Text}, a SEND control term with a fresh atom in it.
         let frame_with = |n: usize| {

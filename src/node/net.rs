@@ -20,9 +20,10 @@ use tokio::sync::{broadcast, mpsc, oneshot, Notify, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use super::outq;
-use super::sendq::SendQueue;
+use super::sendq::{Outgoing, SendQueue};
 use super::{Dest, ExitKind, FastMap, Node, Watched};
 use crate::connection::control::{ControlMessage, DistMessage, ProcRef};
+use crate::connection::dist_header::Prepared;
 use crate::connection::dist_header::{DistDecoder, DistEncoder};
 use crate::connection::driver::{
     self, cut_frame_run, read_some, Command, Connection, DownReason, Link, LocalNodeConfig,
@@ -45,7 +46,7 @@ pub enum NodeEvent {
 /// What a peer's task receives.
 pub(crate) enum Out {
     /// A message to send.
-    Msg(DistMessage),
+    Msg(Outgoing),
     /// A connection the listener accepted from this peer.
     Adopt(Connection),
     /// Close the connection.
@@ -108,6 +109,35 @@ impl Net {
 
     pub(crate) fn is_up(&self, node: Atom) -> bool {
         self.peers().get(&node).is_some_and(|p| p.up)
+    }
+
+    /// Queues `m` for `peer`, as [`route`](Self::route) does. A plain
+    /// message to a peer that is up with the atom cache is encoded here,
+    /// by the sending process, as BEAM's processes encode theirs: senders
+    /// encode in parallel, and the peer's task only adds headers.
+    pub(crate) fn send(&self, node: &Node, peer: Atom, m: DistMessage) {
+        let peers = self.peers();
+        let Some(p) = peers.get(&peer) else {
+            drop(peers);
+            return self.route(node, peer, Out::Msg(Outgoing::Msg(Box::new(m))));
+        };
+        let prepared = (p.up
+            && p.flags
+                .contains(crate::flags::DistFlags::DIST_HDR_ATOM_CACHE))
+        .then(|| Prepared::new(&m))
+        .flatten();
+        let out = match prepared {
+            Some(pr) => Out::Msg(Outgoing::Prepared(pr)),
+            None => Out::Msg(Outgoing::Msg(Box::new(m))),
+        };
+        match p.tx.send(out) {
+            Ok(()) => {}
+            // The task is ending: start another.
+            Err(o) => {
+                drop(peers);
+                self.route(node, peer, o);
+            }
+        }
     }
 
     /// Queues `out` for `node`, starting its task (and a connection) if
@@ -269,7 +299,7 @@ async fn keep_registered(
 fn fail_queued(node: &Node, outs: impl IntoIterator<Item = Out>) {
     for out in outs {
         let m = match out {
-            Out::Msg(m) => m,
+            Out::Msg(Outgoing::Msg(m)) => m,
             Out::Waiter(w) => {
                 let _ = w.send(Err("connection failed".into()));
                 continue;
@@ -304,7 +334,7 @@ fn lost_race(e: &driver::ConnectError) -> bool {
 
 async fn peer_task(node: Node, peer: Atom, name: NodeName, id: u64, mut rx: outq::Receiver<Out>) {
     let Some(net) = node.net() else { return };
-    let mut queue: VecDeque<DistMessage> = VecDeque::new();
+    let mut queue: VecDeque<Outgoing> = VecDeque::new();
     // A connection the listener accepted may be waiting already.
     let mut waiters = Vec::new();
     let mut adopted = None;
@@ -369,7 +399,7 @@ async fn connect_or_adopt(
     net: &Net,
     peer: Atom,
     name: &NodeName,
-    queue: &mut VecDeque<DistMessage>,
+    queue: &mut VecDeque<Outgoing>,
     waiters: &mut Vec<oneshot::Sender<Result<(), String>>>,
     rx: &mut outq::Receiver<Out>,
 ) -> Result<Connection, String> {
@@ -431,7 +461,7 @@ async fn run_connection(
     peer: Atom,
     id: u64,
     conn: Connection,
-    queue: &mut VecDeque<DistMessage>,
+    queue: &mut VecDeque<Outgoing>,
     rx: &mut outq::Receiver<Out>,
 ) -> Option<Connection> {
     let outcome = conn.outcome().clone();
@@ -784,7 +814,7 @@ impl Node {
     ) {
         let Some(net) = self.net() else { return };
         match msg {
-            Ok(m) => net.route(self, peer, Out::Msg(m)),
+            Ok(m) => net.send(self, peer, m),
             Err(e) => warn!(error = %e, "internal error: bad control message"),
         }
     }

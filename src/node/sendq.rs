@@ -23,34 +23,48 @@
 use std::collections::VecDeque;
 
 use crate::connection::control::{ControlMessage, DistMessage};
-use crate::connection::dist_header::DistEncoder;
+use crate::connection::dist_header::{DistEncoder, Prepared};
 use crate::connection::framing::OutFrame;
 use crate::term::{EncodeError, Pid};
 
 /// Frames of one large message handed out per turn (4 × 64 KiB).
 const SLICE_FRAMES: usize = 4;
 
+/// A message to send: as a process gave it, or encoded by it already
+/// ([`Prepared`], most messages once the connection is up).
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// To be encoded by the connection (boxed: the queues stay small).
+    Msg(Box<DistMessage>),
+    /// Encoded by its sender.
+    Prepared(Prepared),
+}
+
 /// A large message going out, and what its sender sent after it.
 #[derive(Debug)]
 struct Stream {
     sender: Pid,
     frames: VecDeque<OutFrame>,
-    behind: VecDeque<DistMessage>,
+    behind: VecDeque<Outgoing>,
 }
 
 /// Messages waiting to go to one peer (see the module docs).
 #[derive(Debug, Default)]
 pub(crate) struct SendQueue {
-    /// Received, not yet encoded.
-    ready: VecDeque<DistMessage>,
+    /// Received, not yet written.
+    ready: VecDeque<Outgoing>,
     /// Large messages going out, served in turn.
     streams: VecDeque<Stream>,
     /// Behind a barrier: they go when every stream has ended.
-    held: VecDeque<DistMessage>,
+    held: VecDeque<Outgoing>,
 }
 
 /// The sender of a plain message, which may overtake others' large ones.
-fn plain_sender(m: &DistMessage) -> Option<Pid> {
+fn plain_sender(m: &Outgoing) -> Option<Pid> {
+    let m = match m {
+        Outgoing::Msg(m) => m,
+        Outgoing::Prepared(p) => return p.sender(),
+    };
     match m.control() {
         ControlMessage::SendSender { from, .. }
         | ControlMessage::SendSenderTt { from, .. }
@@ -81,11 +95,19 @@ impl Chunk {
     /// and the rest returned.
     fn encode(
         &mut self,
-        m: &DistMessage,
+        m: Outgoing,
         enc: &mut DistEncoder,
     ) -> Result<Option<VecDeque<OutFrame>>, EncodeError> {
         let before = self.frames.len();
-        enc.encode_split_into(m, &mut self.frames)?;
+        match m {
+            Outgoing::Msg(m) => {
+                enc.encode_split_into(&m, &mut self.frames)?;
+            }
+            Outgoing::Prepared(p) => {
+                self.prepared(p, enc);
+                return Ok(None);
+            }
+        }
         let rest = match self.frames.len() - before {
             n if n <= SLICE_FRAMES => None,
             _ => Some(self.frames.drain(before + SLICE_FRAMES..).collect()),
@@ -95,11 +117,31 @@ impl Chunk {
     }
 
     /// Encodes `m` into the chunk whole, however many frames it takes.
-    fn encode_whole(&mut self, m: &DistMessage, enc: &mut DistEncoder) -> Result<(), EncodeError> {
+    fn encode_whole(&mut self, m: Outgoing, enc: &mut DistEncoder) -> Result<(), EncodeError> {
         let before = self.frames.len();
-        enc.encode_split_into(m, &mut self.frames)?;
+        match m {
+            Outgoing::Msg(m) => {
+                enc.encode_split_into(&m, &mut self.frames)?;
+            }
+            Outgoing::Prepared(p) => {
+                self.prepared(p, enc);
+                return Ok(());
+            }
+        }
         self.counted_from(before);
         Ok(())
+    }
+
+    /// Puts a message its sender encoded into the chunk (one frame).
+    fn prepared(&mut self, p: Prepared, enc: &mut DistEncoder) {
+        let len = p.len();
+        if enc.encode_prepared(p, &mut self.frames) {
+            self.bytes += len;
+        } else {
+            // Encoded while an earlier connection with the atom cache was
+            // up; lost with it, as what was queued for it.
+            tracing::warn!("message encoded for an earlier connection dropped");
+        }
     }
 
     /// Adds the frames from `before` on to the chunk's size.
@@ -112,7 +154,7 @@ impl Chunk {
 
 impl SendQueue {
     /// Queues `m` behind everything queued so far.
-    pub(crate) fn push(&mut self, m: DistMessage) {
+    pub(crate) fn push(&mut self, m: Outgoing) {
         self.ready.push_back(m);
     }
 
@@ -174,7 +216,7 @@ impl SendQueue {
 
     fn place(
         &mut self,
-        m: DistMessage,
+        m: Outgoing,
         enc: &mut DistEncoder,
         chunk: &mut Chunk,
         rejected: &mut dyn FnMut(EncodeError),
@@ -186,7 +228,7 @@ impl SendQueue {
         let Some(sender) = plain_sender(&m) else {
             if self.streams.is_empty() {
                 // Not sliced: a signal goes whole.
-                if let Err(e) = chunk.encode_whole(&m, enc) {
+                if let Err(e) = chunk.encode_whole(m, enc) {
                     rejected(e);
                 }
             } else {
@@ -198,7 +240,7 @@ impl SendQueue {
             s.behind.push_back(m);
             return;
         }
-        match chunk.encode(&m, enc) {
+        match chunk.encode(m, enc) {
             Ok(Some(rest)) => self.streams.push_back(Stream {
                 sender,
                 frames: rest,
@@ -229,7 +271,7 @@ impl SendQueue {
                 let Some(m) = s.behind.pop_front() else {
                     break;
                 };
-                match chunk.encode(&m, enc) {
+                match chunk.encode(m, enc) {
                     Ok(Some(rest)) => s.frames = rest,
                     Ok(None) => {}
                     Err(e) => rejected(e),
@@ -260,22 +302,37 @@ mod tests {
         }
     }
 
-    /// A message from `from` carrying `{Tag, Binary of len bytes}`.
-    fn send(from: u32, tag: &str, len: usize) -> DistMessage {
+    /// A message from `from` carrying `{Tag, Binary of len bytes}`:
+    /// encoded by its sender if it is small, as the node does once the
+    /// connection is up.
+    fn send(from: u32, tag: &str, len: usize) -> Outgoing {
         let payload = Term::tuple(vec![Term::atom(tag), Term::binary(vec![0u8; len])]);
         let control = ControlMessage::SendSender {
             from: pid(from),
             to: pid(99),
         };
-        DistMessage::new(control, Some(payload)).unwrap()
+        let m = DistMessage::new(control, Some(payload)).unwrap();
+        match Prepared::new(&m) {
+            Some(p) => {
+                assert!(len < 16 * 1024, "a large message is not prepared");
+                assert_eq!(p.sender(), Some(pid(from)));
+                Outgoing::Prepared(p)
+            }
+            None => {
+                assert!(len >= 16 * 1024, "a small message is prepared");
+                Outgoing::Msg(Box::new(m))
+            }
+        }
     }
 
-    fn link(from: u32) -> DistMessage {
-        DistMessage::control_only(ControlMessage::Link {
+    fn link(from: u32) -> Outgoing {
+        let m = DistMessage::control_only(ControlMessage::Link {
             from: pid(from),
             to: pid(99),
         })
-        .unwrap()
+        .unwrap();
+        assert!(Prepared::new(&m).is_none(), "a signal is not prepared");
+        Outgoing::Msg(Box::new(m))
     }
 
     /// Runs the queue to the end and decodes the wire: what the peer gets,
