@@ -403,6 +403,64 @@ async fn large_and_atom_heavy_messages_cross_intact() {
     node.shutdown().await;
 }
 
+/// `send_ref` (a message encoded from a borrowed term, by the sending
+/// process) reaches a BEAM process by pid, by registered name and from the
+/// node itself, with atoms past those a sender-encoded message references,
+/// in order with messages sent by value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_by_reference_reach_beam_intact() {
+    if !require_erl() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    let node = rust_node(&epmd).await;
+    let mut e = erl(&epmd);
+    assert!(node.ping(e.name()).await);
+    let mut me = node.process();
+    // Collects 7 messages, then sends them back in one list.
+    eval(
+        &mut e,
+        &format!(
+            "register(collector, spawn(fun() -> \
+               Ms = [receive M -> M end || _ <- lists:seq(1, 7)], {} ! {{got, Ms}} end)).",
+            erl_expr(me.pid())
+        ),
+    );
+    let collector = erl_pid(&mut e, "whereis(collector).");
+    let many = Term::List(
+        (0..8)
+            .map(|i| Term::atom(&format!("ref_atom_{i}")))
+            .collect(),
+    );
+    let msgs = [
+        term!({hello, 42}),
+        Term::Tuple(vec![atom("many"), many, Term::binary(vec![1u8; 300])]),
+        term!({by_value, 1}),
+    ];
+    me.send_ref(collector, &msgs[0]);
+    me.send_ref(collector, &msgs[1]);
+    me.send(collector, msgs[2].clone());
+    me.send_ref((Atom::from("collector"), Atom::from(e.name())), &msgs[0]);
+    me.send_ref((Atom::from("collector"), Atom::from(e.name())), &msgs[1]);
+    node.send_ref(collector, &msgs[0]);
+    node.send_ref(collector, &msgs[1]);
+    let got = tokio::time::timeout(T, me.recv()).await.unwrap().unwrap();
+    let want = Term::Tuple(vec![
+        atom("got"),
+        Term::List(vec![
+            msgs[0].clone(),
+            msgs[1].clone(),
+            msgs[2].clone(),
+            msgs[0].clone(),
+            msgs[1].clone(),
+            msgs[0].clone(),
+            msgs[1].clone(),
+        ]),
+    ]);
+    assert!(got.exact_eq(&want), "got {got}");
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_rust_nodes_with_the_embedded_epmd_and_no_beam() {
     let port = erldist::testing::free_port().unwrap();

@@ -311,7 +311,7 @@ async fn rust_stream(node: &Node, sink: &Pid, n: usize, msgs: &[Term]) -> Durati
             Term::tuple(vec![Term::atom("start"), Term::Pid(p.pid())]),
         );
         for msg in msgs.iter().cycle().take(n) {
-            p.send(sink, msg.clone());
+            p.send_ref(sink, msg);
         }
         loop {
             let m = p.recv().await.expect("sender alive");

@@ -1276,7 +1276,8 @@ fn cached_pid(bytes: Option<&[u8]>, atoms: &[Atom]) -> Option<Pid> {
 /// tuple's length, shared bytes included.
 fn write_message(
     encoder: Encoder,
-    msg: &DistMessage,
+    control: &ControlMessage,
+    payload: Option<&Term>,
     mut atoms: Option<&mut FrameAtoms<'_>>,
     body: &mut BytesMut,
     shared: &mut Vec<(usize, Bytes)>,
@@ -1294,7 +1295,6 @@ fn write_message(
         Ok(bytes)
     };
     // The control tuple, written element by element: no tuple is made.
-    let control = msg.control();
     let arity = u8::try_from(op_arity(control.op())).unwrap_or(u8::MAX);
     body.put_slice(&[SMALL_TUPLE_EXT, arity]);
     let mut control_shared = 0;
@@ -1311,7 +1311,7 @@ fn write_message(
         Ok(())
     })?;
     let control_len = body.len() + control_shared;
-    if let Some(p) = msg.payload() {
+    if let Some(p) = payload {
         write(p, body, &mut atoms)?;
     }
     Ok(control_len)
@@ -1807,7 +1807,8 @@ impl DistEncoder {
         let mut shared: Vec<(usize, Bytes)> = Vec::new();
         let control_len = write_message(
             self.encoder,
-            msg,
+            msg.control(),
+            msg.payload(),
             use_cache.then_some(&mut atoms),
             &mut body,
             &mut shared,
@@ -1944,9 +1945,19 @@ impl Prepared {
     /// message longer than a fragment or with large binaries (which the
     /// connection's encoder cuts into fragments, or shares), a term that
     /// cannot be encoded (the connection's encoder reports it).
+    #[cfg(test)]
     pub(crate) fn new(msg: &DistMessage) -> Option<Prepared> {
+        Prepared::of(msg.control(), msg.payload())
+    }
+
+    /// [`Prepared::new`] of the message `control` and `payload` make
+    /// (which need not be a valid message: this is checked).
+    pub(crate) fn of(control: &ControlMessage, payload: Option<&Term>) -> Option<Prepared> {
+        if payload.is_some() != control.has_payload() {
+            return None;
+        }
         if !matches!(
-            msg.control(),
+            control,
             ControlMessage::Send { .. }
                 | ControlMessage::SendSender { .. }
                 | ControlMessage::RegSend { .. }
@@ -1964,8 +1975,14 @@ impl Prepared {
                 let mut atoms = FrameAtoms::new(None, marks);
                 atoms.max = PREPARED_ATOMS;
                 let mut shared = Vec::new();
-                let written =
-                    write_message(Encoder::new(), msg, Some(&mut atoms), arena, &mut shared);
+                let written = write_message(
+                    Encoder::new(),
+                    control,
+                    payload,
+                    Some(&mut atoms),
+                    arena,
+                    &mut shared,
+                );
                 let body = arena.split();
                 if written.is_err() || !shared.is_empty() || body.len() > DEFAULT_FRAGMENT_SIZE {
                     return None;

@@ -26,6 +26,7 @@ mod sendq;
 mod spawn;
 pub mod task;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -43,7 +44,7 @@ pub use process::{Exited, Process};
 pub use rpc::{Exception, RpcError};
 pub use spawn::{GroupLeaderOpt, SpawnError, SpawnOpts, Spawned};
 
-use crate::connection::control::{ControlMessage, DistMessage, ProcRef};
+use crate::connection::control::{ControlMessage, ProcRef};
 use net::Net;
 
 use crate::term::{Atom, Pid, Reference, Term};
@@ -467,6 +468,13 @@ impl Node {
         self.send_from(None, to.into(), msg.into());
     }
 
+    /// Sends a copy of `msg`, as [`send`](Self::send) does, without
+    /// cloning it when it goes to another node that is connected: it is
+    /// encoded straight from `msg`. For a term sent many times.
+    pub fn send_ref(&self, to: impl Into<Dest>, msg: &Term) {
+        self.send_cow(None, to.into(), Cow::Borrowed(msg));
+    }
+
     /// Sends an exit signal to `pid` as `exit(Pid, Reason)` from no
     /// process; reason `kill` cannot be trapped.
     pub fn kill(&self, pid: Pid, reason: impl Into<Term>) {
@@ -490,12 +498,10 @@ impl Node {
         }
     }
 
-    fn remote(&self, peer: Atom, control: ControlMessage, payload: Option<Term>) {
-        let msg = match payload {
-            Some(p) => DistMessage::with_payload(control, p),
-            None => DistMessage::control_only(control),
-        };
-        self.route_remote(peer, msg);
+    fn remote(&self, peer: Atom, control: ControlMessage, payload: Option<Cow<'_, Term>>) {
+        if let Some(net) = self.net() {
+            net.send(self, peer, control, payload);
+        }
     }
 
     fn read_procs(&self) -> std::sync::RwLockReadGuard<'_, FastMap<u32, Arc<ProcEntry>>> {
@@ -583,13 +589,20 @@ impl Node {
     }
 
     pub(crate) fn send_from(&self, from: Option<Pid>, to: Dest, msg: Term) {
+        self.send_cow(from, to, Cow::Owned(msg));
+    }
+
+    /// [`send_from`](Self::send_from) of a borrowed or owned message: a
+    /// borrowed one is copied only if it stays on this node or the
+    /// connection must encode it.
+    pub(crate) fn send_cow(&self, from: Option<Pid>, to: Dest, msg: Cow<'_, Term>) {
         match to {
             Dest::Pid(pid) if pid.node == self.inner.name => {
                 // Delivered under the table's read lock: no reference
                 // counting per message.
                 if self.is_local(&pid) && pid.serial == 0 {
                     if let Some(e) = self.read_procs().get(&pid.id) {
-                        mailbox::WakeBatch::deliver(e, Signal::Message(msg));
+                        mailbox::WakeBatch::deliver(e, Signal::Message(msg.into_owned()));
                     }
                 }
             }
@@ -602,11 +615,11 @@ impl Node {
             }
             Dest::Name(name) => {
                 if let Some(pid) = self.whereis(name) {
-                    self.send_from(from, Dest::Pid(pid), msg);
+                    self.send_cow(from, Dest::Pid(pid), msg);
                 }
             }
             Dest::Remote(name, node) if node == self.inner.name => {
-                self.send_from(from, Dest::Name(name), msg);
+                self.send_cow(from, Dest::Name(name), msg);
             }
             Dest::Remote(name, node) => {
                 let from = from.unwrap_or_else(|| self.system_pid());
@@ -636,7 +649,7 @@ impl Node {
                     .get(&r)
                     .copied();
                 if let Some(pid) = pid {
-                    self.send_from(from, Dest::Pid(pid), msg);
+                    self.send_cow(from, Dest::Pid(pid), msg);
                 }
             }
         }
@@ -700,7 +713,7 @@ impl Node {
                 ExitKind::Link => ControlMessage::PayloadExit { from, to },
                 ExitKind::Exit2 => ControlMessage::PayloadExit2 { from, to },
             };
-            return self.remote(to.node, control, Some(reason));
+            return self.remote(to.node, control, Some(Cow::Owned(reason)));
         }
         let Some(target) = self.lookup(to) else {
             return;
@@ -880,7 +893,7 @@ impl Node {
                     to: w.pid,
                     reference: r,
                 };
-                self.remote(w.pid.node, control, Some(reason.clone()));
+                self.remote(w.pid.node, control, Some(Cow::Borrowed(&reason)));
                 continue;
             }
             let object = match w.by_name {

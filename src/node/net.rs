@@ -10,6 +10,7 @@
 //! decodes and delivers what arrives, and encodes and writes what is
 //! sent, itself: between a process and the socket there is this one task.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -30,6 +31,7 @@ use crate::connection::driver::{
     RunSettings, Ticks, WriteQueue,
 };
 use crate::epmd::{EpmdClient, EpmdServer, Registration};
+use crate::flags::DistFlags;
 use crate::handshake::NodeName;
 use crate::term::{Atom, Pid, Term};
 
@@ -111,33 +113,43 @@ impl Net {
         self.peers().get(&node).is_some_and(|p| p.up)
     }
 
-    /// Queues `m` for `peer`, as [`route`](Self::route) does. A plain
-    /// message to a peer that is up with the atom cache is encoded here,
-    /// by the sending process, as BEAM's processes encode theirs: senders
-    /// encode in parallel, and the peer's task only adds headers.
-    pub(crate) fn send(&self, node: &Node, peer: Atom, m: DistMessage) {
+    /// Queues the message `control` and `payload` make for `peer`, as
+    /// [`route`](Self::route) does. A plain message to a peer that is up
+    /// with the atom cache is encoded here, by the sending process, as
+    /// BEAM's processes encode theirs: senders encode in parallel, the
+    /// peer's task only adds headers, and a borrowed payload is not copied.
+    pub(crate) fn send(
+        &self,
+        node: &Node,
+        peer: Atom,
+        control: ControlMessage,
+        payload: Option<Cow<'_, Term>>,
+    ) {
         let peers = self.peers();
-        let Some(p) = peers.get(&peer) else {
-            drop(peers);
-            return self.route(node, peer, Out::Msg(Outgoing::Msg(Box::new(m))));
-        };
-        let prepared = (p.up
-            && p.flags
-                .contains(crate::flags::DistFlags::DIST_HDR_ATOM_CACHE))
-        .then(|| Prepared::new(&m))
-        .flatten();
+        let prepared = peers
+            .get(&peer)
+            .filter(|p| p.up && p.flags.contains(DistFlags::DIST_HDR_ATOM_CACHE))
+            .and_then(|_| Prepared::of(&control, payload.as_deref()));
         let out = match prepared {
-            Some(pr) => Out::Msg(Outgoing::Prepared(pr)),
-            None => Out::Msg(Outgoing::Msg(Box::new(m))),
+            Some(p) => Outgoing::Prepared(p),
+            None => match DistMessage::new(control, payload.map(Cow::into_owned)) {
+                Ok(m) => Outgoing::Msg(Box::new(m)),
+                Err(e) => {
+                    warn!(error = %e, "internal error: bad control message");
+                    return;
+                }
+            },
         };
-        match p.tx.send(out) {
-            Ok(()) => {}
-            // The task is ending: start another.
-            Err(o) => {
-                drop(peers);
-                self.route(node, peer, o);
-            }
-        }
+        let out = match peers.get(&peer) {
+            Some(p) => match p.tx.send(Out::Msg(out)) {
+                Ok(()) => return,
+                // The task is ending: start another.
+                Err(o) => o,
+            },
+            None => Out::Msg(out),
+        };
+        drop(peers);
+        self.route(node, peer, out);
     }
 
     /// Queues `out` for `node`, starting its task (and a connection) if
@@ -814,7 +826,10 @@ impl Node {
     ) {
         let Some(net) = self.net() else { return };
         match msg {
-            Ok(m) => net.send(self, peer, m),
+            Ok(m) => {
+                let (control, payload) = m.into_parts();
+                net.send(self, peer, control, payload.map(Cow::Owned));
+            }
             Err(e) => warn!(error = %e, "internal error: bad control message"),
         }
     }

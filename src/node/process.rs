@@ -72,6 +72,31 @@ impl Process {
         self.node.send_from(Some(self.pid()), to.into(), msg.into());
     }
 
+    /// Sends a copy of `msg`, as [`send`](Self::send) does, without
+    /// cloning it when it goes to another node that is connected: it is
+    /// encoded straight from `msg` (a term sent many times, or to many
+    /// processes, is not copied for each).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use erldist::{term, Node};
+    /// let node = Node::local("doc_send_ref@localhost");
+    /// let mut me = node.process();
+    /// let hello = term!({hello, 42});
+    /// for _ in 0..3 {
+    ///     me.send_ref(me.pid(), &hello);
+    /// }
+    /// for _ in 0..3 {
+    ///     assert_eq!(me.recv().await.unwrap(), hello);
+    /// }
+    /// # }
+    /// ```
+    pub fn send_ref(&self, to: impl Into<Dest>, msg: &Term) {
+        self.node
+            .send_cow(Some(self.pid()), to.into(), std::borrow::Cow::Borrowed(msg));
+    }
+
     /// Waits for the next message.
     ///
     /// # Errors
