@@ -1063,11 +1063,44 @@ impl DistDecoder {
         result
     }
 
-    fn decode_with(
+    /// [`decode_frame_in`](Self::decode_frame_in) for the node: a
+    /// `SEND_SENDER` as peers with the atom cache write it (most of what
+    /// processes send) comes as [`Incoming::Send`], read without making a
+    /// [`ControlMessage`]; anything else as the general path reads it, and
+    /// refused alike.
+    pub(crate) fn decode_incoming_in(
+        &mut self,
+        buf: &Bytes,
+        start: usize,
+        end: usize,
+    ) -> Result<Option<Incoming>, FrameError> {
+        let end = end.min(buf.len());
+        if start >= end {
+            return Ok(None);
+        }
+        let mut atoms = std::mem::take(&mut self.frame_atoms);
+        let frame = In { buf, start, end };
+        let result = self.header(frame, &mut atoms).and_then(|(header, pos)| {
+            if let (HeaderKind::Whole, true) = (&header, self.framing.has_header()) {
+                if let Some((from, to, at)) = send_sender_at(frame, pos, &atoms) {
+                    let payload = self.payload(ControlOp::SEND_SENDER, &atoms, frame, at)?;
+                    return Ok(Some(Incoming::Send { from, to, payload }));
+                }
+            }
+            let m = self.after_header(frame, header, pos, &atoms)?;
+            Ok(m.map(|m| Incoming::Other(Box::new(m))))
+        });
+        self.frame_atoms = atoms;
+        result
+    }
+
+    /// Reads the frame's header: its kind, and where the control term
+    /// starts (an offset into the buffer).
+    fn header(
         &mut self,
         frame: In<'_>,
         atoms: &mut Vec<Atom>,
-    ) -> Result<Option<DistMessage>, FrameError> {
+    ) -> Result<(HeaderKind, usize), FrameError> {
         let (header, pos) = read_header_into(
             frame.bytes(),
             self.framing,
@@ -1075,7 +1108,26 @@ impl DistDecoder {
             &self.atoms,
             atoms,
         )?;
-        let pos = frame.start + pos;
+        Ok((header, frame.start + pos))
+    }
+
+    fn decode_with(
+        &mut self,
+        frame: In<'_>,
+        atoms: &mut Vec<Atom>,
+    ) -> Result<Option<DistMessage>, FrameError> {
+        let (header, pos) = self.header(frame, atoms)?;
+        self.after_header(frame, header, pos, atoms)
+    }
+
+    /// The rest of a frame whose header is read.
+    fn after_header(
+        &mut self,
+        frame: In<'_>,
+        header: HeaderKind,
+        pos: usize,
+        atoms: &[Atom],
+    ) -> Result<Option<DistMessage>, FrameError> {
         let header_mode = self.framing.has_header();
         match header {
             HeaderKind::Whole | HeaderKind::First { sequence_id: 0, .. } => {
@@ -1092,7 +1144,7 @@ impl DistDecoder {
                 match self.fragments.first(
                     sequence_id,
                     fragment_id,
-                    (control, atoms.clone()),
+                    (control, atoms.to_vec()),
                     rest,
                 )? {
                     Some(((control, atoms), bytes)) => {
@@ -1188,22 +1240,39 @@ impl DistDecoder {
         pos: usize,
     ) -> Result<DistMessage, FrameError> {
         let op = control.op();
-        let (payload, end) = if control.has_payload() {
-            if pos >= frame.end {
-                return Err(ControlError::MissingPayload { op }.into());
-            }
-            let (t, end) = self.term(frame, pos, atoms, TermRole::Payload)?;
-            (Some(t), end)
-        } else {
-            (None, pos)
-        };
+        if control.has_payload() {
+            let payload = self.payload(op, atoms, frame, pos)?;
+            return Ok(DistMessage::new(control, Some(payload))?);
+        }
+        if pos < frame.end {
+            return Err(FrameError::TrailingBytes {
+                op,
+                count: frame.end - pos,
+            });
+        }
+        Ok(DistMessage::new(control, None)?)
+    }
+
+    /// The payload of an `op` message at `pos`, the last thing in the
+    /// frame.
+    fn payload(
+        &self,
+        op: ControlOp,
+        atoms: &[Atom],
+        frame: In<'_>,
+        pos: usize,
+    ) -> Result<Term, FrameError> {
+        if pos >= frame.end {
+            return Err(ControlError::MissingPayload { op }.into());
+        }
+        let (t, end) = self.term(frame, pos, atoms, TermRole::Payload)?;
         if end < frame.end {
             return Err(FrameError::TrailingBytes {
                 op,
                 count: frame.end - end,
             });
         }
-        Ok(DistMessage::new(control, payload)?)
+        Ok(t)
     }
 
     fn term(
@@ -1315,6 +1384,35 @@ fn write_message(
         write(p, body, &mut atoms)?;
     }
     Ok(control_len)
+}
+
+/// A message the node reads from a frame ([`DistDecoder::decode_incoming_in`]).
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// A `SEND_SENDER` whose pids are written with cache references.
+    Send { from: Pid, to: Pid, payload: Term },
+    /// Any other message (boxed, so that the common one stays small).
+    Other(Box<DistMessage>),
+}
+
+/// A `SEND_SENDER` control tuple at `pos` with both pids written as
+/// [`cached_pid`] reads them: the pids and where the payload starts.
+#[inline]
+fn send_sender_at(frame: In<'_>, pos: usize, atoms: &[Atom]) -> Option<(Pid, Pid, usize)> {
+    if frame.get(pos..pos + 4)?
+        != [
+            SMALL_TUPLE_EXT,
+            3,
+            SMALL_INTEGER_EXT,
+            ControlOp::SEND_SENDER.0,
+        ]
+    {
+        return None;
+    }
+    let from = cached_pid(frame.get(pos + 4..pos + 4 + PID_REF_LEN), atoms)?;
+    let at = pos + 4 + PID_REF_LEN;
+    let to = cached_pid(frame.get(at..at + PID_REF_LEN), atoms)?;
+    Some((from, to, at + PID_REF_LEN))
 }
 
 /// Writes `p` as `NEW_PID_EXT` with its node as `ATOM_CACHE_REF ix`
@@ -2467,6 +2565,55 @@ mod tests {
         )
         .unwrap();
         assert!(Prepared::new(&big).is_none());
+    }
+
+    /// What the node reads ([`DistDecoder::decode_incoming_in`]) is what
+    /// the general path reads, message or error, frame after frame.
+    #[test]
+    fn the_nodes_reading_agrees_with_the_general_one() {
+        let mut tx = DistEncoder::new(BOTH);
+        let mut frames: Vec<Bytes> = Vec::new();
+        for _ in 0..2 {
+            for control in every_op() {
+                frames.extend(tx.encode(&msg_of(control)).unwrap());
+            }
+        }
+        // SEND_SENDER cut short, with a byte too many, and with its
+        // payload missing, and a pid naming a reference the header lacks.
+        let send_sender = every_op()
+            .into_iter()
+            .find(|c| c.op() == ControlOp::SEND_SENDER)
+            .unwrap();
+        let good = tx.encode(&msg_of(send_sender)).unwrap().remove(0);
+        let mut long = good.to_vec();
+        long.push(0);
+        frames.push(Bytes::from(long));
+        frames.push(good.slice(..good.len() - 1));
+        let header_len = good.windows(4).position(|w| w == [104, 3, 97, 22]).unwrap();
+        frames.push(good.slice(..header_len + 4 + 2 * PID_REF_LEN));
+        let mut bad_ref = good.to_vec();
+        if let Some(b) = bad_ref.get_mut(header_len + 4 + PID_REF_LEN + 2) {
+            *b = 200;
+        }
+        frames.push(Bytes::from(bad_ref));
+        let (mut general, mut node) = (DistDecoder::new(BOTH), DistDecoder::new(BOTH));
+        let mut fast = 0;
+        for (i, f) in frames.iter().enumerate() {
+            let want = general.decode_frame_in(f, 0, f.len());
+            let got = node.decode_incoming_in(f, 0, f.len()).map(|m| {
+                m.map(|m| match m {
+                    Incoming::Send { from, to, payload } => {
+                        fast += 1;
+                        DistMessage::new(ControlMessage::SendSender { from, to }, Some(payload))
+                            .unwrap()
+                    }
+                    Incoming::Other(m) => *m,
+                })
+            });
+            assert_eq!(got, want, "frame {i}");
+        }
+        // Both rounds' SEND_SENDER; the broken ones are refused.
+        assert_eq!(fast, 2);
     }
 
     #[test]

@@ -24,8 +24,8 @@ use super::outq;
 use super::sendq::{Outgoing, SendQueue};
 use super::{Dest, ExitKind, FastMap, Node, Watched};
 use crate::connection::control::{ControlMessage, DistMessage, ProcRef};
-use crate::connection::dist_header::Prepared;
 use crate::connection::dist_header::{DistDecoder, DistEncoder};
+use crate::connection::dist_header::{Incoming, Prepared};
 use crate::connection::driver::{
     self, cut_frame_run, read_some, Command, Connection, DownReason, Link, LocalNodeConfig,
     RunSettings, Ticks, WriteQueue,
@@ -641,9 +641,13 @@ impl PeerLink<'_> {
         // Each receiver is woken once for this run of frames.
         let _wakes = super::mailbox::WakeBatch::open();
         cut_frame_run(rbuf, max_frame, |run, start, end| {
-            match decoder.decode_frame_in(run, start, end) {
-                Ok(Some(msg)) => {
-                    node.dispatch(peer, msg);
+            match decoder.decode_incoming_in(run, start, end) {
+                Ok(Some(Incoming::Send { from, to, payload })) => {
+                    node.send_from(Some(from), Dest::Pid(to), payload);
+                    Ok(())
+                }
+                Ok(Some(Incoming::Other(msg))) => {
+                    node.dispatch(peer, *msg);
                     Ok(())
                 }
                 Ok(None) => Ok(()),
