@@ -1995,11 +1995,19 @@ impl DistEncoder {
         }
         head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
         atoms.write_header(&mut head);
-        frames.push(OutFrame {
-            head: head.split().freeze(),
-            body: p.body,
-            more: Vec::new(),
-        });
+        let frame = match p.body {
+            // Copied behind the header: one piece, nothing shared.
+            PreparedBody::Inline { len, bytes } => {
+                head.put_slice(bytes.get(..usize::from(len)).unwrap_or(&bytes));
+                OutFrame::whole(head.split().freeze())
+            }
+            PreparedBody::Shared(body) => OutFrame {
+                head: head.split().freeze(),
+                body,
+                more: Vec::new(),
+            },
+        };
+        frames.push(frame);
         self.arena = head;
         self.cache_new_entries();
         true
@@ -2020,7 +2028,28 @@ const PREPARED_ATOMS: usize = 5;
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared {
     atoms: [Option<Atom>; PREPARED_ATOMS],
-    body: Bytes,
+    body: PreparedBody,
+}
+
+/// Bodies of up to this many bytes are kept in the message itself.
+const INLINE_BODY: usize = 54;
+
+/// A prepared message's bytes: small ones inline (no buffer shared
+/// between the sending thread and the connection's, whose reference count
+/// both would touch), others in a buffer of their own.
+#[derive(Debug, Clone)]
+enum PreparedBody {
+    Inline { len: u8, bytes: [u8; INLINE_BODY] },
+    Shared(Bytes),
+}
+
+impl PreparedBody {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            PreparedBody::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or(bytes),
+            PreparedBody::Shared(b) => b,
+        }
+    }
 }
 
 /// A sending thread's buffers for [`Prepared::new`].
@@ -2081,18 +2110,26 @@ impl Prepared {
                     arena,
                     &mut shared,
                 );
-                let body = arena.split();
-                if written.is_err() || !shared.is_empty() || body.len() > DEFAULT_FRAGMENT_SIZE {
+                if written.is_err() || !shared.is_empty() || arena.len() > DEFAULT_FRAGMENT_SIZE {
+                    arena.clear();
                     return None;
                 }
                 let mut list = [None; PREPARED_ATOMS];
                 for (l, (a, _, _)) in list.iter_mut().zip(&atoms.by_slot.refs) {
                     *l = Some(*a);
                 }
-                Some(Prepared {
-                    atoms: list,
-                    body: body.freeze(),
-                })
+                let body = match u8::try_from(arena.len()) {
+                    Ok(len) if usize::from(len) <= INLINE_BODY => {
+                        let mut bytes = [0u8; INLINE_BODY];
+                        if let Some(b) = bytes.get_mut(..arena.len()) {
+                            b.copy_from_slice(arena);
+                        }
+                        arena.clear();
+                        PreparedBody::Inline { len, bytes }
+                    }
+                    _ => PreparedBody::Shared(arena.split().freeze()),
+                };
+                Some(Prepared { atoms: list, body })
             })
             .ok()
             .flatten()
@@ -2102,7 +2139,8 @@ impl Prepared {
     /// (its pid is the tuple's second element in all three, and written
     /// as the message's first reference); `None` for a `SEND`.
     pub(crate) fn sender(&self) -> Option<Pid> {
-        let op = *self.body.get(3)?;
+        let body = self.body.bytes();
+        let op = *body.get(3)?;
         let plain = [
             ControlOp::SEND_SENDER.0,
             ControlOp::REG_SEND.0,
@@ -2112,12 +2150,12 @@ impl Prepared {
             return None;
         }
         let atoms: Vec<Atom> = self.atoms.iter().map_while(|a| *a).collect();
-        cached_pid(self.body.get(4..4 + PID_REF_LEN), &atoms)
+        cached_pid(body.get(4..4 + PID_REF_LEN), &atoms)
     }
 
     /// How many bytes the message takes (its header aside).
     pub(crate) fn len(&self) -> usize {
-        self.body.len()
+        self.body.bytes().len()
     }
 }
 
