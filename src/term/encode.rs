@@ -3,13 +3,14 @@
 //! the smallest integer form, `STRING_EXT` for lists of bytes, UTF-8 atoms,
 //! and maps of up to 32 keys in key order.
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::io::Write;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use num_bigint::{BigInt, Sign};
 
-use super::atom::Atom;
+use super::atom::{Atom, EXT_BLOCK};
 use super::tags::*;
 use super::{Fun, Map, Pid, Reference, Term, SMALL_MAP};
 
@@ -85,8 +86,14 @@ impl Encoder {
 
     /// Encodes `term` with the version byte 131.
     pub fn encode(&self, term: &Term) -> Result<Vec<u8>, EncodeError> {
+        if self.compression.is_some() {
+            let mut out = Vec::with_capacity(64);
+            self.encode_to(term, &mut out)?;
+            return Ok(out);
+        }
         let mut out = Vec::with_capacity(64);
-        self.encode_to(term, &mut out)?;
+        out.push(VERSION);
+        self.write(term, &mut out, &mut NoRefs)?;
         Ok(out)
     }
 
@@ -108,14 +115,11 @@ impl Encoder {
                     out.put_slice(b);
                     Ok(())
                 }
-                _ => {
-                    out.put_u8(VERSION);
-                    self.encode_body(term, out)
-                }
+                _ => self.gathered(term, out, true, &mut NoRefs),
             },
             Some(level) => {
                 let mut body = Vec::new();
-                self.encode_body(term, &mut body)?;
+                self.write(term, &mut body, &mut NoRefs)?;
                 let mut z = flate2::write::ZlibEncoder::new(
                     Vec::with_capacity(body.len() / 2 + 16),
                     flate2::Compression::new(level),
@@ -144,10 +148,62 @@ impl Encoder {
     /// distribution header).
     #[inline]
     pub fn encode_body<B: BufMut>(&self, term: &Term, out: &mut B) -> Result<(), EncodeError> {
+        self.gathered(term, out, false, &mut NoRefs)
+    }
+
+    /// Writes `term` (after the version byte if `version`) to `out`, which
+    /// may be any `BufMut`: into a per-thread scratch `Vec` first (the
+    /// writer's fast path), binaries of [`GATHER_MIN`] bytes or more left
+    /// out of it, then to `out` in as few `put_slice` calls as there are
+    /// pieces. Nothing is written when the term cannot be encoded.
+    fn gathered<B: BufMut, C: AtomRefs>(
+        &self,
+        term: &Term,
+        out: &mut B,
+        version: bool,
+        refs: &mut C,
+    ) -> Result<(), EncodeError> {
+        let mut buf = SCRATCH.with(Cell::take);
+        buf.clear();
+        if version {
+            buf.push(VERSION);
+        }
+        let mut gather = Gather {
+            refs,
+            shared: Vec::new(),
+        };
+        let r = self.write(term, &mut buf, &mut gather);
+        if r.is_ok() {
+            let mut at = 0;
+            for (offset, b) in &gather.shared {
+                if let Some(s) = buf.get(at..*offset) {
+                    out.put_slice(s);
+                }
+                out.put_slice(b);
+                at = *offset;
+            }
+            if let Some(s) = buf.get(at..) {
+                out.put_slice(s);
+            }
+        }
+        if buf.capacity() <= SCRATCH_KEEP {
+            SCRATCH.with(|s| s.set(buf));
+        }
+        r
+    }
+
+    /// Writes `term` (no version byte) to `out`.
+    #[inline(always)]
+    fn write<O: Out, C: AtomRefs>(
+        &self,
+        term: &Term,
+        out: &mut O,
+        refs: &mut C,
+    ) -> Result<(), EncodeError> {
         Writer {
             out,
             max_depth: self.max_depth,
-            refs: &mut NoRefs,
+            refs,
         }
         .top(term)
     }
@@ -162,12 +218,7 @@ impl Encoder {
         out: &mut B,
         atom_ref: &mut dyn FnMut(Atom) -> Option<u8>,
     ) -> Result<(), EncodeError> {
-        Writer {
-            out,
-            max_depth: self.max_depth,
-            refs: &mut DynRefs(atom_ref),
-        }
-        .top(term)
+        self.gathered(term, out, false, &mut DynRefs(atom_ref))
     }
 
     /// Appends `term` without a version byte, as
@@ -184,15 +235,10 @@ impl Encoder {
     ) -> Result<Vec<(usize, Bytes)>, EncodeError> {
         let mut sharing = Sharing {
             atom_ref,
-            start: out.remaining_mut(),
+            start: out.position(),
             shared: Vec::new(),
         };
-        Writer {
-            out,
-            max_depth: self.max_depth,
-            refs: &mut sharing,
-        }
-        .top(term)?;
+        self.write(term, out, &mut sharing)?;
         Ok(sharing.shared)
     }
 }
@@ -212,16 +258,35 @@ impl Term {
 /// shared instead (see [`Encoder::encode_body_sharing`]).
 pub(crate) const SHARE_MIN: usize = 16 * 1024;
 
+/// Binaries of at least this many bytes are not copied into the scratch
+/// buffer of [`Encoder::gathered`], but passed on to the output directly.
+const GATHER_MIN: usize = 512;
+
+/// The largest scratch buffer kept for the next term.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+thread_local! {
+    /// The scratch buffer of [`Encoder::gathered`], kept between terms.
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
 /// Decides, per atom, whether to write `ATOM_CACHE_REF` with the given
 /// index instead of the atom's text; and, per large binary, whether to
 /// take it aside instead of copying it into the output.
 trait AtomRefs {
+    /// Binaries (and byte lists) this long or longer are offered to
+    /// [`AtomRefs::share`].
+    #[inline(always)]
+    fn share_from(&self) -> usize {
+        usize::MAX
+    }
+
     fn index(&mut self, a: Atom) -> Option<u8>;
 
-    /// Takes `b` aside, given the output's `remaining_mut()` where its
-    /// bytes would go; `false` to have them copied.
+    /// Takes `b` aside, given the output's position (`Out::position`)
+    /// where its bytes would go; `false` to have them copied.
     #[inline]
-    fn share(&mut self, _remaining_mut: usize, _b: &Bytes) -> bool {
+    fn share(&mut self, _position: usize, _b: &Bytes) -> bool {
         false
     }
 }
@@ -241,25 +306,54 @@ impl AtomRefs for NoShare<'_> {
 /// offset in the output.
 struct Sharing<'a> {
     atom_ref: Option<&'a mut dyn FnMut(Atom) -> Option<u8>>,
-    /// The output's `remaining_mut()` when writing began.
+    /// The output's position when writing began.
     start: usize,
     shared: Vec<(usize, Bytes)>,
 }
 
 impl AtomRefs for Sharing<'_> {
+    #[inline(always)]
+    fn share_from(&self) -> usize {
+        SHARE_MIN
+    }
+
     #[inline]
     fn index(&mut self, a: Atom) -> Option<u8> {
         self.atom_ref.as_mut().and_then(|f| f(a))
     }
 
-    fn share(&mut self, remaining_mut: usize, b: &Bytes) -> bool {
-        match self.start.checked_sub(remaining_mut) {
+    fn share(&mut self, position: usize, b: &Bytes) -> bool {
+        match position.checked_sub(self.start) {
             Some(offset) => {
                 self.shared.push((offset, b.clone()));
                 true
             }
             None => false,
         }
+    }
+}
+
+/// Another writer's choice of atoms, and binaries of [`GATHER_MIN`] bytes
+/// or more taken aside with their offset in the scratch buffer.
+struct Gather<'a, C> {
+    refs: &'a mut C,
+    shared: Vec<(usize, Bytes)>,
+}
+
+impl<C: AtomRefs> AtomRefs for Gather<'_, C> {
+    #[inline(always)]
+    fn share_from(&self) -> usize {
+        GATHER_MIN
+    }
+
+    #[inline(always)]
+    fn index(&mut self, a: Atom) -> Option<u8> {
+        self.refs.index(a)
+    }
+
+    fn share(&mut self, position: usize, b: &Bytes) -> bool {
+        self.shared.push((position, b.clone()));
+        true
     }
 }
 
@@ -283,6 +377,172 @@ impl AtomRefs for DynRefs<'_> {
     }
 }
 
+/// Where the writer puts its bytes. The crate's own buffers (`Vec<u8>`,
+/// `BytesMut`) are written directly; any other `BufMut` through a
+/// [`Stage`]. Small writes of a variable length (atoms, short binaries)
+/// are made as fixed-size copies whose tail is then dropped: no call to
+/// `memcpy` for them.
+trait Out {
+    /// Appends `s`, of any length.
+    fn put(&mut self, s: &[u8]);
+
+    /// Appends the `N` bytes of `a`.
+    fn put_array<const N: usize>(&mut self, a: [u8; N]);
+
+    /// Appends the first `n` bytes of `block` (`n <= N`).
+    fn put_padded<const N: usize>(&mut self, block: &[u8; N], n: usize);
+
+    /// Lends `f` a window of `N` bytes at the end of the output; the first
+    /// bytes of it, as many as `f` returns (at most `N`), are kept.
+    fn window<const N: usize>(&mut self, f: impl FnOnce(&mut [u8; N]) -> usize);
+
+    /// How many bytes the output holds (counting what was already in it).
+    fn position(&self) -> usize;
+
+    /// Appends `s`: short ones (the common case) without `memcpy`.
+    #[inline(always)]
+    fn put_short(&mut self, s: &[u8]) {
+        if s.len() <= SHORT {
+            self.window::<SHORT>(|w| copy_short(w, s));
+        } else {
+            self.put(s);
+        }
+    }
+}
+
+/// The longest write that [`Out::put_short`] makes without `memcpy`.
+const SHORT: usize = 64;
+
+/// Copies `src` (at most [`SHORT`] bytes) to the start of `dst` with a few
+/// fixed-size copies (the first and last bytes, overlapping), and returns
+/// its length.
+#[inline(always)]
+fn copy_short(dst: &mut [u8; SHORT], src: &[u8]) -> usize {
+    #[inline(always)]
+    fn two<const K: usize>(dst: &mut [u8; SHORT], src: &[u8]) {
+        let n = src.len();
+        if let (Some(a), Some(b)) = (src.first_chunk::<K>(), src.last_chunk::<K>()) {
+            if let Some(d) = dst.first_chunk_mut::<K>() {
+                *d = *a;
+            }
+            if let Some(d) = dst
+                .get_mut(n.saturating_sub(K)..)
+                .and_then(|d| d.first_chunk_mut::<K>())
+            {
+                *d = *b;
+            }
+        }
+    }
+    let n = src.len();
+    match n {
+        32..=SHORT => two::<32>(dst, src),
+        16..=31 => two::<16>(dst, src),
+        8..=15 => two::<8>(dst, src),
+        4..=7 => two::<4>(dst, src),
+        _ => {
+            for (d, s) in dst.iter_mut().zip(src.iter().take(3)) {
+                *d = *s;
+            }
+        }
+    }
+    n.min(SHORT)
+}
+
+/// `Out` for a growable buffer with `extend_from_slice` and `truncate`.
+macro_rules! direct_out {
+    ($t:ty) => {
+        impl Out for $t {
+            #[inline(always)]
+            fn put(&mut self, s: &[u8]) {
+                self.extend_from_slice(s);
+            }
+
+            #[inline(always)]
+            fn put_array<const N: usize>(&mut self, a: [u8; N]) {
+                self.extend_from_slice(&a);
+            }
+
+            #[inline(always)]
+            fn put_padded<const N: usize>(&mut self, block: &[u8; N], n: usize) {
+                let len = self.len();
+                self.extend_from_slice(block);
+                self.truncate(len + n.min(N));
+            }
+
+            #[inline(always)]
+            fn window<const N: usize>(&mut self, f: impl FnOnce(&mut [u8; N]) -> usize) {
+                let len = self.len();
+                self.extend_from_slice(&[0u8; N]);
+                let used = match self.get_mut(len..).and_then(|w| w.first_chunk_mut::<N>()) {
+                    Some(w) => f(w).min(N),
+                    None => 0,
+                };
+                self.truncate(len + used);
+            }
+
+            #[inline(always)]
+            fn position(&self) -> usize {
+                self.len()
+            }
+        }
+    };
+}
+
+direct_out!(Vec<u8>);
+direct_out!(BytesMut);
+
+/// An atom as the writer puts it: its padded external form, or a
+/// reference into the distribution header's atom cache.
+#[derive(Clone, Copy)]
+enum AtomOut {
+    Block(&'static [u8; EXT_BLOCK], usize),
+    Ref(u8),
+}
+
+impl AtomOut {
+    /// Writes the atom at the start of `w`; returns how many bytes.
+    #[inline(always)]
+    fn write(self, w: &mut [u8; EXT_BLOCK]) -> usize {
+        match self {
+            AtomOut::Block(b, n) => {
+                *w = *b;
+                n.min(EXT_BLOCK)
+            }
+            AtomOut::Ref(i) => {
+                w[0] = ATOM_CACHE_REF;
+                w[1] = i;
+                2
+            }
+        }
+    }
+}
+
+/// Writes `head`, the atom, then `tail`, into the start of `w`
+/// (`W = H + EXT_BLOCK + T`); returns how many bytes.
+#[inline(always)]
+fn head_atom_tail<const H: usize, const T: usize, const W: usize>(
+    w: &mut [u8; W],
+    head: [u8; H],
+    atom: AtomOut,
+    tail: [u8; T],
+) -> usize {
+    const { assert!(W == H + EXT_BLOCK + T) };
+    if let Some(h) = w.first_chunk_mut::<H>() {
+        *h = head;
+    }
+    let n = match w
+        .get_mut(H..)
+        .and_then(|a| a.first_chunk_mut::<EXT_BLOCK>())
+    {
+        Some(a) => atom.write(a),
+        None => 0,
+    };
+    if let Some(t) = w.get_mut(H + n..).and_then(|t| t.first_chunk_mut::<T>()) {
+        *t = tail;
+    }
+    H + n + T
+}
+
 /// The writer's error: boxed, so that the result of each step fits in a
 /// register (errors are rare; the success path is what runs).
 type Step = Result<(), Box<EncodeError>>;
@@ -293,13 +553,13 @@ fn fail(e: EncodeError) -> Box<EncodeError> {
     Box::new(e)
 }
 
-struct Writer<'o, 'r, B, C: ?Sized> {
-    out: &'o mut B,
+struct Writer<'o, 'r, O, C: ?Sized> {
+    out: &'o mut O,
     max_depth: usize,
     refs: &'r mut C,
 }
 
-impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
+impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
     #[inline]
     fn top(&mut self, t: &Term) -> Result<(), EncodeError> {
         self.term(t, 0).map_err(|e| *e)
@@ -362,7 +622,7 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
                     return Err(fail(EncodeError::NonFiniteFloat(*f)));
                 }
                 let b = f.to_bits().to_be_bytes();
-                self.out.put_slice(&[
+                self.out.put_array([
                     NEW_FLOAT_EXT,
                     b[0],
                     b[1],
@@ -379,35 +639,39 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
                     return Err(fail(EncodeError::BadBitCount(bb.bits)));
                 }
                 if bb.bytes.is_empty() {
-                    self.out.put_slice(&[BINARY_EXT, 0, 0, 0, 0]);
+                    self.out.put_array([BINARY_EXT, 0, 0, 0, 0]);
                 } else if bb.bits == 8 {
                     self.binary(&bb.bytes)?;
                 } else {
                     let n = len32(bb.bytes.len(), "bitstring")?.to_be_bytes();
                     self.out
-                        .put_slice(&[BIT_BINARY_EXT, n[0], n[1], n[2], n[3], bb.bits]);
+                        .put_array([BIT_BINARY_EXT, n[0], n[1], n[2], n[3], bb.bits]);
                     let (init, last) = bb.bytes.split_at(bb.bytes.len() - 1);
-                    self.out.put_slice(init);
+                    self.out.put(init);
                     // The unused low bits are written as zeros.
-                    self.out.put_u8(last[0] & (0xffu8 << (8 - bb.bits)));
+                    self.out.put_array([last[0] & (0xffu8 << (8 - bb.bits))]);
                 }
             }
             Term::Tuple(v) => self.tuple(v, depth)?,
             Term::List(v) => self.list(v, None, depth)?,
             Term::ByteList(b) => {
                 if b.is_empty() {
-                    self.out.put_u8(NIL_EXT);
+                    self.out.put_array([NIL_EXT]);
                 } else if b.len() <= 0xffff {
                     let n = (b.len() as u16).to_be_bytes();
-                    self.out.put_slice(&[STRING_EXT, n[0], n[1]]);
-                    self.out.put_slice(b);
+                    self.out.put_array([STRING_EXT, n[0], n[1]]);
+                    if b.len() >= self.refs.share_from() {
+                        self.large_binary(b);
+                    } else {
+                        self.out.put_short(b);
+                    }
                 } else {
                     let n = len32(b.len(), "list")?.to_be_bytes();
-                    self.out.put_slice(&[LIST_EXT, n[0], n[1], n[2], n[3]]);
+                    self.out.put_array([LIST_EXT, n[0], n[1], n[2], n[3]]);
                     for &c in b.iter() {
-                        self.out.put_slice(&[SMALL_INTEGER_EXT, c]);
+                        self.out.put_array([SMALL_INTEGER_EXT, c]);
                     }
-                    self.out.put_u8(NIL_EXT);
+                    self.out.put_array([NIL_EXT]);
                 }
             }
             Term::ImproperList(l) => self.list(&l.elems, Some(&l.tail), depth)?,
@@ -416,43 +680,27 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
             Term::Port(p) => {
                 // OTP writes port numbers of up to 28 bits in the old form.
                 if p.id < 1 << 28 {
-                    self.out.put_u8(NEW_PORT_EXT);
+                    self.out.put_array([NEW_PORT_EXT]);
                     self.atom(p.node)?;
-                    self.out.put_u32(p.id as u32);
+                    self.out.put_array((p.id as u32).to_be_bytes());
                 } else {
-                    self.out.put_u8(V4_PORT_EXT);
+                    self.out.put_array([V4_PORT_EXT]);
                     self.atom(p.node)?;
-                    self.out.put_u64(p.id);
+                    self.out.put_array(p.id.to_be_bytes());
                 }
-                self.out.put_u32(p.creation);
+                self.out.put_array(p.creation.to_be_bytes());
             }
-            Term::Ref(r) => {
-                let ids = r.ids();
-                let n = (ids.len() as u16).to_be_bytes();
-                self.out.put_slice(&[NEWER_REFERENCE_EXT, n[0], n[1]]);
-                self.atom(r.node)?;
-                let mut words = [0u8; 4 + 4 * Reference::MAX_WORDS];
-                words[..4].copy_from_slice(&r.creation.to_be_bytes());
-                for (chunk, w) in words[4..].chunks_exact_mut(4).zip(ids) {
-                    chunk.copy_from_slice(&w.to_be_bytes());
-                }
-                if ids.len() == 3 {
-                    // As OTP makes them: a fixed-size write.
-                    self.out.put_slice(&words[..16]);
-                } else {
-                    self.out.put_slice(&words[..4 + 4 * ids.len()]);
-                }
-            }
+            Term::Ref(r) => self.reference(r)?,
             Term::Fun(f) => match &**f {
                 Fun::Export {
                     module,
                     function,
                     arity,
                 } => {
-                    self.out.put_u8(EXPORT_EXT);
+                    self.out.put_array([EXPORT_EXT]);
                     self.atom(*module)?;
                     self.atom(*function)?;
-                    self.out.put_slice(&[SMALL_INTEGER_EXT, *arity]);
+                    self.out.put_array([SMALL_INTEGER_EXT, *arity]);
                 }
                 Fun::Local(l) => {
                     // The size field counts from itself to the end; measure
@@ -464,10 +712,11 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
                             max_depth: self.max_depth,
                             refs: &mut NoShare(&mut *self.refs as &mut dyn AtomRefs),
                         };
-                        w.out.put_u8(l.arity);
-                        w.out.put_slice(&l.uniq);
-                        w.out.put_u32(l.index);
-                        w.out.put_u32(len32(l.free_vars.len(), "fun environment")?);
+                        w.out.put_array([l.arity]);
+                        w.out.put_array(l.uniq);
+                        w.out.put_array(l.index.to_be_bytes());
+                        w.out
+                            .put_array(len32(l.free_vars.len(), "fun environment")?.to_be_bytes());
                         w.atom(l.module)?;
                         w.int(i64::from(l.old_index));
                         w.int(i64::from(l.old_uniq));
@@ -480,8 +729,8 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
                         }
                     }
                     let n = len32(body.len() + 4, "fun")?.to_be_bytes();
-                    self.out.put_slice(&[NEW_FUN_EXT, n[0], n[1], n[2], n[3]]);
-                    self.out.put_slice(&body);
+                    self.out.put_array([NEW_FUN_EXT, n[0], n[1], n[2], n[3]]);
+                    self.out.put(&body);
                 }
             },
         }
@@ -491,10 +740,10 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
     #[inline(always)]
     fn int(&mut self, i: i64) {
         if (0..=255).contains(&i) {
-            self.out.put_slice(&[SMALL_INTEGER_EXT, i as u8]);
+            self.out.put_array([SMALL_INTEGER_EXT, i as u8]);
         } else if let Ok(i) = i32::try_from(i) {
             let b = i.to_be_bytes();
-            self.out.put_slice(&[INTEGER_EXT, b[0], b[1], b[2], b[3]]);
+            self.out.put_array([INTEGER_EXT, b[0], b[1], b[2], b[3]]);
         } else {
             self.small_big(i);
         }
@@ -502,14 +751,24 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
 
     #[inline(never)]
     fn small_big(&mut self, i: i64) {
-        let m = i.unsigned_abs();
-        let n = 8 - (m.leading_zeros() / 8) as usize;
-        let mut b = [0u8; 11];
-        b[0] = SMALL_BIG_EXT;
-        b[1] = n as u8;
-        b[2] = u8::from(i < 0);
-        b[3..].copy_from_slice(&m.to_le_bytes());
-        self.out.put_slice(&b[..3 + n]);
+        let m = i.unsigned_abs().to_le_bytes();
+        let n = 8 - (i.unsigned_abs().leading_zeros() / 8) as usize;
+        self.out.put_padded(
+            &[
+                SMALL_BIG_EXT,
+                n as u8,
+                u8::from(i < 0),
+                m[0],
+                m[1],
+                m[2],
+                m[3],
+                m[4],
+                m[5],
+                m[6],
+                m[7],
+            ],
+            3 + n,
+        );
     }
 
     fn big(&mut self, b: &BigInt) {
@@ -518,25 +777,24 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
         }
         let (sign, digits) = b.to_bytes_le();
         if digits.len() < 256 {
-            self.out.put_u8(SMALL_BIG_EXT);
-            self.out.put_u8(digits.len() as u8);
+            self.out.put_array([SMALL_BIG_EXT, digits.len() as u8]);
         } else {
-            self.out.put_u8(LARGE_BIG_EXT);
             // A BigInt of 2^32 bytes is beyond any memory this runs in.
-            self.out.put_u32(digits.len() as u32);
+            let n = (digits.len() as u32).to_be_bytes();
+            self.out.put_array([LARGE_BIG_EXT, n[0], n[1], n[2], n[3]]);
         }
-        self.out.put_u8(u8::from(sign == Sign::Minus));
-        self.out.put_slice(&digits);
+        self.out.put_array([u8::from(sign == Sign::Minus)]);
+        self.out.put(&digits);
     }
 
     #[inline(always)]
     fn binary(&mut self, b: &Bytes) -> Step {
         let n = len32(b.len(), "binary")?.to_be_bytes();
-        self.out.put_slice(&[BINARY_EXT, n[0], n[1], n[2], n[3]]);
-        if b.len() >= SHARE_MIN {
+        self.out.put_array([BINARY_EXT, n[0], n[1], n[2], n[3]]);
+        if b.len() >= self.refs.share_from() {
             self.large_binary(b);
         } else {
-            self.out.put_slice(b);
+            self.out.put_short(b);
         }
         Ok(())
     }
@@ -545,20 +803,44 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
     /// copied (out of line: the common path stays small).
     #[inline(never)]
     fn large_binary(&mut self, b: &Bytes) {
-        if !self.refs.share(self.out.remaining_mut(), b) {
-            self.out.put_slice(b);
+        if !self.refs.share(self.out.position(), b) {
+            self.out.put(b);
         }
+    }
+
+    /// How the atom is written: a cache reference, its padded external
+    /// form, or (`None`) the long way, [`Writer::atom_long`].
+    #[inline(always)]
+    fn atom_out(&mut self, a: Atom) -> Option<AtomOut> {
+        if let Some(i) = self.refs.index(a) {
+            return Some(AtomOut::Ref(i));
+        }
+        a.ext_block().map(|(b, n)| AtomOut::Block(b, n))
     }
 
     #[inline(always)]
     fn atom(&mut self, a: Atom) -> Step {
-        if let Some(i) = self.refs.index(a) {
-            self.out.put_slice(&[ATOM_CACHE_REF, i]);
-            return Ok(());
+        match self.atom_out(a) {
+            Some(AtomOut::Block(b, n)) => {
+                self.out.put_padded(b, n);
+                Ok(())
+            }
+            Some(AtomOut::Ref(i)) => {
+                self.out.put_array([ATOM_CACHE_REF, i]);
+                Ok(())
+            }
+            None => self.atom_long(a),
         }
+    }
+
+    /// An atom whose external form is longer than [`EXT_BLOCK`] bytes (or
+    /// that cannot be encoded).
+    #[cold]
+    #[inline(never)]
+    fn atom_long(&mut self, a: Atom) -> Step {
         match a.ext_bytes() {
             Some(ext) => {
-                self.out.put_slice(ext);
+                self.out.put(ext);
                 Ok(())
             }
             None => Err(too_long(a)),
@@ -566,26 +848,59 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
     }
 
     fn pid(&mut self, p: &Pid) -> Step {
-        self.out.put_u8(NEW_PID_EXT);
-        self.atom(p.node)?;
         let (i, s, c) = (
             p.id.to_be_bytes(),
             p.serial.to_be_bytes(),
             p.creation.to_be_bytes(),
         );
-        self.out.put_slice(&[
+        let tail = [
             i[0], i[1], i[2], i[3], s[0], s[1], s[2], s[3], c[0], c[1], c[2], c[3],
-        ]);
+        ];
+        match self.atom_out(p.node) {
+            // One write for the whole pid.
+            Some(node) => self
+                .out
+                .window::<{ 1 + EXT_BLOCK + 12 }>(|w| head_atom_tail(w, [NEW_PID_EXT], node, tail)),
+            None => {
+                self.out.put_array([NEW_PID_EXT]);
+                self.atom_long(p.node)?;
+                self.out.put_array(tail);
+            }
+        }
+        Ok(())
+    }
+
+    fn reference(&mut self, r: &Reference) -> Step {
+        let ids = r.ids();
+        let n = (ids.len() as u16).to_be_bytes();
+        let head = [NEWER_REFERENCE_EXT, n[0], n[1]];
+        let mut words = [0u8; 4 + 4 * Reference::MAX_WORDS];
+        words[..4].copy_from_slice(&r.creation.to_be_bytes());
+        for (chunk, w) in words[4..].chunks_exact_mut(4).zip(ids) {
+            chunk.copy_from_slice(&w.to_be_bytes());
+        }
+        match (self.atom_out(r.node), words.first_chunk::<16>()) {
+            // As OTP makes them (three words): one write for the whole
+            // reference.
+            (Some(node), Some(tail)) if ids.len() == 3 => self
+                .out
+                .window::<{ 3 + EXT_BLOCK + 16 }>(|w| head_atom_tail(w, head, node, *tail)),
+            _ => {
+                self.out.put_array(head);
+                self.atom(r.node)?;
+                self.out.put(&words[..4 + 4 * ids.len()]);
+            }
+        }
         Ok(())
     }
 
     fn tuple(&mut self, v: &[Term], depth: usize) -> Step {
         if v.len() < 256 {
-            self.out.put_slice(&[SMALL_TUPLE_EXT, v.len() as u8]);
+            self.out.put_array([SMALL_TUPLE_EXT, v.len() as u8]);
         } else {
             let n = len32(v.len(), "tuple")?.to_be_bytes();
             self.out
-                .put_slice(&[LARGE_TUPLE_EXT, n[0], n[1], n[2], n[3]]);
+                .put_array([LARGE_TUPLE_EXT, n[0], n[1], n[2], n[3]]);
         }
         if v.is_empty() {
             return Ok(());
@@ -601,7 +916,7 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
         if elems.is_empty() {
             return match tail {
                 None => {
-                    self.out.put_u8(NIL_EXT);
+                    self.out.put_array([NIL_EXT]);
                     Ok(())
                 }
                 Some(t) => self.term(t, depth),
@@ -609,7 +924,7 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
         }
         if tail.is_none() && elems.len() <= 0xffff && elems.iter().all(is_byte) {
             let n = (elems.len() as u16).to_be_bytes();
-            self.out.put_slice(&[STRING_EXT, n[0], n[1]]);
+            self.out.put_array([STRING_EXT, n[0], n[1]]);
             let mut chunk = [0u8; 64];
             for part in elems.chunks(chunk.len()) {
                 for (c, e) in chunk.iter_mut().zip(part) {
@@ -617,18 +932,18 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
                         *c = *i as u8;
                     }
                 }
-                self.out.put_slice(&chunk[..part.len()]);
+                self.out.put_short(&chunk[..part.len()]);
             }
             return Ok(());
         }
         let n = len32(elems.len(), "list")?.to_be_bytes();
-        self.out.put_slice(&[LIST_EXT, n[0], n[1], n[2], n[3]]);
+        self.out.put_array([LIST_EXT, n[0], n[1], n[2], n[3]]);
         let d = self.inner(depth)?;
         for e in elems {
             self.term(e, d)?;
         }
         match tail {
-            None => self.out.put_u8(NIL_EXT),
+            None => self.out.put_array([NIL_EXT]),
             Some(t) => self.term(t, d)?,
         }
         Ok(())
@@ -636,7 +951,7 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
 
     fn map(&mut self, m: &Map, depth: usize) -> Step {
         let n = len32(m.len(), "map")?.to_be_bytes();
-        self.out.put_slice(&[MAP_EXT, n[0], n[1], n[2], n[3]]);
+        self.out.put_array([MAP_EXT, n[0], n[1], n[2], n[3]]);
         if m.entries.is_empty() {
             return Ok(());
         }
