@@ -3,7 +3,6 @@
 //! the smallest integer form, `STRING_EXT` for lists of bytes, UTF-8 atoms,
 //! and maps of up to 32 keys in key order.
 
-use std::cell::Cell;
 use std::cmp::Ordering;
 use std::io::Write;
 
@@ -152,10 +151,8 @@ impl Encoder {
     }
 
     /// Writes `term` (after the version byte if `version`) to `out`, which
-    /// may be any `BufMut`: into a per-thread scratch `Vec` first (the
-    /// writer's fast path), binaries of [`GATHER_MIN`] bytes or more left
-    /// out of it, then to `out` in as few `put_slice` calls as there are
-    /// pieces. Nothing is written when the term cannot be encoded.
+    /// may be any `BufMut`, through a [`Stage`].
+    #[inline(always)]
     fn gathered<B: BufMut, C: AtomRefs>(
         &self,
         term: &Term,
@@ -163,32 +160,12 @@ impl Encoder {
         version: bool,
         refs: &mut C,
     ) -> Result<(), EncodeError> {
-        let mut buf = SCRATCH.with(Cell::take);
-        buf.clear();
+        let mut stage = Stage::new(out);
         if version {
-            buf.push(VERSION);
+            stage.put_array([VERSION]);
         }
-        let mut gather = Gather {
-            refs,
-            shared: Vec::new(),
-        };
-        let r = self.write(term, &mut buf, &mut gather);
-        if r.is_ok() {
-            let mut at = 0;
-            for (offset, b) in &gather.shared {
-                if let Some(s) = buf.get(at..*offset) {
-                    out.put_slice(s);
-                }
-                out.put_slice(b);
-                at = *offset;
-            }
-            if let Some(s) = buf.get(at..) {
-                out.put_slice(s);
-            }
-        }
-        if buf.capacity() <= SCRATCH_KEEP {
-            SCRATCH.with(|s| s.set(buf));
-        }
+        let r = self.write(term, &mut stage, refs);
+        stage.flush();
         r
     }
 
@@ -258,18 +235,6 @@ impl Term {
 /// shared instead (see [`Encoder::encode_body_sharing`]).
 pub(crate) const SHARE_MIN: usize = 16 * 1024;
 
-/// Binaries of at least this many bytes are not copied into the scratch
-/// buffer of [`Encoder::gathered`], but passed on to the output directly.
-const GATHER_MIN: usize = 512;
-
-/// The largest scratch buffer kept for the next term.
-const SCRATCH_KEEP: usize = 64 * 1024;
-
-thread_local! {
-    /// The scratch buffer of [`Encoder::gathered`], kept between terms.
-    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
-}
-
 /// Decides, per atom, whether to write `ATOM_CACHE_REF` with the given
 /// index instead of the atom's text; and, per large binary, whether to
 /// take it aside instead of copying it into the output.
@@ -333,30 +298,6 @@ impl AtomRefs for Sharing<'_> {
     }
 }
 
-/// Another writer's choice of atoms, and binaries of [`GATHER_MIN`] bytes
-/// or more taken aside with their offset in the scratch buffer.
-struct Gather<'a, C> {
-    refs: &'a mut C,
-    shared: Vec<(usize, Bytes)>,
-}
-
-impl<C: AtomRefs> AtomRefs for Gather<'_, C> {
-    #[inline(always)]
-    fn share_from(&self) -> usize {
-        GATHER_MIN
-    }
-
-    #[inline(always)]
-    fn index(&mut self, a: Atom) -> Option<u8> {
-        self.refs.index(a)
-    }
-
-    fn share(&mut self, position: usize, b: &Bytes) -> bool {
-        self.shared.push((position, b.clone()));
-        true
-    }
-}
-
 /// Every atom written as text (the plain encoder: no check per atom).
 struct NoRefs;
 
@@ -409,6 +350,9 @@ trait Out {
         }
     }
 }
+
+/// The most integers of a list written in one window.
+const INT_RUN: usize = 16;
 
 /// The longest write that [`Out::put_short`] makes without `memcpy`.
 const SHORT: usize = 64;
@@ -490,6 +434,101 @@ macro_rules! direct_out {
 
 direct_out!(Vec<u8>);
 direct_out!(BytesMut);
+
+/// How many bytes a [`Stage`] gathers before passing them on.
+const STAGE: usize = 256;
+
+/// Small writes gathered on the stack and passed on to a `BufMut` in
+/// blocks (one `put_slice` for a small term): any `BufMut` gets the
+/// direct buffers' fixed-size writes. Long writes go straight through.
+struct Stage<'b, B> {
+    buf: [u8; STAGE],
+    pos: usize,
+    /// Bytes passed on so far.
+    passed: usize,
+    out: &'b mut B,
+}
+
+impl<'b, B: BufMut> Stage<'b, B> {
+    #[inline(always)]
+    fn new(out: &'b mut B) -> Self {
+        Stage {
+            buf: [0; STAGE],
+            pos: 0,
+            passed: 0,
+            out,
+        }
+    }
+
+    /// Passes the gathered bytes on.
+    #[inline(never)]
+    fn flush(&mut self) {
+        if let Some(s) = self.buf.get(..self.pos) {
+            self.out.put_slice(s);
+        }
+        self.passed += self.pos;
+        self.pos = 0;
+    }
+
+    /// `N` free bytes at the end of the stage, flushing it first if needed.
+    #[inline(always)]
+    fn room<const N: usize>(&mut self) -> Option<&mut [u8; N]> {
+        const { assert!(N <= STAGE) };
+        if self.pos + N > STAGE {
+            self.flush();
+        }
+        self.buf
+            .get_mut(self.pos..)
+            .and_then(|w| w.first_chunk_mut::<N>())
+    }
+}
+
+impl<B: BufMut> Out for Stage<'_, B> {
+    #[inline]
+    fn put(&mut self, s: &[u8]) {
+        if s.len() > STAGE - self.pos {
+            self.flush();
+            if s.len() > STAGE / 2 {
+                self.out.put_slice(s);
+                self.passed += s.len();
+                return;
+            }
+        }
+        if let Some(d) = self.buf.get_mut(self.pos..self.pos + s.len()) {
+            d.copy_from_slice(s);
+            self.pos += s.len();
+        }
+    }
+
+    #[inline(always)]
+    fn put_array<const N: usize>(&mut self, a: [u8; N]) {
+        if let Some(w) = self.room::<N>() {
+            *w = a;
+            self.pos += N;
+        }
+    }
+
+    #[inline(always)]
+    fn put_padded<const N: usize>(&mut self, block: &[u8; N], n: usize) {
+        if let Some(w) = self.room::<N>() {
+            *w = *block;
+            self.pos += n.min(N);
+        }
+    }
+
+    #[inline(always)]
+    fn window<const N: usize>(&mut self, f: impl FnOnce(&mut [u8; N]) -> usize) {
+        if let Some(w) = self.room::<N>() {
+            let used = f(w).min(N);
+            self.pos += used;
+        }
+    }
+
+    #[inline(always)]
+    fn position(&self) -> usize {
+        self.passed + self.pos
+    }
+}
 
 /// An atom as the writer puts it: its padded external form, or a
 /// reference into the distribution header's atom cache.
@@ -593,25 +632,53 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
 
     #[inline(never)]
     fn other(&mut self, t: &Term, depth: usize) -> Step {
-        match t {
-            // Checking the stack costs a little; every 16 levels is
-            // enough, and not at the top, where most terms end well before
-            // the first check.
-            Term::Tuple(_)
-            | Term::List(_)
-            | Term::ImproperList(_)
-            | Term::Map(_)
-            | Term::Fun(_)
-                if depth % 16 == 15 =>
-            {
-                super::deep(|| self.other_at(t, depth))
-            }
-            _ => self.other_at(t, depth),
+        // Checking the stack costs a little; every 16 levels is enough,
+        // and not at the top, where most terms end well before the first
+        // check.
+        if depth % 16 == 15 {
+            super::deep(|| self.other_at(t, depth))
+        } else {
+            self.other_at(t, depth)
         }
     }
 
     #[inline(always)]
     fn other_at(&mut self, t: &Term, depth: usize) -> Step {
+        match t {
+            Term::Tuple(v) => self.tuple(v, depth),
+            Term::List(v) => self.list(v, None, depth),
+            Term::Map(m) => self.map(m, depth),
+            Term::Pid(p) => self.pid(p),
+            Term::Ref(r) => self.reference(r),
+            Term::ByteList(b) if !b.is_empty() && b.len() < self.refs.share_from().min(0x10000) => {
+                let n = (b.len() as u16).to_be_bytes();
+                self.out.put_array([STRING_EXT, n[0], n[1]]);
+                self.out.put_short(b);
+                Ok(())
+            }
+            Term::Float(f) if f.is_finite() => {
+                let b = f.to_bits().to_be_bytes();
+                self.out.put_array([
+                    NEW_FLOAT_EXT,
+                    b[0],
+                    b[1],
+                    b[2],
+                    b[3],
+                    b[4],
+                    b[5],
+                    b[6],
+                    b[7],
+                ]);
+                Ok(())
+            }
+            _ => self.rare(t, depth),
+        }
+    }
+
+    /// The kinds of terms that messages seldom hold, out of line.
+    #[cold]
+    #[inline(never)]
+    fn rare(&mut self, t: &Term, depth: usize) -> Step {
         match t {
             Term::Int(i) => self.int(*i),
             Term::Atom(a) => self.atom(*a)?,
@@ -747,6 +814,47 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         } else {
             self.small_big(i);
         }
+    }
+
+    /// Writes the integers that `elems` starts with, up to [`INT_RUN`] of
+    /// them, in one window; returns how many (at least one).
+    #[inline(never)]
+    fn ints(&mut self, elems: &[Term]) -> usize {
+        let mut taken = 0;
+        let run = elems.get(..INT_RUN).unwrap_or(elems);
+        self.out.window::<{ 8 * INT_RUN }>(|w| {
+            let mut at = 0;
+            for e in run {
+                let Term::Int(i) = *e else { break };
+                // Each integer as one 8-byte store (tag, then the value
+                // big-endian), of which 2 or 5 bytes are kept.
+                let (word, n) = if (0..=255).contains(&i) {
+                    (u64::from(SMALL_INTEGER_EXT) | (i as u64) << 8, 2)
+                } else if let Ok(i) = i32::try_from(i) {
+                    (
+                        u64::from(INTEGER_EXT) | u64::from((i as u32).swap_bytes()) << 8,
+                        5,
+                    )
+                } else {
+                    break;
+                };
+                let Some(d) = w.get_mut(at..).and_then(|d| d.first_chunk_mut::<8>()) else {
+                    break;
+                };
+                *d = word.to_le_bytes();
+                at += n;
+                taken += 1;
+            }
+            at
+        });
+        if taken == 0 {
+            // Beyond 32 bits.
+            if let Some(Term::Int(i)) = elems.first() {
+                self.small_big(*i);
+            }
+            taken = 1;
+        }
+        taken
     }
 
     #[inline(never)]
@@ -939,8 +1047,15 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         let n = len32(elems.len(), "list")?.to_be_bytes();
         self.out.put_array([LIST_EXT, n[0], n[1], n[2], n[3]]);
         let d = self.inner(depth)?;
-        for e in elems {
-            self.term(e, d)?;
+        let mut rest = elems;
+        while let Some((e, more)) = rest.split_first() {
+            if let (Term::Int(_), Some(Term::Int(_))) = (e, more.first()) {
+                // A run of integers, many per write.
+                rest = rest.get(self.ints(rest)..).unwrap_or_default();
+            } else {
+                self.term(e, d)?;
+                rest = more;
+            }
         }
         match tail {
             None => self.out.put_array([NIL_EXT]),
