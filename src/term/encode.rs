@@ -688,6 +688,17 @@ impl<B: BufMut> Out for Stage<'_, B> {
     fn position(&self) -> usize {
         self.passed + self.pos
     }
+
+    #[inline(always)]
+    fn put_short(&mut self, s: &[u8]) {
+        // Without flushing early: the fixed-size copy where the stage has
+        // room for it, a plain one otherwise.
+        if s.len() <= SHORT && self.pos + SHORT <= STAGE {
+            self.window::<SHORT>(|w| copy_short(w, s));
+        } else {
+            self.put(s);
+        }
+    }
 }
 
 /// An atom as the writer puts it: its padded external form, or a
@@ -1162,6 +1173,7 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         Ok(())
     }
 
+    #[inline(always)]
     fn tuple(&mut self, v: &[Term], depth: usize) -> Step {
         if v.len() < 256 {
             self.out.put_array([SMALL_TUPLE_EXT, v.len() as u8]);
@@ -1180,6 +1192,7 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         Ok(())
     }
 
+    #[inline(always)]
     fn list(&mut self, elems: &[Term], tail: Option<&Term>, depth: usize) -> Step {
         if elems.is_empty() {
             return match tail {
