@@ -595,8 +595,10 @@ macro_rules! direct_out {
 direct_out!(Vec<u8>);
 direct_out!(BytesMut);
 
-/// How many bytes a [`Stage`] gathers before passing them on.
-const STAGE: usize = 256;
+/// How many bytes a [`Stage`] gathers before passing them on (small
+/// enough for the stage to be zeroed with a few inline stores rather than
+/// a call to `memset`).
+const STAGE: usize = 224;
 
 /// Small writes gathered on the stack and passed on to a `BufMut` in
 /// blocks (one `put_slice` for a small term): any `BufMut` gets the
