@@ -87,14 +87,15 @@ impl Encoder {
 
     /// Encodes `term` with the version byte 131.
     pub fn encode(&self, term: &Term) -> Result<Vec<u8>, EncodeError> {
-        if self.compression.is_some() {
-            let mut out = Vec::with_capacity(64);
-            self.encode_to(term, &mut out)?;
-            return Ok(out);
-        }
-        let mut out = Vec::with_capacity(64);
-        out.push(VERSION);
-        self.write(term, &mut out, &mut NoRefs)?;
+        // A lone binary or string: its exact size; else room for most
+        // messages.
+        let size = match term {
+            Term::Binary(b) => 6 + b.len(),
+            Term::ByteList(b) => 4 + b.len(),
+            _ => 64,
+        };
+        let mut out = Vec::with_capacity(size);
+        self.encode_to(term, &mut out)?;
         Ok(out)
     }
 
@@ -120,7 +121,7 @@ impl Encoder {
             },
             Some(level) => {
                 let mut body = Vec::new();
-                self.write(term, &mut body, &mut NoRefs)?;
+                self.gathered(term, &mut body, false, &mut NoRefs)?;
                 let mut z = flate2::write::ZlibEncoder::new(
                     Vec::with_capacity(body.len() / 2 + 16),
                     flate2::Compression::new(level),
@@ -214,10 +215,10 @@ impl Encoder {
     ) -> Result<Vec<(usize, Bytes)>, EncodeError> {
         let mut sharing = Sharing {
             atom_ref,
-            start: out.position(),
+            start: 0,
             shared: Vec::new(),
         };
-        self.write(term, out, &mut sharing)?;
+        self.gathered(term, out, false, &mut sharing)?;
         Ok(sharing.shared)
     }
 
@@ -260,13 +261,12 @@ impl Encoder {
             return Ok(Encoded::whole(Bytes::from(self.encode(term)?)));
         }
         let mut out = BytesMut::with_capacity(64);
-        out.put_u8(VERSION);
         let mut sharing = Sharing {
             atom_ref: None,
             start: 0,
             shared: Vec::new(),
         };
-        self.write(term, &mut out, &mut sharing)?;
+        self.gathered(term, &mut out, true, &mut sharing)?;
         Ok(Encoded::new(out.freeze(), sharing.shared))
     }
 }
@@ -478,11 +478,10 @@ impl AtomRefs for DynRefs<'_> {
     }
 }
 
-/// Where the writer puts its bytes. The crate's own buffers (`Vec<u8>`,
-/// `BytesMut`) are written directly; any other `BufMut` through a
-/// [`Stage`]. Small writes of a variable length (atoms, short binaries)
-/// are made as fixed-size copies whose tail is then dropped: no call to
-/// `memcpy` for them.
+/// Where the writer puts its bytes: a [`Stage`] in front of any
+/// `BufMut`. Small writes of a variable length (atoms, short binaries)
+/// are made as fixed-size copies of which only the head is kept: no call
+/// to `memcpy` for them.
 trait Out {
     /// Appends `s`, of any length.
     fn put(&mut self, s: &[u8]);
@@ -551,49 +550,6 @@ fn copy_short(dst: &mut [u8; SHORT], src: &[u8]) -> usize {
     }
     n.min(SHORT)
 }
-
-/// `Out` for a growable buffer with `extend_from_slice` and `truncate`.
-macro_rules! direct_out {
-    ($t:ty) => {
-        impl Out for $t {
-            #[inline(always)]
-            fn put(&mut self, s: &[u8]) {
-                self.extend_from_slice(s);
-            }
-
-            #[inline(always)]
-            fn put_array<const N: usize>(&mut self, a: [u8; N]) {
-                self.extend_from_slice(&a);
-            }
-
-            #[inline(always)]
-            fn put_padded<const N: usize>(&mut self, block: &[u8; N], n: usize) {
-                let len = self.len();
-                self.extend_from_slice(block);
-                self.truncate(len + n.min(N));
-            }
-
-            #[inline(always)]
-            fn window<const N: usize>(&mut self, f: impl FnOnce(&mut [u8; N]) -> usize) {
-                let len = self.len();
-                self.extend_from_slice(&[0u8; N]);
-                let used = match self.get_mut(len..).and_then(|w| w.first_chunk_mut::<N>()) {
-                    Some(w) => f(w).min(N),
-                    None => 0,
-                };
-                self.truncate(len + used);
-            }
-
-            #[inline(always)]
-            fn position(&self) -> usize {
-                self.len()
-            }
-        }
-    };
-}
-
-direct_out!(Vec<u8>);
-direct_out!(BytesMut);
 
 /// How many bytes a [`Stage`] gathers before passing them on (small
 /// enough for the stage to be zeroed with a few inline stores rather than
@@ -772,7 +728,7 @@ struct Writer<'o, 'r, O, C: ?Sized> {
 }
 
 impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
-    #[inline]
+    #[inline(always)]
     fn top(&mut self, t: &Term) -> Result<(), EncodeError> {
         self.term(t, 0).map_err(|e| *e)
     }
@@ -947,8 +903,9 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
                     // the body first, since a BufMut cannot be patched.
                     let mut body = Vec::with_capacity(64);
                     {
+                        let mut stage = Stage::new(&mut body);
                         let mut w = Writer {
-                            out: &mut body,
+                            out: &mut stage,
                             max_depth: self.max_depth,
                             refs: &mut NoShare(&mut *self.refs as &mut dyn AtomRefs),
                         };
@@ -967,6 +924,7 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
                                 w.term(v, d)?;
                             }
                         }
+                        stage.flush();
                     }
                     let n = len32(body.len() + 4, "fun")?.to_be_bytes();
                     self.out.put_array([NEW_FUN_EXT, n[0], n[1], n[2], n[3]]);
@@ -1128,6 +1086,7 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         }
     }
 
+    #[inline(always)]
     fn pid(&mut self, p: &Pid) -> Step {
         let (i, s, c) = (
             p.id.to_be_bytes(),
@@ -1151,6 +1110,7 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         Ok(())
     }
 
+    #[inline(always)]
     fn reference(&mut self, r: &Reference) -> Step {
         let ids = r.ids();
         let n = (ids.len() as u16).to_be_bytes();
@@ -1321,8 +1281,9 @@ mod tests {
         }
     }
 
-    /// Every path to an output: `Vec` (direct), `BytesMut` (direct), and a
-    /// `BufMut` of another type (the stage), as `Vec` behind `&mut`.
+    /// Every entry point: `encode`, `encode_to` into another `BufMut`
+    /// type (`&mut Vec`), `encode_body_sharing` into a `BytesMut`, and
+    /// `encode_shared` flattened.
     fn all_ways(t: &Term) -> Vec<u8> {
         let enc = Encoder::new();
         let direct = enc.encode(t).unwrap();
