@@ -765,10 +765,16 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         // and not at the top, where most terms end well before the first
         // check.
         if depth % 16 == 15 {
-            super::deep(|| self.other_at(t, depth))
+            self.other_deep(t, depth)
         } else {
             self.other_at(t, depth)
         }
+    }
+
+    /// [`Writer::other`] on a stack with room for the next 16 levels.
+    #[inline(never)]
+    fn other_deep(&mut self, t: &Term, depth: usize) -> Step {
+        super::deep(|| self.other_at(t, depth))
     }
 
     #[inline(always)]
