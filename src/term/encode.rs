@@ -215,7 +215,6 @@ impl Encoder {
     ) -> Result<Vec<(usize, Bytes)>, EncodeError> {
         let mut sharing = Sharing {
             atom_ref,
-            start: 0,
             shared: Vec::new(),
         };
         self.gathered(term, out, false, &mut sharing)?;
@@ -263,7 +262,6 @@ impl Encoder {
         let mut out = BytesMut::with_capacity(64);
         let mut sharing = Sharing {
             atom_ref: None,
-            start: 0,
             shared: Vec::new(),
         };
         self.gathered(term, &mut out, true, &mut sharing)?;
@@ -428,11 +426,9 @@ impl AtomRefs for NoShare<'_> {
 }
 
 /// Atom references as given, and large binaries taken aside with their
-/// offset in the output.
+/// offset in the output (counted from where the call began writing).
 struct Sharing<'a> {
     atom_ref: Option<&'a mut dyn FnMut(Atom) -> Option<u8>>,
-    /// The output's position when writing began.
-    start: usize,
     shared: Vec<(usize, Bytes)>,
 }
 
@@ -448,13 +444,8 @@ impl AtomRefs for Sharing<'_> {
     }
 
     fn share(&mut self, position: usize, b: &Bytes) -> bool {
-        match position.checked_sub(self.start) {
-            Some(offset) => {
-                self.shared.push((offset, b.clone()));
-                true
-            }
-            None => false,
-        }
+        self.shared.push((position, b.clone()));
+        true
     }
 }
 
@@ -496,7 +487,8 @@ trait Out {
     /// bytes of it, as many as `f` returns (at most `N`), are kept.
     fn window<const N: usize>(&mut self, f: impl FnOnce(&mut [u8; N]) -> usize);
 
-    /// How many bytes the output holds (counting what was already in it).
+    /// How many bytes were written through this output since it began
+    /// (not counting what the buffer behind it already held).
     fn position(&self) -> usize;
 
     /// Appends `s`: short ones (the common case) without `memcpy`.
