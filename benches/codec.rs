@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! scenario=<name>_<decode|encode> erldist=<MB/s> eetf=<MB/s> erltf=<MB/s> ratio=<erldist / faster peer>
+//! scenario=large_binaries_encode ... ratio=<r> erldist_shared=<MB/s> ratio_shared=<erldist_shared / faster peer>
 //! ```
 //!
 //! MB/s is ETF bytes per second / 1e6 (the bytes erldist writes for the
@@ -25,6 +26,13 @@
 //!   reused `Vec<u8>`; erltf has only `encode(&term) -> Vec<u8>`
 //!   (`encode_to_writer` encodes to a `Vec` and then copies), so its output
 //!   allocation is part of its figure.
+//! - encode, `large_binaries` only: erldist `Encoder::encode_shared`
+//!   (`erldist_shared`), which does not copy binaries of 16 KiB or more
+//!   but returns them beside the written bytes, ready for a vectored
+//!   write (its allocations are part of its figure). It avoids the copy;
+//!   it does not copy faster. Printed as its own figures, `erldist_shared=`
+//!   and `ratio_shared=` (erldist_shared / the faster peer), after the
+//!   copying encoder's `erldist=` and `ratio=`.
 //!
 //! Before measuring, every message is decoded by each peer and re-encoded;
 //! the re-encoding must be the same bytes or decode (with erldist) to an
@@ -263,6 +271,16 @@ fn bench_scenario(c: &mut Criterion, s: &Scenario, peers: &Peers) {
             }
         })
     });
+    if s.name == "large_binaries" {
+        g.bench_function("erldist_shared", |b| {
+            let enc = Encoder::new();
+            b.iter(|| {
+                for t in &s.terms {
+                    black_box(enc.encode_shared(black_box(t)).unwrap());
+                }
+            })
+        });
+    }
     if peers.eetf.encodes() {
         g.bench_function("eetf", |b| {
             b.iter(|| {
@@ -348,16 +366,26 @@ fn print_summary(scenarios: &[Scenario], out: &std::path::Path, since: SystemTim
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             };
-            let ratio = match (ours, best_peer) {
+            let ratio_of = |ours: Option<f64>| match (ours, best_peer) {
                 (Some(o), Some(p)) => format!("{:.2}", o / p),
                 _ => "n/a".to_string(),
             };
+            // The non-copying encoder, where measured: its own figures.
+            let shared = match get("erldist_shared") {
+                Some(v) if dir == "encode" => format!(
+                    " erldist_shared={} ratio_shared={}",
+                    fmt_mbs(Some(v)),
+                    ratio_of(Some(v))
+                ),
+                _ => String::new(),
+            };
             println!(
-                "scenario={}_{dir} erldist={} eetf={} erltf={} ratio={ratio}",
+                "scenario={}_{dir} erldist={} eetf={} erltf={} ratio={}{shared}",
                 s.name,
                 fmt_mbs(ours),
                 fmt_mbs(eetf),
                 fmt_mbs(erltf),
+                ratio_of(ours),
             );
             if dir == "decode" {
                 variants.push(format!(

@@ -49,14 +49,23 @@ struct Entry {
     /// The first 8 bytes of the text, big-endian, zero-padded: comparing
     /// these orders most pairs of atoms without reading the text.
     prefix: u64,
+    /// `ext` followed by zeros to [`EXT_BLOCK`] bytes (the same
+    /// allocation), when `ext` is not empty and fits: the encoder copies
+    /// the whole fixed-size block and keeps `ext.len()` bytes of it, which
+    /// spares a variable-length copy per atom.
+    block: Option<&'static [u8; EXT_BLOCK]>,
 }
+
+/// The size of an atom's padded external form ([`Atom::ext_block`]):
+/// atoms of up to 30 bytes of text (nearly all of them) fit.
+pub(crate) const EXT_BLOCK: usize = 32;
 
 impl Entry {
     /// Leaks a new entry for `name` (atoms live as long as the process).
     fn leak(name: &str) -> &'static Entry {
         let bytes = name.as_bytes();
         let encodable = bytes.len() <= MAX_ATOM_CHARS || name.chars().count() <= MAX_ATOM_CHARS;
-        let mut ext = Vec::with_capacity(bytes.len() + 3);
+        let mut ext = Vec::with_capacity((bytes.len() + 3).max(EXT_BLOCK));
         if encodable {
             if bytes.len() < 256 {
                 ext.extend_from_slice(&[super::tags::SMALL_ATOM_UTF8_EXT, bytes.len() as u8]);
@@ -68,7 +77,11 @@ impl Entry {
         }
         let start = ext.len();
         ext.extend_from_slice(bytes);
-        let ext: &'static [u8] = Box::leak(ext.into_boxed_slice());
+        let ext_len = ext.len();
+        // Zero padding up to a whole block (not part of the text or `ext`).
+        ext.resize(ext_len.max(EXT_BLOCK), 0);
+        let padded: &'static [u8] = Box::leak(ext.into_boxed_slice());
+        let (ext, _) = padded.split_at(ext_len);
         let (head, text) = ext.split_at(start);
         let name = match std::str::from_utf8(text) {
             Ok(name) => name,
@@ -83,6 +96,11 @@ impl Entry {
             name,
             ext: if head.is_empty() { &[] } else { ext },
             prefix: u64::from_be_bytes(prefix),
+            block: if head.is_empty() || ext_len > EXT_BLOCK {
+                None
+            } else {
+                padded.first_chunk::<EXT_BLOCK>()
+            },
         }))
     }
 }
@@ -355,6 +373,17 @@ impl Atom {
         (!ext.is_empty()).then_some(ext)
     }
 
+    /// The atom's external form (as [`Atom::ext_bytes`]) as the first
+    /// `len` bytes of a zero-padded block of [`EXT_BLOCK`] bytes, and
+    /// `len`; `None` when it does not fit or cannot be encoded.
+    #[inline(always)]
+    pub(crate) fn ext_block(&self) -> Option<(&'static [u8; EXT_BLOCK], usize)> {
+        match self.0.block {
+            Some(b) => Some((b, self.0.ext.len())),
+            None => None,
+        }
+    }
+
     /// How many atoms the process has interned so far.
     pub fn table_size() -> usize {
         interner().count.load(Ordering::Relaxed)
@@ -485,5 +514,25 @@ mod tests {
             Atom::try_from_utf8(&[0xff, 0xfe], None),
             Err(AtomFromBytesError::Utf8)
         );
+    }
+
+    #[test]
+    fn ext_block_is_the_external_form_padded_with_zeros() {
+        for n in [0, 1, 29, 30, 31, 255] {
+            let name = "é".repeat(n / 2) + &"a".repeat(n % 2);
+            let a = Atom::new(&name);
+            let ext = a.ext_bytes().unwrap();
+            match a.ext_block() {
+                Some((block, len)) => {
+                    assert!(ext.len() <= EXT_BLOCK);
+                    assert_eq!(len, ext.len());
+                    assert_eq!(&block[..len], ext);
+                    assert!(block[len..].iter().all(|&b| b == 0));
+                }
+                None => assert!(ext.len() > EXT_BLOCK),
+            }
+        }
+        let a = Atom::new(&"x".repeat(300));
+        assert_eq!((a.ext_bytes(), a.ext_block()), (None, None));
     }
 }

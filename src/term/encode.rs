@@ -4,12 +4,14 @@
 //! and maps of up to 32 keys in key order.
 
 use std::cmp::Ordering;
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::io::Write;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use num_bigint::{BigInt, Sign};
 
-use super::atom::Atom;
+use super::atom::{Atom, EXT_BLOCK};
 use super::tags::*;
 use super::{Fun, Map, Pid, Reference, Term, SMALL_MAP};
 
@@ -85,7 +87,14 @@ impl Encoder {
 
     /// Encodes `term` with the version byte 131.
     pub fn encode(&self, term: &Term) -> Result<Vec<u8>, EncodeError> {
-        let mut out = Vec::with_capacity(64);
+        // A lone binary or string: its exact size; else room for most
+        // messages.
+        let size = match term {
+            Term::Binary(b) => 6 + b.len(),
+            Term::ByteList(b) => 4 + b.len(),
+            _ => 64,
+        };
+        let mut out = Vec::with_capacity(size);
         self.encode_to(term, &mut out)?;
         Ok(out)
     }
@@ -108,14 +117,11 @@ impl Encoder {
                     out.put_slice(b);
                     Ok(())
                 }
-                _ => {
-                    out.put_u8(VERSION);
-                    self.encode_body(term, out)
-                }
+                _ => self.gathered(term, out, true, &mut NoRefs),
             },
             Some(level) => {
                 let mut body = Vec::new();
-                self.encode_body(term, &mut body)?;
+                self.gathered(term, &mut body, false, &mut NoRefs)?;
                 let mut z = flate2::write::ZlibEncoder::new(
                     Vec::with_capacity(body.len() / 2 + 16),
                     flate2::Compression::new(level),
@@ -144,10 +150,40 @@ impl Encoder {
     /// distribution header).
     #[inline]
     pub fn encode_body<B: BufMut>(&self, term: &Term, out: &mut B) -> Result<(), EncodeError> {
+        self.gathered(term, out, false, &mut NoRefs)
+    }
+
+    /// Writes `term` (after the version byte if `version`) to `out`, which
+    /// may be any `BufMut`, through a [`Stage`].
+    #[inline(always)]
+    fn gathered<B: BufMut, C: AtomRefs>(
+        &self,
+        term: &Term,
+        out: &mut B,
+        version: bool,
+        refs: &mut C,
+    ) -> Result<(), EncodeError> {
+        let mut stage = Stage::new(out);
+        if version {
+            stage.put_array([VERSION]);
+        }
+        let r = self.write(term, &mut stage, refs);
+        stage.flush();
+        r
+    }
+
+    /// Writes `term` (no version byte) to `out`.
+    #[inline(always)]
+    fn write<O: Out, C: AtomRefs>(
+        &self,
+        term: &Term,
+        out: &mut O,
+        refs: &mut C,
+    ) -> Result<(), EncodeError> {
         Writer {
             out,
             max_depth: self.max_depth,
-            refs: &mut NoRefs,
+            refs,
         }
         .top(term)
     }
@@ -162,12 +198,7 @@ impl Encoder {
         out: &mut B,
         atom_ref: &mut dyn FnMut(Atom) -> Option<u8>,
     ) -> Result<(), EncodeError> {
-        Writer {
-            out,
-            max_depth: self.max_depth,
-            refs: &mut DynRefs(atom_ref),
-        }
-        .top(term)
+        self.gathered(term, out, false, &mut DynRefs(atom_ref))
     }
 
     /// Appends `term` without a version byte, as
@@ -184,16 +215,166 @@ impl Encoder {
     ) -> Result<Vec<(usize, Bytes)>, EncodeError> {
         let mut sharing = Sharing {
             atom_ref,
-            start: out.remaining_mut(),
             shared: Vec::new(),
         };
-        Writer {
-            out,
-            max_depth: self.max_depth,
-            refs: &mut sharing,
-        }
-        .top(term)?;
+        self.gathered(term, out, false, &mut sharing)?;
         Ok(sharing.shared)
+    }
+
+    /// Encodes `term` with the version byte 131, as [`Encoder::encode`]
+    /// does, except that binaries of 16 KiB or more are not copied: the
+    /// result holds the bytes written around them and the binaries
+    /// themselves (`Bytes`, shared with `term`), in order.
+    ///
+    /// [`Encoded`] is a [`bytes::Buf`] whose
+    /// [`chunks_vectored`](Buf::chunks_vectored) gives every piece, so a
+    /// vectored write (`tokio::io::AsyncWriteExt::write_all_buf`, or
+    /// `writev`) sends the term without ever copying its large binaries.
+    /// This avoids the copy; it does not make copying faster: for terms
+    /// without large binaries it costs a little more than
+    /// [`Encoder::encode`] (one allocation more). With
+    /// [`compressed`](Encoder::compressed) the bytes are compressed as
+    /// usual, in one piece.
+    ///
+    /// ```
+    /// use bytes::{Buf, Bytes};
+    /// use erldist::{Encoder, Term};
+    ///
+    /// let big = Bytes::from(vec![7u8; 100_000]);
+    /// let term = Term::tuple(vec![Term::atom("data"), Term::Binary(big.clone())]);
+    /// let enc = Encoder::new();
+    /// let shared = enc.encode_shared(&term).unwrap();
+    /// // The same bytes as the copying encoder writes...
+    /// assert_eq!(shared.len(), 100_000 + 14);
+    /// assert_eq!(shared.to_vec(), enc.encode(&term).unwrap());
+    /// // ...of which the binary is the caller's own buffer, not a copy.
+    /// let chunks: Vec<&[u8]> = shared.pieces().collect();
+    /// assert_eq!(chunks.len(), 2);
+    /// assert_eq!(chunks[1].as_ptr(), big.as_ptr());
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Encoder::encode`].
+    pub fn encode_shared(&self, term: &Term) -> Result<Encoded, EncodeError> {
+        if self.compression.is_some() {
+            return Ok(Encoded::whole(Bytes::from(self.encode(term)?)));
+        }
+        let mut out = BytesMut::with_capacity(64);
+        let mut sharing = Sharing {
+            atom_ref: None,
+            shared: Vec::new(),
+        };
+        self.gathered(term, &mut out, true, &mut sharing)?;
+        Ok(Encoded::new(out.freeze(), sharing.shared))
+    }
+}
+
+/// A term encoded by [`Encoder::encode_shared`]: the bytes the encoder
+/// wrote and, in between, the large binaries it did not copy. A
+/// [`bytes::Buf`] over all of them in order (with
+/// [`chunks_vectored`](Buf::chunks_vectored) for vectored writes); the
+/// bytes are exactly those [`Encoder::encode`] writes.
+#[derive(Clone, Debug, Default)]
+pub struct Encoded {
+    /// The pieces not yet consumed, in order, none of them empty.
+    pieces: VecDeque<Bytes>,
+    /// The bytes of all pieces.
+    remaining: usize,
+}
+
+impl Encoded {
+    /// One piece.
+    fn whole(b: Bytes) -> Encoded {
+        let mut e = Encoded::default();
+        e.push(b);
+        e
+    }
+
+    /// `written` with each `(offset, binary)` of `shared` put back at its
+    /// offset.
+    fn new(written: Bytes, shared: Vec<(usize, Bytes)>) -> Encoded {
+        let mut e = Encoded::default();
+        let mut at = 0;
+        for (offset, b) in shared {
+            e.push(written.slice(at..offset.clamp(at, written.len())));
+            e.push(b);
+            at = offset.clamp(at, written.len());
+        }
+        e.push(written.slice(at..));
+        e
+    }
+
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.remaining += b.len();
+            self.pieces.push_back(b);
+        }
+    }
+
+    /// How many bytes remain (all of them until the `Buf` is advanced).
+    pub fn len(&self) -> usize {
+        self.remaining
+    }
+
+    /// Whether no bytes remain.
+    pub fn is_empty(&self) -> bool {
+        self.remaining == 0
+    }
+
+    /// The remaining pieces, in order: runs of written bytes and shared
+    /// binaries.
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.pieces.iter().map(|b| &b[..])
+    }
+
+    /// The remaining bytes in one `Vec` (a copy of every piece).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.remaining);
+        for p in &self.pieces {
+            v.extend_from_slice(p);
+        }
+        v
+    }
+}
+
+impl Buf for Encoded {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.pieces.front().map_or(&[], |b| &b[..])
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        cnt = cnt.min(self.remaining);
+        self.remaining -= cnt;
+        while cnt > 0 {
+            let Some(front) = self.pieces.front_mut() else {
+                break;
+            };
+            if cnt < front.len() {
+                front.advance(cnt);
+                break;
+            }
+            cnt -= front.len();
+            self.pieces.pop_front();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, piece) in dst.iter_mut().zip(&self.pieces) {
+            *slot = IoSlice::new(piece);
+            n += 1;
+        }
+        n
+    }
+}
+
+impl From<Encoded> for Vec<u8> {
+    fn from(e: Encoded) -> Vec<u8> {
+        e.to_vec()
     }
 }
 
@@ -216,12 +397,19 @@ pub(crate) const SHARE_MIN: usize = 16 * 1024;
 /// index instead of the atom's text; and, per large binary, whether to
 /// take it aside instead of copying it into the output.
 trait AtomRefs {
+    /// Binaries (and byte lists) this long or longer are offered to
+    /// [`AtomRefs::share`].
+    #[inline(always)]
+    fn share_from(&self) -> usize {
+        usize::MAX
+    }
+
     fn index(&mut self, a: Atom) -> Option<u8>;
 
-    /// Takes `b` aside, given the output's `remaining_mut()` where its
-    /// bytes would go; `false` to have them copied.
+    /// Takes `b` aside, given the output's position (`Out::position`)
+    /// where its bytes would go; `false` to have them copied.
     #[inline]
-    fn share(&mut self, _remaining_mut: usize, _b: &Bytes) -> bool {
+    fn share(&mut self, _position: usize, _b: &Bytes) -> bool {
         false
     }
 }
@@ -238,28 +426,26 @@ impl AtomRefs for NoShare<'_> {
 }
 
 /// Atom references as given, and large binaries taken aside with their
-/// offset in the output.
+/// offset in the output (counted from where the call began writing).
 struct Sharing<'a> {
     atom_ref: Option<&'a mut dyn FnMut(Atom) -> Option<u8>>,
-    /// The output's `remaining_mut()` when writing began.
-    start: usize,
     shared: Vec<(usize, Bytes)>,
 }
 
 impl AtomRefs for Sharing<'_> {
+    #[inline(always)]
+    fn share_from(&self) -> usize {
+        SHARE_MIN
+    }
+
     #[inline]
     fn index(&mut self, a: Atom) -> Option<u8> {
         self.atom_ref.as_mut().and_then(|f| f(a))
     }
 
-    fn share(&mut self, remaining_mut: usize, b: &Bytes) -> bool {
-        match self.start.checked_sub(remaining_mut) {
-            Some(offset) => {
-                self.shared.push((offset, b.clone()));
-                true
-            }
-            None => false,
-        }
+    fn share(&mut self, position: usize, b: &Bytes) -> bool {
+        self.shared.push((position, b.clone()));
+        true
     }
 }
 
@@ -283,6 +469,240 @@ impl AtomRefs for DynRefs<'_> {
     }
 }
 
+/// Where the writer puts its bytes: a [`Stage`] in front of any
+/// `BufMut`. Small writes of a variable length (atoms, short binaries)
+/// are made as fixed-size copies of which only the head is kept: no call
+/// to `memcpy` for them.
+trait Out {
+    /// Appends `s`, of any length.
+    fn put(&mut self, s: &[u8]);
+
+    /// Appends the `N` bytes of `a`.
+    fn put_array<const N: usize>(&mut self, a: [u8; N]);
+
+    /// Appends the first `n` bytes of `block` (`n <= N`).
+    fn put_padded<const N: usize>(&mut self, block: &[u8; N], n: usize);
+
+    /// Lends `f` a window of `N` bytes at the end of the output; the first
+    /// bytes of it, as many as `f` returns (at most `N`), are kept.
+    fn window<const N: usize>(&mut self, f: impl FnOnce(&mut [u8; N]) -> usize);
+
+    /// How many bytes were written through this output since it began
+    /// (not counting what the buffer behind it already held).
+    fn position(&self) -> usize;
+
+    /// Appends `s`: short ones (the common case) without `memcpy`.
+    #[inline(always)]
+    fn put_short(&mut self, s: &[u8]) {
+        if s.len() <= SHORT {
+            self.window::<SHORT>(|w| copy_short(w, s));
+        } else {
+            self.put(s);
+        }
+    }
+}
+
+/// The most integers of a list written in one window.
+const INT_RUN: usize = 16;
+
+/// The longest write that [`Out::put_short`] makes without `memcpy`.
+const SHORT: usize = 64;
+
+/// Copies `src` (at most [`SHORT`] bytes) to the start of `dst` with a few
+/// fixed-size copies (the first and last bytes, overlapping), and returns
+/// its length.
+#[inline(always)]
+fn copy_short(dst: &mut [u8; SHORT], src: &[u8]) -> usize {
+    #[inline(always)]
+    fn two<const K: usize>(dst: &mut [u8; SHORT], src: &[u8]) {
+        let n = src.len();
+        if let (Some(a), Some(b)) = (src.first_chunk::<K>(), src.last_chunk::<K>()) {
+            if let Some(d) = dst.first_chunk_mut::<K>() {
+                *d = *a;
+            }
+            if let Some(d) = dst
+                .get_mut(n.saturating_sub(K)..)
+                .and_then(|d| d.first_chunk_mut::<K>())
+            {
+                *d = *b;
+            }
+        }
+    }
+    let n = src.len();
+    match n {
+        32..=SHORT => two::<32>(dst, src),
+        16..=31 => two::<16>(dst, src),
+        8..=15 => two::<8>(dst, src),
+        4..=7 => two::<4>(dst, src),
+        _ => {
+            for (d, s) in dst.iter_mut().zip(src.iter().take(3)) {
+                *d = *s;
+            }
+        }
+    }
+    n.min(SHORT)
+}
+
+/// How many bytes a [`Stage`] gathers before passing them on (small
+/// enough for the stage to be zeroed with a few inline stores rather than
+/// a call to `memset`).
+const STAGE: usize = 224;
+
+/// Small writes gathered on the stack and passed on to a `BufMut` in
+/// blocks (one `put_slice` for a small term): any `BufMut` gets the
+/// direct buffers' fixed-size writes. Long writes go straight through.
+struct Stage<'b, B> {
+    buf: [u8; STAGE],
+    pos: usize,
+    /// Bytes passed on so far.
+    passed: usize,
+    out: &'b mut B,
+}
+
+impl<'b, B: BufMut> Stage<'b, B> {
+    #[inline(always)]
+    fn new(out: &'b mut B) -> Self {
+        Stage {
+            buf: [0; STAGE],
+            pos: 0,
+            passed: 0,
+            out,
+        }
+    }
+
+    /// Passes the gathered bytes on.
+    #[inline(never)]
+    fn flush(&mut self) {
+        if let Some(s) = self.buf.get(..self.pos) {
+            self.out.put_slice(s);
+        }
+        self.passed += self.pos;
+        self.pos = 0;
+    }
+
+    /// `N` free bytes at the end of the stage, flushing it first if needed.
+    #[inline(always)]
+    fn room<const N: usize>(&mut self) -> Option<&mut [u8; N]> {
+        const { assert!(N <= STAGE) };
+        if self.pos + N > STAGE {
+            self.flush();
+        }
+        self.buf
+            .get_mut(self.pos..)
+            .and_then(|w| w.first_chunk_mut::<N>())
+    }
+}
+
+impl<B: BufMut> Out for Stage<'_, B> {
+    #[inline]
+    fn put(&mut self, s: &[u8]) {
+        if s.len() > STAGE - self.pos {
+            self.flush();
+            if s.len() > STAGE / 2 {
+                self.out.put_slice(s);
+                self.passed += s.len();
+                return;
+            }
+        }
+        if let Some(d) = self.buf.get_mut(self.pos..self.pos + s.len()) {
+            d.copy_from_slice(s);
+            self.pos += s.len();
+        }
+    }
+
+    #[inline(always)]
+    fn put_array<const N: usize>(&mut self, a: [u8; N]) {
+        if let Some(w) = self.room::<N>() {
+            *w = a;
+            self.pos += N;
+        }
+    }
+
+    #[inline(always)]
+    fn put_padded<const N: usize>(&mut self, block: &[u8; N], n: usize) {
+        if let Some(w) = self.room::<N>() {
+            *w = *block;
+            self.pos += n.min(N);
+        }
+    }
+
+    #[inline(always)]
+    fn window<const N: usize>(&mut self, f: impl FnOnce(&mut [u8; N]) -> usize) {
+        if let Some(w) = self.room::<N>() {
+            let used = f(w).min(N);
+            self.pos += used;
+        }
+    }
+
+    #[inline(always)]
+    fn position(&self) -> usize {
+        self.passed + self.pos
+    }
+
+    #[inline(always)]
+    fn put_short(&mut self, s: &[u8]) {
+        // Without flushing early: the fixed-size copy where the stage has
+        // room for it, a plain one otherwise.
+        if s.len() <= SHORT && self.pos + SHORT <= STAGE {
+            self.window::<SHORT>(|w| copy_short(w, s));
+        } else {
+            self.put(s);
+        }
+    }
+}
+
+/// An atom as the writer puts it: its padded external form, or a
+/// reference into the distribution header's atom cache.
+#[derive(Clone, Copy)]
+enum AtomOut {
+    Block(&'static [u8; EXT_BLOCK], usize),
+    Ref(u8),
+}
+
+impl AtomOut {
+    /// Writes the atom at the start of `w`; returns how many bytes.
+    #[inline(always)]
+    fn write(self, w: &mut [u8; EXT_BLOCK]) -> usize {
+        match self {
+            AtomOut::Block(b, n) => {
+                *w = *b;
+                n.min(EXT_BLOCK)
+            }
+            AtomOut::Ref(i) => {
+                w[0] = ATOM_CACHE_REF;
+                w[1] = i;
+                2
+            }
+        }
+    }
+}
+
+/// Writes `head`, the atom, then `tail`, into the start of `w`
+/// (`W = H + EXT_BLOCK + T`); returns how many bytes.
+#[inline(always)]
+fn head_atom_tail<const H: usize, const T: usize, const W: usize>(
+    w: &mut [u8; W],
+    head: [u8; H],
+    atom: AtomOut,
+    tail: [u8; T],
+) -> usize {
+    const { assert!(W == H + EXT_BLOCK + T) };
+    if let Some(h) = w.first_chunk_mut::<H>() {
+        *h = head;
+    }
+    let n = match w
+        .get_mut(H..)
+        .and_then(|a| a.first_chunk_mut::<EXT_BLOCK>())
+    {
+        Some(a) => atom.write(a),
+        None => 0,
+    };
+    if let Some(t) = w.get_mut(H + n..).and_then(|t| t.first_chunk_mut::<T>()) {
+        *t = tail;
+    }
+    H + n + T
+}
+
 /// The writer's error: boxed, so that the result of each step fits in a
 /// register (errors are rare; the success path is what runs).
 type Step = Result<(), Box<EncodeError>>;
@@ -293,14 +713,14 @@ fn fail(e: EncodeError) -> Box<EncodeError> {
     Box::new(e)
 }
 
-struct Writer<'o, 'r, B, C: ?Sized> {
-    out: &'o mut B,
+struct Writer<'o, 'r, O, C: ?Sized> {
+    out: &'o mut O,
     max_depth: usize,
     refs: &'r mut C,
 }
 
-impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
-    #[inline]
+impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
+    #[inline(always)]
     fn top(&mut self, t: &Term) -> Result<(), EncodeError> {
         self.term(t, 0).map_err(|e| *e)
     }
@@ -333,25 +753,59 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
 
     #[inline(never)]
     fn other(&mut self, t: &Term, depth: usize) -> Step {
-        match t {
-            // Checking the stack costs a little; every 16 levels is
-            // enough, and not at the top, where most terms end well before
-            // the first check.
-            Term::Tuple(_)
-            | Term::List(_)
-            | Term::ImproperList(_)
-            | Term::Map(_)
-            | Term::Fun(_)
-                if depth % 16 == 15 =>
-            {
-                super::deep(|| self.other_at(t, depth))
-            }
-            _ => self.other_at(t, depth),
+        // Checking the stack costs a little; every 16 levels is enough,
+        // and not at the top, where most terms end well before the first
+        // check.
+        if depth % 16 == 15 {
+            self.other_deep(t, depth)
+        } else {
+            self.other_at(t, depth)
         }
+    }
+
+    /// [`Writer::other`] on a stack with room for the next 16 levels.
+    #[inline(never)]
+    fn other_deep(&mut self, t: &Term, depth: usize) -> Step {
+        super::deep(|| self.other_at(t, depth))
     }
 
     #[inline(always)]
     fn other_at(&mut self, t: &Term, depth: usize) -> Step {
+        match t {
+            Term::Tuple(v) => self.tuple(v, depth),
+            Term::List(v) => self.list(v, None, depth),
+            Term::Map(m) => self.map(m, depth),
+            Term::Pid(p) => self.pid(p),
+            Term::Ref(r) => self.reference(r),
+            Term::ByteList(b) if !b.is_empty() && b.len() < self.refs.share_from().min(0x10000) => {
+                let n = (b.len() as u16).to_be_bytes();
+                self.out.put_array([STRING_EXT, n[0], n[1]]);
+                self.out.put_short(b);
+                Ok(())
+            }
+            Term::Float(f) if f.is_finite() => {
+                let b = f.to_bits().to_be_bytes();
+                self.out.put_array([
+                    NEW_FLOAT_EXT,
+                    b[0],
+                    b[1],
+                    b[2],
+                    b[3],
+                    b[4],
+                    b[5],
+                    b[6],
+                    b[7],
+                ]);
+                Ok(())
+            }
+            _ => self.rare(t, depth),
+        }
+    }
+
+    /// The kinds of terms that messages seldom hold, out of line.
+    #[cold]
+    #[inline(never)]
+    fn rare(&mut self, t: &Term, depth: usize) -> Step {
         match t {
             Term::Int(i) => self.int(*i),
             Term::Atom(a) => self.atom(*a)?,
@@ -362,7 +816,7 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
                     return Err(fail(EncodeError::NonFiniteFloat(*f)));
                 }
                 let b = f.to_bits().to_be_bytes();
-                self.out.put_slice(&[
+                self.out.put_array([
                     NEW_FLOAT_EXT,
                     b[0],
                     b[1],
@@ -379,35 +833,39 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
                     return Err(fail(EncodeError::BadBitCount(bb.bits)));
                 }
                 if bb.bytes.is_empty() {
-                    self.out.put_slice(&[BINARY_EXT, 0, 0, 0, 0]);
+                    self.out.put_array([BINARY_EXT, 0, 0, 0, 0]);
                 } else if bb.bits == 8 {
                     self.binary(&bb.bytes)?;
                 } else {
                     let n = len32(bb.bytes.len(), "bitstring")?.to_be_bytes();
                     self.out
-                        .put_slice(&[BIT_BINARY_EXT, n[0], n[1], n[2], n[3], bb.bits]);
+                        .put_array([BIT_BINARY_EXT, n[0], n[1], n[2], n[3], bb.bits]);
                     let (init, last) = bb.bytes.split_at(bb.bytes.len() - 1);
-                    self.out.put_slice(init);
+                    self.out.put(init);
                     // The unused low bits are written as zeros.
-                    self.out.put_u8(last[0] & (0xffu8 << (8 - bb.bits)));
+                    self.out.put_array([last[0] & (0xffu8 << (8 - bb.bits))]);
                 }
             }
             Term::Tuple(v) => self.tuple(v, depth)?,
             Term::List(v) => self.list(v, None, depth)?,
             Term::ByteList(b) => {
                 if b.is_empty() {
-                    self.out.put_u8(NIL_EXT);
+                    self.out.put_array([NIL_EXT]);
                 } else if b.len() <= 0xffff {
                     let n = (b.len() as u16).to_be_bytes();
-                    self.out.put_slice(&[STRING_EXT, n[0], n[1]]);
-                    self.out.put_slice(b);
+                    self.out.put_array([STRING_EXT, n[0], n[1]]);
+                    if b.len() >= self.refs.share_from() {
+                        self.large_binary(b);
+                    } else {
+                        self.out.put_short(b);
+                    }
                 } else {
                     let n = len32(b.len(), "list")?.to_be_bytes();
-                    self.out.put_slice(&[LIST_EXT, n[0], n[1], n[2], n[3]]);
+                    self.out.put_array([LIST_EXT, n[0], n[1], n[2], n[3]]);
                     for &c in b.iter() {
-                        self.out.put_slice(&[SMALL_INTEGER_EXT, c]);
+                        self.out.put_array([SMALL_INTEGER_EXT, c]);
                     }
-                    self.out.put_u8(NIL_EXT);
+                    self.out.put_array([NIL_EXT]);
                 }
             }
             Term::ImproperList(l) => self.list(&l.elems, Some(&l.tail), depth)?,
@@ -416,58 +874,44 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
             Term::Port(p) => {
                 // OTP writes port numbers of up to 28 bits in the old form.
                 if p.id < 1 << 28 {
-                    self.out.put_u8(NEW_PORT_EXT);
+                    self.out.put_array([NEW_PORT_EXT]);
                     self.atom(p.node)?;
-                    self.out.put_u32(p.id as u32);
+                    self.out.put_array((p.id as u32).to_be_bytes());
                 } else {
-                    self.out.put_u8(V4_PORT_EXT);
+                    self.out.put_array([V4_PORT_EXT]);
                     self.atom(p.node)?;
-                    self.out.put_u64(p.id);
+                    self.out.put_array(p.id.to_be_bytes());
                 }
-                self.out.put_u32(p.creation);
+                self.out.put_array(p.creation.to_be_bytes());
             }
-            Term::Ref(r) => {
-                let ids = r.ids();
-                let n = (ids.len() as u16).to_be_bytes();
-                self.out.put_slice(&[NEWER_REFERENCE_EXT, n[0], n[1]]);
-                self.atom(r.node)?;
-                let mut words = [0u8; 4 + 4 * Reference::MAX_WORDS];
-                words[..4].copy_from_slice(&r.creation.to_be_bytes());
-                for (chunk, w) in words[4..].chunks_exact_mut(4).zip(ids) {
-                    chunk.copy_from_slice(&w.to_be_bytes());
-                }
-                if ids.len() == 3 {
-                    // As OTP makes them: a fixed-size write.
-                    self.out.put_slice(&words[..16]);
-                } else {
-                    self.out.put_slice(&words[..4 + 4 * ids.len()]);
-                }
-            }
+            Term::Ref(r) => self.reference(r)?,
             Term::Fun(f) => match &**f {
                 Fun::Export {
                     module,
                     function,
                     arity,
                 } => {
-                    self.out.put_u8(EXPORT_EXT);
+                    self.out.put_array([EXPORT_EXT]);
                     self.atom(*module)?;
                     self.atom(*function)?;
-                    self.out.put_slice(&[SMALL_INTEGER_EXT, *arity]);
+                    self.out.put_array([SMALL_INTEGER_EXT, *arity]);
                 }
                 Fun::Local(l) => {
                     // The size field counts from itself to the end; measure
                     // the body first, since a BufMut cannot be patched.
                     let mut body = Vec::with_capacity(64);
                     {
+                        let mut stage = Stage::new(&mut body);
                         let mut w = Writer {
-                            out: &mut body,
+                            out: &mut stage,
                             max_depth: self.max_depth,
                             refs: &mut NoShare(&mut *self.refs as &mut dyn AtomRefs),
                         };
-                        w.out.put_u8(l.arity);
-                        w.out.put_slice(&l.uniq);
-                        w.out.put_u32(l.index);
-                        w.out.put_u32(len32(l.free_vars.len(), "fun environment")?);
+                        w.out.put_array([l.arity]);
+                        w.out.put_array(l.uniq);
+                        w.out.put_array(l.index.to_be_bytes());
+                        w.out
+                            .put_array(len32(l.free_vars.len(), "fun environment")?.to_be_bytes());
                         w.atom(l.module)?;
                         w.int(i64::from(l.old_index));
                         w.int(i64::from(l.old_uniq));
@@ -478,10 +922,11 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
                                 w.term(v, d)?;
                             }
                         }
+                        stage.flush();
                     }
                     let n = len32(body.len() + 4, "fun")?.to_be_bytes();
-                    self.out.put_slice(&[NEW_FUN_EXT, n[0], n[1], n[2], n[3]]);
-                    self.out.put_slice(&body);
+                    self.out.put_array([NEW_FUN_EXT, n[0], n[1], n[2], n[3]]);
+                    self.out.put(&body);
                 }
             },
         }
@@ -491,25 +936,76 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
     #[inline(always)]
     fn int(&mut self, i: i64) {
         if (0..=255).contains(&i) {
-            self.out.put_slice(&[SMALL_INTEGER_EXT, i as u8]);
+            self.out.put_array([SMALL_INTEGER_EXT, i as u8]);
         } else if let Ok(i) = i32::try_from(i) {
             let b = i.to_be_bytes();
-            self.out.put_slice(&[INTEGER_EXT, b[0], b[1], b[2], b[3]]);
+            self.out.put_array([INTEGER_EXT, b[0], b[1], b[2], b[3]]);
         } else {
             self.small_big(i);
         }
     }
 
+    /// Writes the integers that `elems` starts with, up to [`INT_RUN`] of
+    /// them, in one window; returns how many (at least one).
+    #[inline(never)]
+    fn ints(&mut self, elems: &[Term]) -> usize {
+        let mut taken = 0;
+        let run = elems.get(..INT_RUN).unwrap_or(elems);
+        self.out.window::<{ 8 * INT_RUN }>(|w| {
+            let mut at = 0;
+            for e in run {
+                let Term::Int(i) = *e else { break };
+                // Each integer as one 8-byte store (tag, then the value
+                // big-endian), of which 2 or 5 bytes are kept.
+                let (word, n) = if (0..=255).contains(&i) {
+                    (u64::from(SMALL_INTEGER_EXT) | (i as u64) << 8, 2)
+                } else if let Ok(i) = i32::try_from(i) {
+                    (
+                        u64::from(INTEGER_EXT) | u64::from((i as u32).swap_bytes()) << 8,
+                        5,
+                    )
+                } else {
+                    break;
+                };
+                let Some(d) = w.get_mut(at..).and_then(|d| d.first_chunk_mut::<8>()) else {
+                    break;
+                };
+                *d = word.to_le_bytes();
+                at += n;
+                taken += 1;
+            }
+            at
+        });
+        if taken == 0 {
+            // Beyond 32 bits.
+            if let Some(Term::Int(i)) = elems.first() {
+                self.small_big(*i);
+            }
+            taken = 1;
+        }
+        taken
+    }
+
     #[inline(never)]
     fn small_big(&mut self, i: i64) {
-        let m = i.unsigned_abs();
-        let n = 8 - (m.leading_zeros() / 8) as usize;
-        let mut b = [0u8; 11];
-        b[0] = SMALL_BIG_EXT;
-        b[1] = n as u8;
-        b[2] = u8::from(i < 0);
-        b[3..].copy_from_slice(&m.to_le_bytes());
-        self.out.put_slice(&b[..3 + n]);
+        let m = i.unsigned_abs().to_le_bytes();
+        let n = 8 - (i.unsigned_abs().leading_zeros() / 8) as usize;
+        self.out.put_padded(
+            &[
+                SMALL_BIG_EXT,
+                n as u8,
+                u8::from(i < 0),
+                m[0],
+                m[1],
+                m[2],
+                m[3],
+                m[4],
+                m[5],
+                m[6],
+                m[7],
+            ],
+            3 + n,
+        );
     }
 
     fn big(&mut self, b: &BigInt) {
@@ -518,25 +1014,24 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
         }
         let (sign, digits) = b.to_bytes_le();
         if digits.len() < 256 {
-            self.out.put_u8(SMALL_BIG_EXT);
-            self.out.put_u8(digits.len() as u8);
+            self.out.put_array([SMALL_BIG_EXT, digits.len() as u8]);
         } else {
-            self.out.put_u8(LARGE_BIG_EXT);
             // A BigInt of 2^32 bytes is beyond any memory this runs in.
-            self.out.put_u32(digits.len() as u32);
+            let n = (digits.len() as u32).to_be_bytes();
+            self.out.put_array([LARGE_BIG_EXT, n[0], n[1], n[2], n[3]]);
         }
-        self.out.put_u8(u8::from(sign == Sign::Minus));
-        self.out.put_slice(&digits);
+        self.out.put_array([u8::from(sign == Sign::Minus)]);
+        self.out.put(&digits);
     }
 
     #[inline(always)]
     fn binary(&mut self, b: &Bytes) -> Step {
         let n = len32(b.len(), "binary")?.to_be_bytes();
-        self.out.put_slice(&[BINARY_EXT, n[0], n[1], n[2], n[3]]);
-        if b.len() >= SHARE_MIN {
+        self.out.put_array([BINARY_EXT, n[0], n[1], n[2], n[3]]);
+        if b.len() >= self.refs.share_from() {
             self.large_binary(b);
         } else {
-            self.out.put_slice(b);
+            self.out.put_short(b);
         }
         Ok(())
     }
@@ -545,47 +1040,107 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
     /// copied (out of line: the common path stays small).
     #[inline(never)]
     fn large_binary(&mut self, b: &Bytes) {
-        if !self.refs.share(self.out.remaining_mut(), b) {
-            self.out.put_slice(b);
+        if !self.refs.share(self.out.position(), b) {
+            self.out.put(b);
         }
+    }
+
+    /// How the atom is written: a cache reference, its padded external
+    /// form, or (`None`) the long way, [`Writer::atom_long`].
+    #[inline(always)]
+    fn atom_out(&mut self, a: Atom) -> Option<AtomOut> {
+        if let Some(i) = self.refs.index(a) {
+            return Some(AtomOut::Ref(i));
+        }
+        a.ext_block().map(|(b, n)| AtomOut::Block(b, n))
     }
 
     #[inline(always)]
     fn atom(&mut self, a: Atom) -> Step {
-        if let Some(i) = self.refs.index(a) {
-            self.out.put_slice(&[ATOM_CACHE_REF, i]);
-            return Ok(());
+        match self.atom_out(a) {
+            Some(AtomOut::Block(b, n)) => {
+                self.out.put_padded(b, n);
+                Ok(())
+            }
+            Some(AtomOut::Ref(i)) => {
+                self.out.put_array([ATOM_CACHE_REF, i]);
+                Ok(())
+            }
+            None => self.atom_long(a),
         }
+    }
+
+    /// An atom whose external form is longer than [`EXT_BLOCK`] bytes (or
+    /// that cannot be encoded).
+    #[cold]
+    #[inline(never)]
+    fn atom_long(&mut self, a: Atom) -> Step {
         match a.ext_bytes() {
             Some(ext) => {
-                self.out.put_slice(ext);
+                self.out.put(ext);
                 Ok(())
             }
             None => Err(too_long(a)),
         }
     }
 
+    #[inline(always)]
     fn pid(&mut self, p: &Pid) -> Step {
-        self.out.put_u8(NEW_PID_EXT);
-        self.atom(p.node)?;
         let (i, s, c) = (
             p.id.to_be_bytes(),
             p.serial.to_be_bytes(),
             p.creation.to_be_bytes(),
         );
-        self.out.put_slice(&[
+        let tail = [
             i[0], i[1], i[2], i[3], s[0], s[1], s[2], s[3], c[0], c[1], c[2], c[3],
-        ]);
+        ];
+        match self.atom_out(p.node) {
+            // One write for the whole pid.
+            Some(node) => self
+                .out
+                .window::<{ 1 + EXT_BLOCK + 12 }>(|w| head_atom_tail(w, [NEW_PID_EXT], node, tail)),
+            None => {
+                self.out.put_array([NEW_PID_EXT]);
+                self.atom_long(p.node)?;
+                self.out.put_array(tail);
+            }
+        }
         Ok(())
     }
 
+    #[inline(always)]
+    fn reference(&mut self, r: &Reference) -> Step {
+        let ids = r.ids();
+        let n = (ids.len() as u16).to_be_bytes();
+        let head = [NEWER_REFERENCE_EXT, n[0], n[1]];
+        let mut words = [0u8; 4 + 4 * Reference::MAX_WORDS];
+        words[..4].copy_from_slice(&r.creation.to_be_bytes());
+        for (chunk, w) in words[4..].chunks_exact_mut(4).zip(ids) {
+            chunk.copy_from_slice(&w.to_be_bytes());
+        }
+        match (self.atom_out(r.node), words.first_chunk::<16>()) {
+            // As OTP makes them (three words): one write for the whole
+            // reference.
+            (Some(node), Some(tail)) if ids.len() == 3 => self
+                .out
+                .window::<{ 3 + EXT_BLOCK + 16 }>(|w| head_atom_tail(w, head, node, *tail)),
+            _ => {
+                self.out.put_array(head);
+                self.atom(r.node)?;
+                self.out.put(&words[..4 + 4 * ids.len()]);
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
     fn tuple(&mut self, v: &[Term], depth: usize) -> Step {
         if v.len() < 256 {
-            self.out.put_slice(&[SMALL_TUPLE_EXT, v.len() as u8]);
+            self.out.put_array([SMALL_TUPLE_EXT, v.len() as u8]);
         } else {
             let n = len32(v.len(), "tuple")?.to_be_bytes();
             self.out
-                .put_slice(&[LARGE_TUPLE_EXT, n[0], n[1], n[2], n[3]]);
+                .put_array([LARGE_TUPLE_EXT, n[0], n[1], n[2], n[3]]);
         }
         if v.is_empty() {
             return Ok(());
@@ -597,11 +1152,12 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
         Ok(())
     }
 
+    #[inline(always)]
     fn list(&mut self, elems: &[Term], tail: Option<&Term>, depth: usize) -> Step {
         if elems.is_empty() {
             return match tail {
                 None => {
-                    self.out.put_u8(NIL_EXT);
+                    self.out.put_array([NIL_EXT]);
                     Ok(())
                 }
                 Some(t) => self.term(t, depth),
@@ -609,7 +1165,7 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
         }
         if tail.is_none() && elems.len() <= 0xffff && elems.iter().all(is_byte) {
             let n = (elems.len() as u16).to_be_bytes();
-            self.out.put_slice(&[STRING_EXT, n[0], n[1]]);
+            self.out.put_array([STRING_EXT, n[0], n[1]]);
             let mut chunk = [0u8; 64];
             for part in elems.chunks(chunk.len()) {
                 for (c, e) in chunk.iter_mut().zip(part) {
@@ -617,18 +1173,25 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
                         *c = *i as u8;
                     }
                 }
-                self.out.put_slice(&chunk[..part.len()]);
+                self.out.put_short(&chunk[..part.len()]);
             }
             return Ok(());
         }
         let n = len32(elems.len(), "list")?.to_be_bytes();
-        self.out.put_slice(&[LIST_EXT, n[0], n[1], n[2], n[3]]);
+        self.out.put_array([LIST_EXT, n[0], n[1], n[2], n[3]]);
         let d = self.inner(depth)?;
-        for e in elems {
-            self.term(e, d)?;
+        let mut rest = elems;
+        while let Some((e, more)) = rest.split_first() {
+            if let (Term::Int(_), Some(Term::Int(_))) = (e, more.first()) {
+                // A run of integers, many per write.
+                rest = rest.get(self.ints(rest)..).unwrap_or_default();
+            } else {
+                self.term(e, d)?;
+                rest = more;
+            }
         }
         match tail {
-            None => self.out.put_u8(NIL_EXT),
+            None => self.out.put_array([NIL_EXT]),
             Some(t) => self.term(t, d)?,
         }
         Ok(())
@@ -636,7 +1199,7 @@ impl<B: BufMut, C: AtomRefs> Writer<'_, '_, B, C> {
 
     fn map(&mut self, m: &Map, depth: usize) -> Step {
         let n = len32(m.len(), "map")?.to_be_bytes();
-        self.out.put_slice(&[MAP_EXT, n[0], n[1], n[2], n[3]]);
+        self.out.put_array([MAP_EXT, n[0], n[1], n[2], n[3]]);
         if m.entries.is_empty() {
             return Ok(());
         }
@@ -693,4 +1256,173 @@ fn is_byte(t: &Term) -> bool {
 
 fn len32(n: usize, what: &'static str) -> Result<u32, EncodeError> {
     u32::try_from(n).map_err(|_| EncodeError::TooLarge(what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes of one integer, written the plain way.
+    fn int_ext(i: i64) -> Vec<u8> {
+        if (0..=255).contains(&i) {
+            vec![SMALL_INTEGER_EXT, i as u8]
+        } else if let Ok(i) = i32::try_from(i) {
+            let mut v = vec![INTEGER_EXT];
+            v.extend_from_slice(&i.to_be_bytes());
+            v
+        } else {
+            let m = i.unsigned_abs().to_le_bytes();
+            let n = 8 - (i.unsigned_abs().leading_zeros() / 8) as usize;
+            let mut v = vec![SMALL_BIG_EXT, n as u8, u8::from(i < 0)];
+            v.extend_from_slice(&m[..n]);
+            v
+        }
+    }
+
+    /// Every entry point: `encode`, `encode_to` into another `BufMut`
+    /// type (`&mut Vec`), `encode_body_sharing` into a `BytesMut`, and
+    /// `encode_shared` flattened.
+    fn all_ways(t: &Term) -> Vec<u8> {
+        let enc = Encoder::new();
+        let direct = enc.encode(t).unwrap();
+        let mut staged = Vec::new();
+        enc.encode_to(t, &mut &mut staged).unwrap();
+        assert_eq!(staged, direct, "{t:?}");
+        let mut bm = BytesMut::new();
+        bm.put_u8(VERSION);
+        let shared = enc.encode_body_sharing(t, &mut bm, None).unwrap();
+        assert!(shared.is_empty() || direct.len() >= SHARE_MIN);
+        let flat = Encoder::new().encode_shared(t).unwrap().to_vec();
+        assert_eq!(flat, direct, "{t:?}");
+        direct
+    }
+
+    #[test]
+    fn integer_runs_write_each_integer_as_the_plain_path_does() {
+        let values = [
+            0,
+            1,
+            255,
+            256,
+            -1,
+            i64::from(i32::MAX),
+            i64::from(i32::MIN),
+            i64::from(i32::MAX) + 1,
+            i64::MIN,
+            i64::MAX,
+            77,
+        ];
+        for len in [1, 2, 3, 15, 16, 17, 31, 32, 33, 100] {
+            for shift in 0..values.len() {
+                let ints: Vec<i64> = (0..len)
+                    .map(|k| values[(k + shift) % values.len()])
+                    .collect();
+                let mut elems: Vec<Term> = ints.iter().map(|&i| Term::Int(i)).collect();
+                let mut want = vec![VERSION];
+                if ints.iter().all(|i| (0..=255).contains(i)) {
+                    want.push(STRING_EXT);
+                    want.extend_from_slice(&(len as u16).to_be_bytes());
+                    want.extend(ints.iter().map(|&i| i as u8));
+                } else {
+                    want.push(LIST_EXT);
+                    want.extend_from_slice(&(len as u32).to_be_bytes());
+                    for &i in &ints {
+                        want.extend(int_ext(i));
+                    }
+                    want.push(NIL_EXT);
+                }
+                assert_eq!(all_ways(&Term::List(elems.clone())), want, "{ints:?}");
+                // A term between integers ends the run.
+                elems.insert(len / 2, Term::atom("x"));
+                let got = all_ways(&Term::List(elems.clone()));
+                assert!(Term::decode(&got).unwrap().exact_eq(&Term::List(elems)));
+            }
+        }
+    }
+
+    #[test]
+    fn every_output_gets_the_same_bytes() {
+        let long_node = Atom::from("a_node_name_of_more_than_thirty_bytes@host");
+        let short_node = Atom::from("n@h");
+        let mut elems = Vec::new();
+        for n in [
+            0, 1, 3, 4, 7, 8, 15, 16, 31, 32, 33, 63, 64, 65, 200, 600, 5000,
+        ] {
+            elems.push(Term::binary(vec![n as u8; n]));
+            if n > 0 {
+                elems.push(Term::ByteList(Bytes::from(vec![b'a'; n])));
+            }
+            elems.push(Term::atom(&"é".repeat(n.min(255) / 2)));
+        }
+        for node in [long_node, short_node] {
+            elems.push(Term::Pid(Pid {
+                node,
+                id: 1,
+                serial: 2,
+                creation: 3,
+            }));
+            for words in [&[1u32][..], &[1, 2, 3], &[1, 2, 3, 4, 5]] {
+                elems.push(Term::Ref(Box::new(Reference::new(node, 9, words).unwrap())));
+            }
+        }
+        elems.push(Term::Float(1.5));
+        elems.push(Term::Int(1 << 40));
+        let t = Term::tuple(vec![
+            Term::List(elems.clone()),
+            Term::map(elems.iter().cloned().zip(elems.iter().cloned())),
+        ]);
+        let bytes = all_ways(&t);
+        assert!(Term::decode(&bytes).unwrap().exact_eq(&t));
+    }
+
+    #[test]
+    fn encode_shared_leaves_large_binaries_out_and_reads_as_one_buffer() {
+        let big = |n: usize, b: u8| Bytes::from(vec![b; n]);
+        let (a, b, c) = (big(SHARE_MIN, 1), big(SHARE_MIN + 1, 2), big(70_000, 3));
+        let t = Term::list(vec![
+            Term::Binary(a.clone()),
+            Term::Binary(b.clone()),
+            Term::tuple(vec![Term::atom("x"), Term::Binary(c.clone())]),
+            Term::ByteList(big(SHARE_MIN, b'z')),
+            Term::binary(vec![4; SHARE_MIN - 1]),
+        ]);
+        let enc = Encoder::new();
+        let want = enc.encode(&t).unwrap();
+        let mut e = enc.encode_shared(&t).unwrap();
+        assert_eq!(e.len(), want.len());
+        assert_eq!(e.to_vec(), want);
+        let shared: Vec<*const u8> = e.pieces().map(|p| p.as_ptr()).collect();
+        for bin in [&a, &b, &c] {
+            assert!(shared.contains(&bin.as_ptr()));
+        }
+        // Vectored: every piece, in order.
+        let mut slots = [IoSlice::new(&[]); 16];
+        let n = e.chunks_vectored(&mut slots);
+        let joined: Vec<u8> = slots[..n].iter().flat_map(|s| s.iter().copied()).collect();
+        assert_eq!(joined, want);
+        // Read in odd steps across the pieces.
+        let mut read = Vec::new();
+        while e.has_remaining() {
+            let step = e.chunk().len().min(9999);
+            read.extend_from_slice(&e.chunk()[..step]);
+            e.advance(step);
+        }
+        assert_eq!(read, want);
+        assert!(e.is_empty());
+        // A lone binary, and compression (one piece).
+        let lone = Term::Binary(c.clone());
+        let e = enc.encode_shared(&lone).unwrap();
+        assert_eq!(e.pieces().count(), 2);
+        assert_eq!(e.to_vec(), enc.encode(&lone).unwrap());
+        let z = enc.compressed(6);
+        let e = z.encode_shared(&t).unwrap();
+        assert_eq!(e.pieces().count(), 1);
+        assert_eq!(Vec::from(e), z.encode(&t).unwrap());
+        // Errors are reported as by encode.
+        let bad = Term::list(vec![Term::Binary(a), Term::Float(f64::NAN)]);
+        assert!(matches!(
+            enc.encode_shared(&bad),
+            Err(EncodeError::NonFiniteFloat(_))
+        ));
+    }
 }

@@ -23,7 +23,7 @@ pub use atom::{Atom, AtomBudget, AtomError, ATOM_TABLE_LIMIT, MAX_ATOM_CHARS};
 pub use convert::{__binary, BinPart};
 pub use convert::{ConvertError, FromTerm};
 pub use decode::{DecodeError, DecodeErrorKind, DecodeOptions, Decoder, DEFAULT_MAX_DEPTH};
-pub use encode::{EncodeError, Encoder};
+pub use encode::{EncodeError, Encoded, Encoder};
 pub use text::ParseError;
 
 use bytes::Bytes;
