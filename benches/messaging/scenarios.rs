@@ -359,12 +359,33 @@ async fn edp_stream_setup(env: &mut Env, n: usize, runs: &mut Runs) -> Option<Ed
             return None;
         }
     };
-    let sink = erl_pid(&mut env.a, &format!("bench_peer:start_sink({n})."));
+    let sink = fresh_sink(env, n);
     Some(EdpStream {
         sink,
         sink_edp: edp::edp_pid(sink),
         me,
     })
+}
+
+/// A new sink on A for one run of `n` messages. Every variant streams to
+/// a sink of its own per run, as `stream_to_new_sink` gives the BEAM
+/// variant: a sink that has taken runs before has a grown heap, which
+/// slows the run that follows.
+fn fresh_sink(env: &mut Env, n: usize) -> Pid {
+    erl_pid(&mut env.a, &format!("bench_peer:start_sink({n})."))
+}
+
+fn end_sink(env: &mut Env, sink: Pid) {
+    eval(&mut env.a, &format!("exit({}, kill).", erl_expr(sink)));
+}
+
+/// Gives an [`EdpStream`] a new sink (see [`fresh_sink`]).
+fn renew_edp_sink(env: &mut Env, s: &mut Option<EdpStream>, n: usize) {
+    if let Some(s) = s.as_mut() {
+        end_sink(env, s.sink);
+        s.sink = fresh_sink(env, n);
+        s.sink_edp = edp::edp_pid(s.sink);
+    }
 }
 
 /// One edp run of an [`EdpStream`]: its time, or why it failed.
@@ -385,7 +406,7 @@ async fn edp_stream_run(
 
 fn edp_stream_end(env: &mut Env, s: Option<EdpStream>) {
     if let Some(s) = s {
-        eval(&mut env.a, &format!("exit({}, kill).", erl_expr(s.sink)));
+        end_sink(env, s.sink);
     }
 }
 
@@ -400,7 +421,6 @@ async fn send_scenario(
     (rust_msg, erl_msg): (Term, &str),
     runs: usize,
 ) {
-    let sink = erl_pid(&mut env.a, &format!("bench_peer:start_sink({n})."));
     let mut rust = Vec::new();
     let mut beam = Vec::new();
     let mut edp = edp_runs(env);
@@ -408,17 +428,19 @@ async fn send_scenario(
     let edp_msg = [edp::owned(&rust_msg)];
     let a_name = env.a.name().to_owned();
     for _ in 0..runs {
+        let sink = fresh_sink(env, n);
         let d = rust_stream(&env.r1, &sink, n, std::slice::from_ref(&rust_msg)).await;
+        end_sink(env, sink);
         rust.push(per_sec(n * unit_size, d));
         let d = beam_stream(&mut env.b, &a_name, n, erl_msg);
         beam.push(per_sec(n * unit_size, d));
         if edp.live() {
+            renew_edp_sink(env, &mut edp_s, n);
             if let Some(r) = edp_stream_run(env, &mut edp_s, n, &edp_msg).await {
                 edp.push(r.map(|d| per_sec(n * unit_size, d)));
             }
         }
     }
-    eval(&mut env.a, &format!("exit({}, kill).", erl_expr(sink)));
     edp_stream_end(env, edp_s);
     report(
         name,
@@ -466,14 +488,15 @@ async fn mixed_terms(env: &mut Env, n: usize, runs: usize) {
     let file = file.to_str().expect("utf-8 temp dir").to_owned();
     let edp_msgs: Vec<edp_node::OwnedTerm> = terms.iter().map(edp::owned).collect();
 
-    let sink = erl_pid(&mut env.a, &format!("bench_peer:start_sink({n})."));
     let (mut rust, mut beam) = (Vec::new(), Vec::new());
     let (mut rust_b, mut beam_b, mut edp_b) = (Vec::new(), Vec::new(), Vec::new());
     let mut edp = edp_runs(env);
     let mut edp_s = edp_stream_setup(env, n, &mut edp).await;
     let a_name = env.a.name().to_owned();
     for _ in 0..runs {
+        let sink = fresh_sink(env, n);
         let d = rust_stream(&env.r1, &sink, n, &terms).await;
+        end_sink(env, sink);
         rust.push(per_sec(n, d));
         rust_b.push(per_sec(bytes, d));
         let us = erl_term(
@@ -485,6 +508,7 @@ async fn mixed_terms(env: &mut Env, n: usize, runs: usize) {
         beam.push(per_sec(n, d));
         beam_b.push(per_sec(bytes, d));
         if edp.live() {
+            renew_edp_sink(env, &mut edp_s, n);
             if let Some(r) = edp_stream_run(env, &mut edp_s, n, &edp_msgs).await {
                 if let Ok(d) = &r {
                     edp_b.push(per_sec(bytes, *d));
@@ -493,7 +517,6 @@ async fn mixed_terms(env: &mut Env, n: usize, runs: usize) {
             }
         }
     }
-    eval(&mut env.a, &format!("exit({}, kill).", erl_expr(sink)));
     edp_stream_end(env, edp_s);
     let edp_bytes = match &edp {
         Runs::NotApplicable(why) => Runs::NotApplicable(why),
