@@ -1053,12 +1053,26 @@ impl DistDecoder {
         start: usize,
         end: usize,
     ) -> Result<Option<DistMessage>, FrameError> {
+        self.in_frame(buf, start, end, |d, frame, atoms| {
+            d.decode_with(frame, atoms)
+        })
+    }
+
+    /// Runs `read` on the frame `buf[start..end]` (nothing for an empty
+    /// one) with the decoder's vector for the frame's atoms.
+    fn in_frame<T>(
+        &mut self,
+        buf: &Bytes,
+        start: usize,
+        end: usize,
+        read: impl FnOnce(&mut Self, In<'_>, &mut Vec<Atom>) -> Result<Option<T>, FrameError>,
+    ) -> Result<Option<T>, FrameError> {
         let end = end.min(buf.len());
         if start >= end {
             return Ok(None);
         }
         let mut atoms = std::mem::take(&mut self.frame_atoms);
-        let result = self.decode_with(In { buf, start, end }, &mut atoms);
+        let result = read(self, In { buf, start, end }, &mut atoms);
         self.frame_atoms = atoms;
         result
     }
@@ -1074,24 +1088,17 @@ impl DistDecoder {
         start: usize,
         end: usize,
     ) -> Result<Option<Incoming>, FrameError> {
-        let end = end.min(buf.len());
-        if start >= end {
-            return Ok(None);
-        }
-        let mut atoms = std::mem::take(&mut self.frame_atoms);
-        let frame = In { buf, start, end };
-        let result = self.header(frame, &mut atoms).and_then(|(header, pos)| {
-            if let (HeaderKind::Whole, true) = (&header, self.framing.has_header()) {
-                if let Some((from, to, at)) = send_sender_at(frame, pos, &atoms) {
-                    let payload = self.payload(ControlOp::SEND_SENDER, &atoms, frame, at)?;
+        self.in_frame(buf, start, end, |d, frame, atoms| {
+            let (header, pos) = d.header(frame, atoms)?;
+            if let (HeaderKind::Whole, true) = (&header, d.framing.has_header()) {
+                if let Some((from, to, at)) = send_sender_at(frame, pos, atoms) {
+                    let payload = d.payload(ControlOp::SEND_SENDER, atoms, frame, at)?;
                     return Ok(Some(Incoming::Send { from, to, payload }));
                 }
             }
-            let m = self.after_header(frame, header, pos, &atoms)?;
+            let m = d.after_header(frame, header, pos, atoms)?;
             Ok(m.map(|m| Incoming::Other(Box::new(m))))
-        });
-        self.frame_atoms = atoms;
-        result
+        })
     }
 
     /// Reads the frame's header: its kind, and where the control term
@@ -1326,12 +1333,18 @@ const PID_REF_LEN: usize = 15;
 /// `None` for anything else (which the decoder then reads, or refuses).
 #[inline]
 fn cached_pid(bytes: Option<&[u8]>, atoms: &[Atom]) -> Option<Pid> {
+    cached_pid_with(bytes, |ix| atoms.get(ix).copied())
+}
+
+/// [`cached_pid`], with the frame's atoms given by `atom`.
+#[inline]
+fn cached_pid_with(bytes: Option<&[u8]>, atom: impl Fn(usize) -> Option<Atom>) -> Option<Pid> {
     let &[NEW_PID_EXT, ATOM_CACHE_REF, ix, i0, i1, i2, i3, s0, s1, s2, s3, c0, c1, c2, c3] = bytes?
     else {
         return None;
     };
     Some(Pid {
-        node: *atoms.get(usize::from(ix))?,
+        node: atom(usize::from(ix))?,
         id: u32::from_be_bytes([i0, i1, i2, i3]),
         serial: u32::from_be_bytes([s0, s1, s2, s3]),
         creation: u32::from_be_bytes([c0, c1, c2, c3]),
@@ -2149,8 +2162,9 @@ impl Prepared {
         if !plain.contains(&op) {
             return None;
         }
-        let atoms: Vec<Atom> = self.atoms.iter().map_while(|a| *a).collect();
-        cached_pid(body.get(4..4 + PID_REF_LEN), &atoms)
+        cached_pid_with(body.get(4..4 + PID_REF_LEN), |ix| {
+            self.atoms.get(ix).copied().flatten()
+        })
     }
 
     /// How many bytes the message takes (its header aside).

@@ -24,8 +24,7 @@ use super::outq;
 use super::sendq::{Outgoing, SendQueue};
 use super::{Dest, ExitKind, FastMap, Node, Watched};
 use crate::connection::control::{ControlMessage, DistMessage, ProcRef};
-use crate::connection::dist_header::{DistDecoder, DistEncoder};
-use crate::connection::dist_header::{Incoming, Prepared};
+use crate::connection::dist_header::{DistDecoder, DistEncoder, Incoming, Prepared};
 use crate::connection::driver::{
     self, cut_frame_run, read_some, Command, Connection, DownReason, Link, LocalNodeConfig,
     RunSettings, Ticks, WriteQueue,

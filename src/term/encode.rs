@@ -784,22 +784,28 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
                 Ok(())
             }
             Term::Float(f) if f.is_finite() => {
-                let b = f.to_bits().to_be_bytes();
-                self.out.put_array([
-                    NEW_FLOAT_EXT,
-                    b[0],
-                    b[1],
-                    b[2],
-                    b[3],
-                    b[4],
-                    b[5],
-                    b[6],
-                    b[7],
-                ]);
+                self.float(*f);
                 Ok(())
             }
             _ => self.rare(t, depth),
         }
+    }
+
+    /// A finite float, as `NEW_FLOAT_EXT`.
+    #[inline(always)]
+    fn float(&mut self, f: f64) {
+        let b = f.to_bits().to_be_bytes();
+        self.out.put_array([
+            NEW_FLOAT_EXT,
+            b[0],
+            b[1],
+            b[2],
+            b[3],
+            b[4],
+            b[5],
+            b[6],
+            b[7],
+        ]);
     }
 
     /// The kinds of terms that messages seldom hold, out of line.
@@ -815,18 +821,7 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
                 if !f.is_finite() {
                     return Err(fail(EncodeError::NonFiniteFloat(*f)));
                 }
-                let b = f.to_bits().to_be_bytes();
-                self.out.put_array([
-                    NEW_FLOAT_EXT,
-                    b[0],
-                    b[1],
-                    b[2],
-                    b[3],
-                    b[4],
-                    b[5],
-                    b[6],
-                    b[7],
-                ]);
+                self.float(*f);
             }
             Term::BitBinary(bb) => {
                 if !(1..=8).contains(&bb.bits) {
