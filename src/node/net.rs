@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
@@ -68,7 +68,8 @@ struct PeerCtl {
 /// The network side of a node.
 pub(crate) struct Net {
     pub(crate) config: LocalNodeConfig,
-    peers: Mutex<FastMap<Atom, PeerCtl>>,
+    /// Read by every send, written when a peer comes, goes up or goes.
+    peers: RwLock<FastMap<Atom, PeerCtl>>,
     next_peer: AtomicU64,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) registration: Mutex<Option<HeldRegistration>>,
@@ -81,7 +82,7 @@ impl Net {
     pub(crate) fn new(config: LocalNodeConfig) -> Net {
         Net {
             config,
-            peers: Mutex::new(FastMap::default()),
+            peers: RwLock::new(FastMap::default()),
             next_peer: AtomicU64::new(1),
             events: broadcast::channel(256).0,
             registration: Mutex::new(None),
@@ -91,13 +92,18 @@ impl Net {
         }
     }
 
-    fn peers(&self) -> std::sync::MutexGuard<'_, FastMap<Atom, PeerCtl>> {
-        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    fn peers(&self) -> std::sync::RwLockWriteGuard<'_, FastMap<Atom, PeerCtl>> {
+        self.peers.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The peer table for reading: senders do not wait for each other.
+    fn peers_read(&self) -> std::sync::RwLockReadGuard<'_, FastMap<Atom, PeerCtl>> {
+        self.peers.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The nodes with a connection up; `visible` picks visible or hidden.
     pub(crate) fn nodes(&self, visible: bool) -> Vec<Atom> {
-        self.peers()
+        self.peers_read()
             .iter()
             .filter(|(_, p)| p.up && p.visible == visible)
             .map(|(n, _)| *n)
@@ -105,11 +111,11 @@ impl Net {
     }
 
     pub(crate) fn has_peer(&self, node: Atom) -> bool {
-        self.peers().contains_key(&node)
+        self.peers_read().contains_key(&node)
     }
 
     pub(crate) fn is_up(&self, node: Atom) -> bool {
-        self.peers().get(&node).is_some_and(|p| p.up)
+        self.peers_read().get(&node).is_some_and(|p| p.up)
     }
 
     /// Queues the message `control` and `payload` make for `peer`, as
@@ -124,7 +130,7 @@ impl Net {
         control: ControlMessage,
         payload: Option<Cow<'_, Term>>,
     ) {
-        let peers = self.peers();
+        let peers = self.peers_read();
         let prepared = peers
             .get(&peer)
             .filter(|p| p.up && p.flags.contains(DistFlags::DIST_HDR_ATOM_CACHE))
@@ -211,7 +217,7 @@ impl Net {
 
     /// The flags in effect on the connection to `peer`, if it is up.
     pub(crate) fn peer_flags(&self, peer: Atom) -> Option<crate::flags::DistFlags> {
-        self.peers().get(&peer).filter(|p| p.up).map(|p| p.flags)
+        self.peers_read().get(&peer).filter(|p| p.up).map(|p| p.flags)
     }
 
     /// Removes the peer's entry if it is still task `id`'s.
@@ -223,13 +229,13 @@ impl Net {
     }
 
     pub(crate) fn disconnect(&self, peer: Atom) {
-        if let Some(p) = self.peers().get(&peer) {
+        if let Some(p) = self.peers_read().get(&peer) {
             let _ = p.tx.send(Out::Disconnect);
         }
     }
 
     pub(crate) fn disconnect_all(&self) {
-        for p in self.peers().values() {
+        for p in self.peers_read().values() {
             let _ = p.tx.send(Out::Disconnect);
         }
     }
