@@ -217,7 +217,10 @@ impl Net {
 
     /// The flags in effect on the connection to `peer`, if it is up.
     pub(crate) fn peer_flags(&self, peer: Atom) -> Option<crate::flags::DistFlags> {
-        self.peers_read().get(&peer).filter(|p| p.up).map(|p| p.flags)
+        self.peers_read()
+            .get(&peer)
+            .filter(|p| p.up)
+            .map(|p| p.flags)
     }
 
     /// Removes the peer's entry if it is still task `id`'s.
