@@ -2166,11 +2166,6 @@ impl Prepared {
             self.atoms.get(ix).copied().flatten()
         })
     }
-
-    /// How many bytes the message takes (its header aside).
-    pub(crate) fn len(&self) -> usize {
-        self.body.bytes().len()
-    }
 }
 
 #[cfg(test)]

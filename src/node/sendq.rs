@@ -99,15 +99,7 @@ impl Chunk {
         enc: &mut DistEncoder,
     ) -> Result<Option<VecDeque<OutFrame>>, EncodeError> {
         let before = self.frames.len();
-        match m {
-            Outgoing::Msg(m) => {
-                enc.encode_split_into(&m, &mut self.frames)?;
-            }
-            Outgoing::Prepared(p) => {
-                self.prepared(p, enc);
-                return Ok(None);
-            }
-        }
+        self.append(m, enc)?;
         let rest = match self.frames.len() - before {
             n if n <= SLICE_FRAMES => None,
             _ => Some(self.frames.drain(before + SLICE_FRAMES..).collect()),
@@ -119,29 +111,26 @@ impl Chunk {
     /// Encodes `m` into the chunk whole, however many frames it takes.
     fn encode_whole(&mut self, m: Outgoing, enc: &mut DistEncoder) -> Result<(), EncodeError> {
         let before = self.frames.len();
+        self.append(m, enc)?;
+        self.counted_from(before);
+        Ok(())
+    }
+
+    /// Appends all of `m`'s frames, not yet counted.
+    fn append(&mut self, m: Outgoing, enc: &mut DistEncoder) -> Result<(), EncodeError> {
         match m {
             Outgoing::Msg(m) => {
                 enc.encode_split_into(&m, &mut self.frames)?;
             }
             Outgoing::Prepared(p) => {
-                self.prepared(p, enc);
-                return Ok(());
+                if !enc.encode_prepared(p, &mut self.frames) {
+                    // Encoded while an earlier connection with the atom
+                    // cache was up; lost with it, as what was queued for it.
+                    tracing::warn!("message encoded for an earlier connection dropped");
+                }
             }
         }
-        self.counted_from(before);
         Ok(())
-    }
-
-    /// Puts a message its sender encoded into the chunk (one frame).
-    fn prepared(&mut self, p: Prepared, enc: &mut DistEncoder) {
-        let len = p.len();
-        if enc.encode_prepared(p, &mut self.frames) {
-            self.bytes += len;
-        } else {
-            // Encoded while an earlier connection with the atom cache was
-            // up; lost with it, as what was queued for it.
-            tracing::warn!("message encoded for an earlier connection dropped");
-        }
     }
 
     /// Adds the frames from `before` on to the chunk's size.
