@@ -1208,15 +1208,11 @@ impl DistDecoder {
                     && frame.get(pos + 2..pos + 4)
                         == Some(&[SMALL_INTEGER_EXT, ControlOp::SEND_SENDER.0])
                 {
-                    let pid = |at| match cached_pid(frame.get(at..at + PID_REF_LEN), atoms) {
-                        Some(p) => Some((p, at + PID_REF_LEN)),
-                        None => match element(at) {
-                            Ok((Term::Pid(p), end)) => Some((p, end)),
-                            _ => None,
-                        },
-                    };
-                    if let Some((from, at)) = pid(pos + 4) {
-                        if let Some((to, end)) = pid(at) {
+                    if let Some((from, to, end)) = send_sender_at(frame, pos, atoms) {
+                        return Ok((ControlMessage::SendSender { from, to }, end));
+                    }
+                    if let Ok((Term::Pid(from), at)) = element(pos + 4) {
+                        if let Ok((Term::Pid(to), end)) = element(at) {
                             return Ok((ControlMessage::SendSender { from, to }, end));
                         }
                     }
@@ -1766,6 +1762,15 @@ const ARENA_BLOCK: usize = 64 * 1024;
 /// needed).
 const ARENA_MIN: usize = 512;
 
+/// Gives an arena at least [`ARENA_MIN`] bytes of room, a new block if
+/// it must.
+#[inline]
+fn make_room(arena: &mut BytesMut) {
+    if arena.capacity() - arena.len() < ARENA_MIN {
+        arena.reserve(ARENA_BLOCK);
+    }
+}
+
 impl DistEncoder {
     /// An encoder for a connection with these negotiated flags: the atom
     /// cache with `DIST_HDR_ATOM_CACHE`, fragments with `FRAGMENTS`.
@@ -1897,9 +1902,7 @@ impl DistEncoder {
         // Encoded into the arena's spare room, then split off it: no
         // allocation per message.
         let mut body = std::mem::take(&mut self.arena);
-        if body.capacity() - body.len() < ARENA_MIN {
-            body.reserve(ARENA_BLOCK);
-        }
+        make_room(&mut body);
         if !self.framing.has_header() {
             body.put_u8(PASS_THROUGH);
             self.encoder
@@ -2003,9 +2006,7 @@ impl DistEncoder {
             atoms.by_slot.refs.push((atom, slot, new));
         }
         let mut head = std::mem::take(&mut self.arena);
-        if head.capacity() - head.len() < ARENA_MIN {
-            head.reserve(ARENA_BLOCK);
-        }
+        make_room(&mut head);
         head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
         atoms.write_header(&mut head);
         let frame = match p.body {
@@ -2109,9 +2110,7 @@ impl Prepared {
             .try_with(|scratch| {
                 let mut scratch = scratch.try_borrow_mut().ok()?;
                 let PrepareScratch { arena, marks } = &mut *scratch;
-                if arena.capacity() - arena.len() < ARENA_MIN {
-                    arena.reserve(ARENA_BLOCK);
-                }
+                make_room(arena);
                 let mut atoms = FrameAtoms::new(None, marks);
                 atoms.max = PREPARED_ATOMS;
                 let mut shared = Vec::new();

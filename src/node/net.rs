@@ -131,8 +131,8 @@ impl Net {
         payload: Option<Cow<'_, Term>>,
     ) {
         let peers = self.peers_read();
-        let prepared = peers
-            .get(&peer)
+        let ctl = peers.get(&peer);
+        let prepared = ctl
             .filter(|p| p.up && p.flags.contains(DistFlags::DIST_HDR_ATOM_CACHE))
             .and_then(|_| Prepared::of(&control, payload.as_deref()));
         let out = match prepared {
@@ -145,7 +145,7 @@ impl Net {
                 }
             },
         };
-        let out = match peers.get(&peer) {
+        let out = match ctl {
             Some(p) => match p.tx.send(Out::Msg(out)) {
                 Ok(()) => return,
                 // The task is ending: start another.
@@ -818,13 +818,7 @@ impl Node {
             _ => None,
         };
         match alias {
-            Some(r) if r.node != self.name() => {
-                let from = self.system_pid();
-                self.route_remote(
-                    r.node,
-                    DistMessage::with_payload(ControlMessage::AliasSend { from, alias: r }, msg),
-                );
-            }
+            // A remote alias goes as ALIAS_SEND from the system process.
             Some(r) => self.send_from(None, Dest::Alias(r), msg),
             None => self.send_from(Some(self.system_pid()), Dest::Pid(caller), msg),
         }
