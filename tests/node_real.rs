@@ -461,6 +461,62 @@ async fn messages_sent_by_reference_reach_beam_intact() {
     node.shutdown().await;
 }
 
+/// A process that sends a long run of messages without waiting does not
+/// hold them back until the run ends: BEAM has the first ones while the
+/// process is still busy, as it would from a BEAM process. (The peer's
+/// task, woken by the first send, would otherwise wait on the sender's
+/// worker, where tokio puts a task woken from there.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_run_of_sends_reaches_beam_while_the_sender_is_busy() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    if !require_erl() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    let node = rust_node(&epmd).await;
+    let mut e = erl(&epmd);
+    assert!(node.ping(e.name()).await);
+    // Set when BEAM reports its first message.
+    let told = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&told);
+    let watcher = node.spawn(move |mut p| async move {
+        if p.recv().await.is_ok() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+    eval(
+        &mut e,
+        &format!(
+            "register(first, spawn(fun() -> receive _ -> {} ! first end, \
+               (fun Drain() -> receive _ -> Drain() end end)() end)).",
+            erl_expr(watcher)
+        ),
+    );
+    let first = erl_pid(&mut e, "whereis(first).");
+    let (sender_node, seen) = (node.clone(), Arc::clone(&told));
+    // On a worker, as processes run: sends, then stays busy (without
+    // waiting) until BEAM's report is in, for at most 10 s.
+    let got_it_while_busy = tokio::spawn(async move {
+        let p = sender_node.process();
+        for i in 0..1000 {
+            p.send(first, Term::tuple(vec![atom("n"), Term::from(i)]));
+        }
+        let t0 = std::time::Instant::now();
+        while !seen.load(Ordering::SeqCst) && t0.elapsed() < T {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        seen.load(Ordering::SeqCst)
+    })
+    .await
+    .unwrap();
+    assert!(
+        got_it_while_busy,
+        "BEAM had none of the messages while their sender was busy"
+    );
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_rust_nodes_with_the_embedded_epmd_and_no_beam() {
     let port = erldist::testing::free_port().unwrap();

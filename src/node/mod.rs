@@ -22,6 +22,7 @@ pub mod pg;
 mod process;
 pub mod pubsub;
 mod rpc;
+mod sched;
 mod sendq;
 mod spawn;
 pub mod task;

@@ -4,12 +4,18 @@
 //! Like tokio's unbounded channel, but cheaper for many small items from
 //! one side and runs taken at once on the other: a send is a push under a
 //! lock, and wakes the task only when the queue was empty (the task always
-//! empties it before it waits).
+//! empties it before it waits), and once more, to another worker, when a
+//! run of sends has filled it to [`LONG_RUN`] without the task taking it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
+
+/// Items queued without the receiving task taking them, after which a
+/// sender lets an idle worker run that task ([`super::sched`]): the task
+/// may be waiting behind the sender on the sender's worker.
+const LONG_RUN: usize = 64;
 
 struct Shared<T> {
     state: Mutex<State<T>>,
@@ -72,9 +78,12 @@ impl<T> Sender<T> {
         }
         let was_empty = st.items.is_empty();
         st.items.push_back(item);
+        let long_run = st.items.len() == LONG_RUN;
         drop(st);
         if was_empty {
             self.shared.ready.notify_one();
+        } else if long_run {
+            super::sched::share_woken();
         }
         Ok(())
     }
