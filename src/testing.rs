@@ -350,15 +350,17 @@ pub fn elixir_args(code_paths: &[PathBuf], apps: &[&str]) -> io::Result<Vec<Stri
 }
 
 /// The Erlang code an [`ErlNode`] runs: print a ready line, then read one
-/// expression per line from stdin, print `ERLDIST_RESULT {ok,V}` or
-/// `ERLDIST_RESULT {error,...}`, and halt at end of input (so the node
-/// dies with the test process even if it is not killed).
+/// expression per line from stdin and hand it to an evaluating process,
+/// which prints `ERLDIST_RESULT {ok,V}` or `ERLDIST_RESULT {error,...}`;
+/// halt at end of input, even while an evaluation is still running (so the
+/// node dies with the process that started it however that one ends: a
+/// test or bench killed by a signal, or one whose expression never
+/// returns). The evaluating process is the same for every expression, so
+/// `self()` and its mailbox carry over from one to the next.
 const EVAL_LOOP: &str = r#"io:format("ERLDIST_READY~n"),
-Loop = fun L() ->
-    case io:get_line('') of
-        eof -> halt();
-        {error, _} -> halt();
-        Line0 ->
+Eval = spawn(fun E() ->
+    receive
+        {erldist_line, Line0} ->
             %% A binary once Elixir has set standard_io to binary mode.
             Line = unicode:characters_to_list(Line0),
             R = try
@@ -366,10 +368,17 @@ Loop = fun L() ->
                     {ok, Es} = erl_parse:parse_exprs(Ts),
                     {value, V, _} = erl_eval:exprs(Es, []),
                     {ok, V}
-                catch C:E -> {error, {C, E}}
+                catch C:X -> {error, {C, X}}
                 end,
             io:format("ERLDIST_RESULT ~w~n", [R]),
-            L()
+            E()
+    end
+end),
+Loop = fun L() ->
+    case io:get_line('') of
+        eof -> halt();
+        {error, _} -> halt();
+        Line0 -> Eval ! {erldist_line, Line0}, L()
     end
 end,
 Loop()."#;
@@ -701,5 +710,27 @@ mod tests {
     #[test]
     fn free_port_is_nonzero() {
         assert_ne!(free_port().unwrap(), 0);
+    }
+
+    /// A node whose starter goes away (its stdin closes) halts, even in
+    /// the middle of an evaluation that would never return.
+    #[test]
+    fn a_node_halts_when_its_stdin_closes_during_an_evaluation() {
+        if !require_erl() {
+            return;
+        }
+        let epmd = RealEpmd::start().unwrap();
+        let mut node = ErlNode::start("erl", epmd.port(), "cookie").unwrap();
+        assert_eq!(node.eval("self() =:= self().").unwrap(), "true");
+        let stdin = node.stdin.as_mut().unwrap();
+        writeln!(stdin, "receive never_sent -> ok end.").unwrap();
+        stdin.flush().unwrap();
+        thread::sleep(Duration::from_millis(200));
+        assert!(node.is_running());
+        node.stdin = None;
+        assert!(
+            wait_until(Duration::from_secs(10), || !node.is_running()),
+            "the node outlived its stdin"
+        );
     }
 }
