@@ -178,12 +178,25 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// The real `epmd`, in the foreground on a private port; killed on drop.
+/// The real `epmd`, in the foreground on a private port; killed on drop,
+/// and also when the process that started it ends without dropping it (a
+/// test or bench killed by a signal): see [`EPMD_WATCH`].
 #[derive(Debug)]
 pub struct RealEpmd {
+    /// The `sh` watching `epmd`: it ends when `epmd` does.
     child: Child,
+    /// Our end of the watcher's pipe: `epmd` is ended when it closes.
+    stdin: Option<ChildStdin>,
     port: u16,
 }
+
+/// How [`RealEpmd`] runs `epmd` (whose arguments follow): under `sh`, which
+/// ends `epmd` when its standard input reaches end of file (the starting
+/// process holds the other end of that pipe, which closes however that
+/// process ends), and which itself ends when `epmd` does, with its status.
+const EPMD_WATCH: &str = "exec 3<&0; epmd \"$@\" </dev/null & e=$!; \
+(cat <&3 >/dev/null; kill $e 2>/dev/null) & c=$!; \
+wait $e; s=$?; kill $c 2>/dev/null; exit $s";
 
 impl RealEpmd {
     /// Starts `epmd -port N` on a free port and waits until it answers.
@@ -202,16 +215,16 @@ impl RealEpmd {
         let mut last_err = io::Error::other("epmd did not start");
         for _ in 0..10 {
             let port = free_port()?;
-            let child = Command::new("epmd")
-                .arg("-port")
-                .arg(port.to_string())
+            let mut child = Command::new("sh")
+                .args(["-c", EPMD_WATCH, "epmd", "-port", &port.to_string()])
                 .args(args)
                 .env_remove("ERL_EPMD_RELAXED_COMMAND_CHECK")
-                .stdin(Stdio::null())
+                .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()?;
-            let mut epmd = RealEpmd { child, port };
+            let stdin = child.stdin.take();
+            let mut epmd = RealEpmd { child, stdin, port };
             let up = wait_until(Duration::from_secs(5), || {
                 epmd.exited()
                     || raw_names(port, Duration::from_millis(500))
@@ -244,6 +257,12 @@ impl RealEpmd {
 
 impl Drop for RealEpmd {
     fn drop(&mut self) {
+        // The watcher ends epmd, then itself; kill it only if it does not.
+        self.stdin = None;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.exited() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(2));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -710,6 +729,28 @@ mod tests {
     #[test]
     fn free_port_is_nonzero() {
         assert_ne!(free_port().unwrap(), 0);
+    }
+
+    /// An epmd whose starter goes away (its end of the watcher's pipe
+    /// closes, as when the process is killed) ends, and its port is free.
+    #[test]
+    fn epmd_ends_when_its_starter_goes_away() {
+        if !require_erl() {
+            return;
+        }
+        let mut epmd = RealEpmd::start().unwrap();
+        let port = epmd.port();
+        assert!(raw_names(port, Duration::from_secs(1)).is_ok());
+        epmd.stdin = None;
+        assert!(
+            wait_until(Duration::from_secs(5), || raw_names(
+                port,
+                Duration::from_millis(200)
+            )
+            .is_err()),
+            "epmd on port {port} outlived its starter"
+        );
+        assert!(wait_until(Duration::from_secs(5), || epmd.exited()));
     }
 
     /// A node whose starter goes away (its stdin closes) halts, even in
