@@ -499,6 +499,8 @@ impl Node {
         }
     }
 
+    /// Sends the signal `control` (with `payload` if its operation takes
+    /// one) to `peer`, connecting if need be (see [`net::Net::send`]).
     fn remote(&self, peer: Atom, control: ControlMessage, payload: Option<Cow<'_, Term>>) {
         if let Some(net) = self.net() {
             net.send(self, peer, control, payload);

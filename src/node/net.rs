@@ -708,14 +708,12 @@ impl Node {
             C::Unlink { from, to } => self.remote_unlink(from, to),
             C::UnlinkId { id, from, to } => {
                 self.remote_unlink(from, to);
-                self.route_remote(
-                    peer,
-                    DistMessage::control_only(C::UnlinkIdAck {
-                        id,
-                        from: to,
-                        to: from,
-                    }),
-                );
+                let ack = C::UnlinkIdAck {
+                    id,
+                    from: to,
+                    to: from,
+                };
+                self.remote(peer, ack, None);
             }
             C::UnlinkIdAck { .. } => {}
             C::Exit { from, to, reason }
@@ -824,22 +822,6 @@ impl Node {
         }
     }
 
-    /// Sends a control message to `peer`.
-    pub(crate) fn route_remote(
-        &self,
-        peer: Atom,
-        msg: Result<DistMessage, crate::connection::control::ControlError>,
-    ) {
-        let Some(net) = self.net() else { return };
-        match msg {
-            Ok(m) => {
-                let (control, payload) = m.into_parts();
-                net.send(self, peer, control, payload.map(Cow::Owned));
-            }
-            Err(e) => warn!(error = %e, "internal error: bad control message"),
-        }
-    }
-
     fn remote_link(&self, from: Pid, to: Pid) {
         match self.lookup(to) {
             Some(entry) if entry.state().exited.is_none() => {
@@ -847,13 +829,8 @@ impl Node {
             }
             _ => {
                 // Linking to a dead process: the link breaks with noproc.
-                self.route_remote(
-                    from.node,
-                    DistMessage::with_payload(
-                        ControlMessage::PayloadExit { from: to, to: from },
-                        Term::atom("noproc"),
-                    ),
-                );
+                let exit = ControlMessage::PayloadExit { from: to, to: from };
+                self.remote(from.node, exit, Some(Cow::Owned(Term::atom("noproc"))));
             }
         }
     }
@@ -884,17 +861,12 @@ impl Node {
                 return;
             }
         }
-        self.route_remote(
-            peer,
-            DistMessage::with_payload(
-                ControlMessage::PayloadMonitorPExit {
-                    from: to,
-                    to: from,
-                    reference,
-                },
-                Term::atom("noproc"),
-            ),
-        );
+        let down = ControlMessage::PayloadMonitorPExit {
+            from: to,
+            to: from,
+            reference,
+        };
+        self.remote(peer, down, Some(Cow::Owned(Term::atom("noproc"))));
     }
 
     fn remote_demonitor(&self, to: ProcRef, reference: &crate::term::Reference) {

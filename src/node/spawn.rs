@@ -13,12 +13,13 @@
 //! function nobody registered runs nevertheless, and exits with `undef`,
 //! as it would on a BEAM node.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
 use tokio::sync::{broadcast, oneshot};
 
-use crate::connection::control::{ControlMessage, DistMessage, Mfa, SpawnFlags, SpawnResult};
+use crate::connection::control::{ControlMessage, Mfa, SpawnFlags, SpawnResult};
 use crate::term::{Atom, Pid, Reference, Term};
 
 use super::net::NodeEvent;
@@ -230,7 +231,7 @@ impl Node {
             mfa,
             options: options.clone(),
         };
-        self.route_remote(peer, DistMessage::with_payload(request, Term::List(args)));
+        self.remote(peer, request, Some(Cow::Owned(Term::List(args))));
         let reply = loop {
             tokio::select! {
                 r = &mut rx => break r.map_err(|_| SpawnError::Exited)?,
@@ -344,7 +345,7 @@ impl Node {
                 flags: SpawnFlags::NONE,
                 result: SpawnResult::Error(Atom::from(reason)),
             };
-            self.route_remote(peer, DistMessage::control_only(reply));
+            self.remote(peer, reply, None);
         };
         let mut flags = SpawnFlags::NONE;
         for o in &options {
@@ -384,7 +385,7 @@ impl Node {
             result: SpawnResult::Pid(pid),
         };
         // The reply goes out before anything the new process does.
-        self.route_remote(peer, DistMessage::control_only(reply));
+        self.remote(peer, reply, None);
         self.start_task(p, move |p| job.run(p));
     }
 
@@ -481,13 +482,10 @@ impl Node {
                     to: crate::connection::control::ProcRef::Pid(pid),
                     reference: req_id,
                 };
-                self.route_remote(pid.node, DistMessage::control_only(demonitor));
+                self.remote(pid.node, demonitor, None);
             }
             let kill = ControlMessage::PayloadExit2 { from: to, to: pid };
-            self.route_remote(
-                pid.node,
-                DistMessage::with_payload(kill, Term::atom("abandoned")),
-            );
+            self.remote(pid.node, kill, Some(Cow::Owned(Term::atom("abandoned"))));
         }
     }
 
