@@ -180,7 +180,8 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 /// The real `epmd`, in the foreground on a private port; killed on drop,
 /// and also when the process that started it ends without dropping it (a
-/// test or bench killed by a signal): see [`EPMD_WATCH`].
+/// test or bench killed by a signal): it runs under a shell that ends it
+/// when the starting process's end of a pipe closes.
 #[derive(Debug)]
 pub struct RealEpmd {
     /// The `sh` watching `epmd`: it ends when `epmd` does.

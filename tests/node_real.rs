@@ -27,6 +27,14 @@ fn erl(epmd: &RealEpmd) -> ErlNode {
     tokio::task::block_in_place(|| ErlNode::start("erl", epmd.port(), COOKIE)).expect("start erl")
 }
 
+/// A Rust node and an `erl` node on `epmd`, connected (a ping answered).
+async fn connected(epmd: &RealEpmd) -> (Node, ErlNode) {
+    let node = rust_node(epmd).await;
+    let e = erl(epmd);
+    assert!(node.ping(e.name()).await);
+    (node, e)
+}
+
 fn parse(text: &str) -> Term {
     text.parse().unwrap_or_else(|e| panic!("parse {text}: {e}"))
 }
@@ -413,9 +421,7 @@ async fn messages_sent_by_reference_reach_beam_intact() {
         return;
     }
     let epmd = RealEpmd::start().unwrap();
-    let node = rust_node(&epmd).await;
-    let mut e = erl(&epmd);
-    assert!(node.ping(e.name()).await);
+    let (node, mut e) = connected(&epmd).await;
     let mut me = node.process();
     // Collects 7 messages, then sends them back in one list.
     eval(
@@ -474,9 +480,7 @@ async fn a_long_run_of_sends_reaches_beam_while_the_sender_is_busy() {
         return;
     }
     let epmd = RealEpmd::start().unwrap();
-    let node = rust_node(&epmd).await;
-    let mut e = erl(&epmd);
-    assert!(node.ping(e.name()).await);
+    let (node, mut e) = connected(&epmd).await;
     // Set when BEAM reports its first message.
     let told = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&told);

@@ -2066,7 +2066,7 @@ impl PreparedBody {
     }
 }
 
-/// A sending thread's buffers for [`Prepared::new`].
+/// A sending thread's buffers for [`Prepared::of`].
 struct PrepareScratch {
     arena: BytesMut,
     marks: SlotMarks,
@@ -2080,19 +2080,20 @@ thread_local! {
 }
 
 impl Prepared {
-    /// `msg` encoded for a connection with the atom cache; `None` for what
-    /// the connection's encoder must do itself: anything but a plain
-    /// message (`SEND`, `SEND_SENDER`, `REG_SEND`, `ALIAS_SEND`), a
-    /// message longer than a fragment or with large binaries (which the
-    /// connection's encoder cuts into fragments, or shares), a term that
-    /// cannot be encoded (the connection's encoder reports it).
+    /// [`Prepared::of`] the parts of `msg`.
     #[cfg(test)]
     pub(crate) fn new(msg: &DistMessage) -> Option<Prepared> {
         Prepared::of(msg.control(), msg.payload())
     }
 
-    /// [`Prepared::new`] of the message `control` and `payload` make
-    /// (which need not be a valid message: this is checked).
+    /// The message `control` and `payload` make (which need not be a
+    /// valid message: this is checked), encoded for a connection with the
+    /// atom cache; `None` for what the connection's encoder must do
+    /// itself: anything but a plain message (`SEND`, `SEND_SENDER`,
+    /// `REG_SEND`, `ALIAS_SEND`), a message longer than a fragment or with
+    /// large binaries (which the connection's encoder cuts into fragments,
+    /// or shares), a term that cannot be encoded (the connection's encoder
+    /// reports it).
     pub(crate) fn of(control: &ControlMessage, payload: Option<&Term>) -> Option<Prepared> {
         if payload.is_some() != control.has_payload() {
             return None;
