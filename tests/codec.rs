@@ -290,3 +290,62 @@ fn atom_cache_references_are_written_for_the_atoms_asked() {
     assert!(back.exact_eq(&t));
     assert_eq!(end, out.len());
 }
+
+#[test]
+fn lists_of_integers_with_other_terms_between_decode_as_written() {
+    // Integers of each width in runs longer and shorter than the decoder's
+    // block, broken by an atom, a big integer, a tuple and a list, and
+    // lists ending in a run, in another term and in an improper tail.
+    let elems: Vec<Term> = (0..70i64)
+        .map(|i| match i % 23 {
+            7 => term!(x),
+            15 => Term::from(i128::from(i) << 70),
+            19 => term!({i, [i]}),
+            _ if i % 3 == 0 => Term::Int(i),
+            _ if i % 3 == 1 => Term::Int(-1_000_000 * i),
+            _ => Term::Int(255),
+        })
+        .collect();
+    let mut lists = vec![Term::list(elems.clone())];
+    for n in [1, 15, 16, 17, 33] {
+        // Not all bytes, so not a STRING_EXT.
+        lists.push(Term::list(
+            (0..n).map(|i| Term::Int(i * 300 - 500)).collect(),
+        ));
+        lists.push(Term::list_with_tail(
+            (0..n).map(|i| Term::Int(i * 1000)).collect(),
+            Term::Int(-1),
+        ));
+    }
+    lists.push(Term::list(vec![Term::Int(1), Term::Int(2), term!(end)]));
+    for t in lists {
+        let bytes = t.encode().unwrap();
+        let back = Term::decode(&bytes).unwrap();
+        assert!(back.exact_eq(&t), "{t} came back as {back}");
+    }
+    // A run cut short by the end of the input is an error, not a panic.
+    let cut = [131, 108, 0, 0, 0, 3, 97, 1, 98, 0, 0];
+    assert!(Term::decode(&cut).is_err());
+}
+
+#[test]
+fn references_of_every_length_decode_and_longer_ones_are_errors() {
+    for len in 0..=5u16 {
+        let mut bytes = vec![131, 90];
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes.extend_from_slice(&[119, 1, b'n', 0, 0, 0, 7]);
+        for w in 0..u32::from(len) {
+            bytes.extend_from_slice(&(w * 1000 + 1).to_be_bytes());
+        }
+        let Term::Ref(r) = Term::decode(&bytes).unwrap() else {
+            panic!("not a reference: {len} words");
+        };
+        let want: Vec<u32> = (0..u32::from(len)).map(|w| w * 1000 + 1).collect();
+        assert_eq!(r.ids(), &want[..]);
+        assert_eq!(r.creation, 7);
+    }
+    let mut six = vec![131, 90, 0, 6, 119, 1, b'n', 0, 0, 0, 7];
+    six.extend_from_slice(&[0; 24]);
+    let e = Term::decode(&six).unwrap_err();
+    assert!(matches!(e.kind, DecodeErrorKind::BadReference(6)), "{e}");
+}

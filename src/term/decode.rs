@@ -480,21 +480,32 @@ impl<'a> Reader<'a> {
 /// Where a decoded term goes: the elements of a compound term, or a
 /// single term (the result, a list's tail, a map's key or value).
 trait Sink {
-    fn put(&mut self, t: Term);
+    /// Puts the term `f` makes. Made by a closure so that it is built
+    /// where it goes, after any room has been made for it: a term built
+    /// first and moved in afterwards is copied with wider loads than the
+    /// stores that built it, and the processor stalls on each such copy.
+    fn put_with(&mut self, f: impl FnOnce() -> Term);
+
+    #[inline(always)]
+    fn put(&mut self, t: Term) {
+        self.put_with(|| t);
+    }
 }
 
 impl Sink for Vec<Term> {
     #[inline(always)]
-    fn put(&mut self, t: Term) {
-        self.push(t);
+    fn put_with(&mut self, f: impl FnOnce() -> Term) {
+        // `OnceWith` has an exact length, so `extend` makes room first and
+        // then writes what `f` returns straight into it.
+        self.extend(std::iter::once_with(f));
     }
 }
 
 /// A single term.
 impl Sink for Option<Term> {
     #[inline(always)]
-    fn put(&mut self, t: Term) {
-        *self = Some(t);
+    fn put_with(&mut self, f: impl FnOnce() -> Term) {
+        *self = Some(f());
     }
 }
 
@@ -558,23 +569,58 @@ impl State<'_, '_> {
         Ok(())
     }
 
+    /// [`State::elems`] for a list's elements, which are often runs of
+    /// integers: each run is gathered into an array and then written to
+    /// `items` in one go. Pushing each integer as a term on its own makes
+    /// the compiler build the term on the stack and copy it with wider
+    /// loads than the stores that built it, and the processor stalls on
+    /// every such copy.
+    #[inline(always)]
+    fn list_elems(&mut self, items: &mut Vec<Term>, n: usize, depth: usize) -> Result<(), Fail> {
+        let mut left = n;
+        while left > 0 {
+            let mut run = [0i64; 16];
+            let mut k = 0;
+            for slot in run.iter_mut().take(left) {
+                match self.r.small_int() {
+                    Some(i) => {
+                        *slot = i;
+                        k += 1;
+                    }
+                    None => break,
+                }
+            }
+            if let Some(got) = run.get(..k).filter(|got| !got.is_empty()) {
+                items.extend(got.iter().map(|&i| Term::Int(i)));
+                left -= got.len();
+            } else {
+                self.push_term(depth, items)?;
+                left -= 1;
+            }
+        }
+        Ok(())
+    }
+
     /// Decodes one term at nesting `depth` (the compound terms around it)
     /// and gives it to `out`. Inlined into the loops over elements, so that
     /// the common scalars cost no call; compound terms are decoded out of
     /// line, and put where they belong by the function that builds them
     /// rather than returned (a term returned through memory and copied at
-    /// once makes the processor wait for the stores of its parts).
+    /// once makes the processor wait for the stores of its parts). For the
+    /// same reason each kind of term is built in its own
+    /// [`Sink::put_with`], not built first and put after the `match`.
     #[inline(always)]
     fn push_term<S: Sink>(&mut self, depth: usize, out: &mut S) -> Result<(), Fail> {
         if let Some(i) = self.r.small_int() {
-            out.put(Term::Int(i));
+            out.put_with(|| Term::Int(i));
             return Ok(());
         }
         let at = self.r.pos;
         let tag = self.r.u8()?;
-        let t = match tag {
+        match tag {
             SMALL_ATOM_UTF8_EXT | ATOM_UTF8_EXT | ATOM_EXT | SMALL_ATOM_EXT | ATOM_CACHE_REF => {
-                Term::Atom(self.atom_after(tag, at)?)
+                let a = self.atom_after(tag, at)?;
+                out.put_with(|| Term::Atom(a));
             }
             SMALL_TUPLE_EXT => {
                 let n = usize::from(self.r.u8()?);
@@ -584,22 +630,23 @@ impl State<'_, '_> {
                 let n = self.r.u32()? as usize;
                 return self.tuple(n, depth, out);
             }
-            NIL_EXT => Term::NIL,
+            NIL_EXT => out.put_with(|| Term::NIL),
             STRING_EXT => {
                 let n = usize::from(self.r.u16()?);
-                Term::ByteList(self.take_bytes(n)?)
+                let b = self.take_bytes(n)?;
+                out.put_with(|| Term::ByteList(b));
             }
             LIST_EXT => return self.list(depth, out),
             BINARY_EXT => {
                 let n = self.r.u32()? as usize;
-                Term::Binary(self.take_bytes(n)?)
+                let b = self.take_bytes(n)?;
+                out.put_with(|| Term::Binary(b));
             }
             MAP_EXT => return self.map(at, depth, out),
             NEW_FUN_EXT => return self.local_fun(depth, out),
             // With the integer tags when small_int found them cut short.
             _ => return self.scalar(tag, at, out),
-        };
-        out.put(t);
+        }
         Ok(())
     }
 
@@ -612,7 +659,7 @@ impl State<'_, '_> {
         let mut items = self.reserve(n, 1, "tuple")?;
         let d = self.inner(depth)?;
         self.nested(d, |st| st.elems(&mut items, n, d))?;
-        out.put(Term::Tuple(items));
+        out.put_with(|| Term::Tuple(items));
         Ok(())
     }
 
@@ -625,18 +672,18 @@ impl State<'_, '_> {
         // The tail, unless it is `[]` (a proper list).
         let mut tail: Option<Term> = None;
         self.nested(d, |st| {
-            st.elems(&mut items, n, d)?;
+            st.list_elems(&mut items, n, d)?;
             if st.r.data.get(st.r.pos) == Some(&NIL_EXT) {
                 st.r.pos += 1;
                 return Ok(());
             }
             st.push_term(d, &mut tail)
         })?;
-        out.put(match tail {
-            None if n == 0 => Term::NIL,
-            None => Term::List(items),
-            Some(tail) => Term::list_with_tail(items, tail),
-        });
+        match tail {
+            None if n == 0 => out.put_with(|| Term::NIL),
+            None => out.put_with(|| Term::List(items)),
+            Some(tail) => out.put(Term::list_with_tail(items, tail)),
+        }
         Ok(())
     }
 
@@ -660,7 +707,8 @@ impl State<'_, '_> {
             }
             Ok(())
         })?;
-        out.put(Term::Map(check_map(entries, at)?));
+        let m = check_map(entries, at)?;
+        out.put_with(|| Term::Map(m));
         Ok(())
     }
 
@@ -810,7 +858,8 @@ impl State<'_, '_> {
                 if !f.is_finite() {
                     return Err(err(at, DecodeErrorKind::BadFloat));
                 }
-                Term::Float(f)
+                out.put_with(|| Term::Float(f));
+                return Ok(());
             }
             FLOAT_EXT => {
                 let s = self.r.take(31)?;
@@ -833,7 +882,11 @@ impl State<'_, '_> {
                 let digits = self.r.take(n)?;
                 big_term(sign != 0, digits)
             }
-            NEW_PID_EXT | PID_EXT => Term::Pid(self.pid_after(tag)?),
+            NEW_PID_EXT | PID_EXT => {
+                let p = self.pid_after(tag)?;
+                out.put_with(|| Term::Pid(p));
+                return Ok(());
+            }
             NEW_PORT_EXT | PORT_EXT | V4_PORT_EXT => {
                 let node = self.atom()?;
                 let id = if tag == V4_PORT_EXT {
@@ -863,11 +916,11 @@ impl State<'_, '_> {
                 for id in ids.iter_mut().take(usize::from(len)) {
                     *id = self.r.u32()?;
                 }
-                let r = ids
-                    .get(..usize::from(len))
-                    .and_then(|ids| Reference::new(node, creation, ids))
+                let r = Reference::of_words(node, creation, len, ids)
                     .ok_or_else(|| err(at, DecodeErrorKind::BadReference(len)))?;
-                Term::Ref(Box::new(r))
+                let r = Box::new(r);
+                out.put_with(|| Term::Ref(r));
+                return Ok(());
             }
             REFERENCE_EXT => {
                 let node = self.atom()?;

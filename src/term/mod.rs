@@ -339,6 +339,27 @@ impl Reference {
         })
     }
 
+    /// A reference of the first `len` of `words` (the rest zero), without
+    /// the copy of a slice of unknown length that [`Reference::new`] makes;
+    /// `None` when `len` is over 5.
+    #[inline]
+    pub(crate) fn of_words(
+        node: Atom,
+        creation: u32,
+        len: u16,
+        words: [u32; 5],
+    ) -> Option<Reference> {
+        let len = u8::try_from(len)
+            .ok()
+            .filter(|&l| usize::from(l) <= Self::MAX_WORDS)?;
+        Some(Reference {
+            node,
+            creation,
+            len,
+            words,
+        })
+    }
+
     /// A reference of three words, as OTP makes them.
     pub(crate) const fn three(node: Atom, creation: u32, ids: [u32; 3]) -> Reference {
         Reference {
