@@ -13,7 +13,15 @@
 //!
 //! MB/s is ETF bytes per second / 1e6 (the bytes erldist writes for the
 //! scenario's messages, the same count for all three), from criterion's
-//! median estimate. `cargo test --benches` (criterion's test mode) runs
+//! median estimate.
+//!
+//! Then, because criterion measures one routine for seconds before the
+//! next and this machine's speed drifts over seconds, the same decode and
+//! encode of erldist and eetf are timed again in alternating turns of a
+//! few milliseconds (41 pairs per scenario and direction, about 4 s in
+//! all), printed as
+//! `# interleaved scenario=<name>_<dir> ratio_eetf=<median> middle_half=<p25>..<p75>`
+//! (eetf's time / erldist's). `cargo test --benches` (criterion's test mode) runs
 //! every routine once and prints no figures.
 //!
 //! The APIs measured, each crate's fastest public one:
@@ -209,6 +217,103 @@ fn check_zero_copy(s: &Scenario) -> String {
         bin.len(),
         if copied_inside { "no" } else { "yes" }
     )
+}
+
+/// Times `a` and `b` in turn, `ROUNDS` times, each turn a batch of passes
+/// lasting a few milliseconds, and returns the 25th, 50th and 75th
+/// percentiles of the ratios `b`/`a` of neighbouring turns. Criterion
+/// measures one routine for seconds and then the next, so a change in the
+/// machine's speed between the two (common on a shared VM) moves its
+/// ratio; turns this short see the same machine.
+fn alternate(mut a: impl FnMut(), mut b: impl FnMut()) -> [f64; 3] {
+    const ROUNDS: usize = 41;
+    let turn = Duration::from_millis(4);
+    let passes = |f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        let mut n = 0u32;
+        while start.elapsed() < turn {
+            f();
+            n += 1;
+        }
+        n
+    };
+    let (na, nb) = (passes(&mut a).max(1), passes(&mut b).max(1));
+    let time = |f: &mut dyn FnMut(), n: u32| {
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        start.elapsed().as_secs_f64() / f64::from(n)
+    };
+    let mut ratios: Vec<f64> = (0..ROUNDS)
+        .map(|round| {
+            // Each goes first in every other round.
+            if round % 2 == 0 {
+                let ta = time(&mut a, na);
+                time(&mut b, nb) / ta
+            } else {
+                let tb = time(&mut b, nb);
+                tb / time(&mut a, na)
+            }
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    [
+        ratios[ROUNDS / 4],
+        ratios[ROUNDS / 2],
+        ratios[3 * ROUNDS / 4],
+    ]
+}
+
+/// `# interleaved` lines: erldist against eetf (the peer the goal names)
+/// by [`alternate`], decode and encode, with the same APIs as the
+/// criterion groups.
+fn interleaved(s: &Scenario, peers: &Peers) -> Vec<String> {
+    let slices: Vec<&[u8]> = s.encoded.iter().map(|b| &b[..]).collect();
+    let line = |dir: &str, [lo, mid, hi]: [f64; 3]| {
+        format!(
+            "# interleaved scenario={}_{dir} ratio_eetf={mid:.2} middle_half={lo:.2}..{hi:.2}",
+            s.name
+        )
+    };
+    let mut lines = Vec::new();
+    if peers.eetf.decodes() {
+        let r = alternate(
+            || {
+                for m in &s.encoded {
+                    black_box(Term::decode_bytes(black_box(m)).unwrap());
+                }
+            },
+            || {
+                for m in &slices {
+                    black_box(eetf::Term::decode(black_box(*m)).unwrap());
+                }
+            },
+        );
+        lines.push(line("decode", r));
+    }
+    if peers.eetf.encodes() {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let enc = Encoder::new();
+        let r = alternate(
+            || {
+                for t in &s.terms {
+                    ours.clear();
+                    enc.encode_to(black_box(t), &mut ours).unwrap();
+                    black_box(&ours);
+                }
+            },
+            || {
+                for t in &peers.eetf_terms {
+                    theirs.clear();
+                    black_box(t).encode(&mut theirs).unwrap();
+                    black_box(&theirs);
+                }
+            },
+        );
+        lines.push(line("encode", r));
+    }
+    lines
 }
 
 fn bench_scenario(c: &mut Criterion, s: &Scenario, peers: &Peers) {
@@ -447,6 +552,11 @@ fn main() {
 
     if measuring() {
         print_summary(&scenarios, &out, since);
+        for (s, p) in scenarios.iter().zip(&peers) {
+            for l in interleaved(s, p) {
+                println!("{l}");
+            }
+        }
         // Repeat the notes next to the figures, criterion's output being long.
         for n in &notes {
             println!("{n}");
