@@ -310,6 +310,7 @@ impl ConnectError {
 
 /// Why a connection went down.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DownReason {
     /// The peer closed the socket.
     ClosedByPeer,

@@ -91,6 +91,7 @@ impl OutFrame {
 
 /// A frame that breaks the framing rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrameError {
     /// The peer announced a frame larger than the limit.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
@@ -163,6 +164,7 @@ pub fn frame_header(len: usize) -> Option<[u8; 4]> {
 
 /// A pass-through payload that breaks the rules OTP enforces.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PassThroughError {
     /// The payload does not start with `112`.
     #[error("pass-through frame starts with {0}, not 112")]

@@ -24,6 +24,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What can go wrong talking to EPMD.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EpmdError {
     /// Nothing accepts connections there: no EPMD runs at that address.
     #[error("no EPMD at {addr}: {source}")]

@@ -103,6 +103,7 @@ impl Transport {
 
 /// A violation of the EPMD protocol found while decoding.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// A request length field of zero or above [`MAX_REQUEST_LEN`].
     #[error("request length {len} out of range (1..={MAX_REQUEST_LEN})")]

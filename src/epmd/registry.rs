@@ -57,6 +57,7 @@ pub struct Action {
 
 /// Why a registration was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegisterError {
     /// Another connection holds the name.
     #[error("name {name:?} is already registered")]

@@ -78,6 +78,7 @@ impl EpmdServerConfig {
 
 /// Why an [`EpmdServer`] could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServerError {
     /// A listening socket could not be bound.
     #[error("cannot listen for EPMD on {addr}: {source}")]

@@ -22,6 +22,7 @@ use super::name::NodeName;
 
 /// What can go wrong getting a cookie or randomness.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CookieError {
     /// The cookie is empty.
     #[error("the cookie is empty")]

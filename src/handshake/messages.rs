@@ -28,6 +28,7 @@ pub const MAX_PACKET: usize = u16::MAX as usize;
 
 /// A malformed handshake message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MessageError {
     /// The payload ended early.
     #[error("{message} message truncated: {len} bytes, at least {needed} needed")]

@@ -37,6 +37,7 @@ impl fmt::Display for NameMode {
 
 /// Why a node name is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NameError {
     /// The name is not `alive@host` with both parts non-empty.
     #[error("invalid node name {name:?}: {reason}")]

@@ -61,6 +61,7 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(5000);
 /// Why a call failed. Each variant stands for the exit reason an Erlang
 /// caller would get ([`CallError::reason`]).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CallError {
     /// No process has the pid or name (`noproc`), reported at once.
     #[error("no such process (noproc)")]

@@ -77,6 +77,7 @@ pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a `:global` operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum GlobalError {
     /// No connected node runs `global_name_server` (connect to a BEAM
     /// node of the cluster first).

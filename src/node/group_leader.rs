@@ -188,6 +188,7 @@ impl Node {
 
 /// Why an I/O request to a group leader failed.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IoError {
     /// The group leader is gone (`terminated`, as `io` reports it).
     #[error("the group leader terminated")]

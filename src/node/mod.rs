@@ -142,6 +142,7 @@ impl From<(Atom, Atom)> for MonitorTarget {
 
 /// Why a name could not be registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegisterError {
     /// Another process has the name.
     #[error("name {0:?} is already registered")]

@@ -47,6 +47,7 @@ use crate::term::{Atom, Pid, Reference, Term};
 
 /// Why a `:pg` operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PgError {
     /// The scope's name is already registered on this node (another scope
     /// or another process has it).

@@ -61,6 +61,7 @@ pub fn default_dispatcher() -> Atom {
 
 /// Why a PubSub could not be started or used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PubSubError {
     /// The `:pg` scope failed.
     #[error(transparent)]

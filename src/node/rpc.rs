@@ -128,6 +128,7 @@ fn stack_of(m: Atom, f: Atom, arity: usize) -> Term {
 /// `erpc:call/5` raises; [`RpcError::to_badrpc`] gives what `rpc:call/5`
 /// returns instead.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RpcError {
     /// The function raised an error (`error({exception, Reason, Stack})`
     /// from `erpc`).

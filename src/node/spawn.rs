@@ -113,6 +113,7 @@ pub struct Spawned {
 
 /// Why a remote spawn failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SpawnError {
     /// The remote node refused, with this reason (`badopt`, `notsup`,
     /// `system_limit`, ...).

@@ -58,6 +58,7 @@ pub const DEFAULT_AWAIT_TIMEOUT: Duration = Duration::from_millis(5000);
 /// Why a task could not be started or awaited. [`TaskError::reason`]
 /// gives the exit reason an Elixir owner would see.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TaskError {
     /// The call to the supervisor failed (no such supervisor, node down,
     /// supervisor died).

@@ -224,6 +224,7 @@ impl Default for AtomBudget {
 
 /// Why an atom could not be created.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AtomError {
     /// The atom has more than [`MAX_ATOM_CHARS`] characters.
     #[error("atom too long: {chars} characters, at most 255 allowed")]
