@@ -339,19 +339,23 @@ impl Reference {
         })
     }
 
-    /// A reference of the first `len` of `words` (the rest zero), without
-    /// the copy of a slice of unknown length that [`Reference::new`] makes;
-    /// `None` when `len` is over 5.
+    /// A reference of the first `len` of `words`, without the copy of a
+    /// slice of unknown length that [`Reference::new`] makes; `None` when
+    /// `len` is over 5. The words past `len` are cleared, as `new` leaves
+    /// them (equality and hashing see all five).
     #[inline]
     pub(crate) fn of_words(
         node: Atom,
         creation: u32,
         len: u16,
-        words: [u32; 5],
+        mut words: [u32; 5],
     ) -> Option<Reference> {
         let len = u8::try_from(len)
             .ok()
             .filter(|&l| usize::from(l) <= Self::MAX_WORDS)?;
+        for w in words.iter_mut().skip(usize::from(len)) {
+            *w = 0;
+        }
         Some(Reference {
             node,
             creation,
