@@ -300,7 +300,7 @@ fn lists_of_integers_with_other_terms_between_decode_as_written() {
         .map(|i| match i % 23 {
             7 => term!(x),
             15 => Term::from(i128::from(i) << 70),
-            19 => term!({i, [i]}),
+            19 => term!({(i), [(i)]}),
             _ if i % 3 == 0 => Term::Int(i),
             _ if i % 3 == 1 => Term::Int(-1_000_000 * i),
             _ => Term::Int(255),
@@ -348,4 +348,72 @@ fn references_of_every_length_decode_and_longer_ones_are_errors() {
     six.extend_from_slice(&[0; 24]);
     let e = Term::decode(&six).unwrap_err();
     assert!(matches!(e.kind, DecodeErrorKind::BadReference(6)), "{e}");
+}
+
+/// A term `depth` levels deep, the nested term in every position: last
+/// in a tuple or a list, in the middle of a list, a map's value.
+fn mixed_nesting(depth: usize) -> Term {
+    let mut t = term!(bottom);
+    for level in 0..depth {
+        let i = level as i64;
+        t = match level % 5 {
+            0 => Term::tuple(vec![term!(node), Term::Int(i), t]),
+            1 => Term::list(vec![t]),
+            2 => Term::list(vec![Term::Int(i * 1000), t, term!(x)]),
+            3 => Term::list(vec![Term::Int(i), Term::Int(i + 1), t]),
+            _ => Term::tuple(vec![term!(m), Term::map([(term!(k), t)])]),
+        };
+    }
+    t
+}
+
+#[test]
+fn terms_nested_in_every_position_encode_at_the_default_depth_on_a_small_stack() {
+    on_small_stack(|| {
+        let deepest = erldist::term::DEFAULT_MAX_DEPTH;
+        // Each level of mixed_nesting is one or two levels of the term.
+        let t = mixed_nesting(deepest / 2 - 1);
+        let bytes = t.encode().unwrap();
+        let back = Term::decode(&bytes).unwrap();
+        assert!(back.exact_eq(&t));
+        drop((t, back));
+        for n in [1, 2, 3, 5, 16, 17, 40] {
+            let t = mixed_nesting(n);
+            let back = Term::decode(&t.encode().unwrap()).unwrap();
+            assert!(back.exact_eq(&t), "{t} came back as {back}");
+        }
+    });
+    // Far deeper, encoded on a 256 KiB stack: the encoder grows its stack
+    // as it goes. (The term is built, decoded and dropped on a large
+    // stack: dropping is plain recursion.)
+    std::thread::Builder::new()
+        .stack_size(512 << 20)
+        .spawn(|| {
+            let t = mixed_nesting(30_000);
+            let bytes = std::thread::scope(|s| {
+                std::thread::Builder::new()
+                    .stack_size(256 << 10)
+                    .spawn_scoped(s, || t.encode().unwrap())
+                    .unwrap()
+                    .join()
+                    .unwrap()
+            });
+            let deep = Decoder::new().options(DecodeOptions {
+                max_depth: 70_000,
+                ..DecodeOptions::default()
+            });
+            assert!(deep.decode(&bytes).unwrap().exact_eq(&t));
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    // The depth limit counts tuples and lists alike.
+    let nested_tuples = (0..5).fold(term!(a), |t, _| Term::tuple(vec![t]));
+    let enc = |d| erldist::Encoder::new().max_depth(d).encode(&nested_tuples);
+    assert!(enc(5).is_ok());
+    assert!(matches!(enc(4), Err(erldist::EncodeError::TooDeep(4))));
+    let nested_lists = (0..5).fold(term!(a), |t, _| Term::list(vec![Term::Int(1), t]));
+    let enc = |d| erldist::Encoder::new().max_depth(d).encode(&nested_lists);
+    assert!(enc(5).is_ok());
+    assert!(matches!(enc(4), Err(erldist::EncodeError::TooDeep(4))));
 }
