@@ -219,6 +219,39 @@ fn check_zero_copy(s: &Scenario) -> String {
     )
 }
 
+/// One pass of erldist's decode over the scenario (binaries shared).
+fn erldist_decode(s: &Scenario) {
+    for m in &s.encoded {
+        black_box(Term::decode_bytes(black_box(m)).unwrap());
+    }
+}
+
+/// One pass of eetf's decode over the scenario's messages.
+fn eetf_decode(slices: &[&[u8]]) {
+    for m in slices {
+        black_box(eetf::Term::decode(black_box(*m)).unwrap());
+    }
+}
+
+/// One pass of erldist's encoder over the scenario, into a reused `buf`.
+fn erldist_encode(s: &Scenario, buf: &mut Vec<u8>) {
+    let enc = Encoder::new();
+    for t in &s.terms {
+        buf.clear();
+        enc.encode_to(black_box(t), buf).unwrap();
+        black_box(&buf);
+    }
+}
+
+/// One pass of eetf's encoder over its terms, into a reused `buf`.
+fn eetf_encode(terms: &[eetf::Term], buf: &mut Vec<u8>) {
+    for t in terms {
+        buf.clear();
+        black_box(t).encode(&mut *buf).unwrap();
+        black_box(&buf);
+    }
+}
+
 /// Times `a` and `b` in turn, `ROUNDS` times, each turn a batch of passes
 /// lasting a few milliseconds, and returns the 25th, 50th and 75th
 /// percentiles of the ratios `b`/`a` of neighbouring turns. Criterion
@@ -266,8 +299,8 @@ fn alternate(mut a: impl FnMut(), mut b: impl FnMut()) -> [f64; 3] {
 }
 
 /// `# interleaved` lines: erldist against eetf (the peer the goal names)
-/// by [`alternate`], decode and encode, with the same APIs as the
-/// criterion groups.
+/// by [`alternate`], decode and encode, with the passes the criterion
+/// groups time.
 fn interleaved(s: &Scenario, peers: &Peers) -> Vec<String> {
     let slices: Vec<&[u8]> = s.encoded.iter().map(|b| &b[..]).collect();
     let line = |dir: &str, [lo, mid, hi]: [f64; 3]| {
@@ -278,38 +311,14 @@ fn interleaved(s: &Scenario, peers: &Peers) -> Vec<String> {
     };
     let mut lines = Vec::new();
     if peers.eetf.decodes() {
-        let r = alternate(
-            || {
-                for m in &s.encoded {
-                    black_box(Term::decode_bytes(black_box(m)).unwrap());
-                }
-            },
-            || {
-                for m in &slices {
-                    black_box(eetf::Term::decode(black_box(*m)).unwrap());
-                }
-            },
-        );
+        let r = alternate(|| erldist_decode(s), || eetf_decode(&slices));
         lines.push(line("decode", r));
     }
     if peers.eetf.encodes() {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        let enc = Encoder::new();
         let r = alternate(
-            || {
-                for t in &s.terms {
-                    ours.clear();
-                    enc.encode_to(black_box(t), &mut ours).unwrap();
-                    black_box(&ours);
-                }
-            },
-            || {
-                for t in &peers.eetf_terms {
-                    theirs.clear();
-                    black_box(t).encode(&mut theirs).unwrap();
-                    black_box(&theirs);
-                }
-            },
+            || erldist_encode(s, &mut ours),
+            || eetf_encode(&peers.eetf_terms, &mut theirs),
         );
         lines.push(line("encode", r));
     }
@@ -322,13 +331,7 @@ fn bench_scenario(c: &mut Criterion, s: &Scenario, peers: &Peers) {
 
     let mut g = c.benchmark_group(format!("decode_{}", s.name));
     g.throughput(Throughput::Bytes(bytes));
-    g.bench_function("erldist", |b| {
-        b.iter(|| {
-            for m in &s.encoded {
-                black_box(Term::decode_bytes(black_box(m)).unwrap());
-            }
-        })
-    });
+    g.bench_function("erldist", |b| b.iter(|| erldist_decode(s)));
     g.bench_function("erldist_copy", |b| {
         b.iter(|| {
             for m in &slices {
@@ -337,13 +340,7 @@ fn bench_scenario(c: &mut Criterion, s: &Scenario, peers: &Peers) {
         })
     });
     if peers.eetf.decodes() {
-        g.bench_function("eetf", |b| {
-            b.iter(|| {
-                for m in &slices {
-                    black_box(eetf::Term::decode(black_box(*m)).unwrap());
-                }
-            })
-        });
+        g.bench_function("eetf", |b| b.iter(|| eetf_decode(&slices)));
     }
     if peers.erltf.decodes() {
         g.bench_function("erltf", |b| {
@@ -366,16 +363,7 @@ fn bench_scenario(c: &mut Criterion, s: &Scenario, peers: &Peers) {
     let mut g = c.benchmark_group(format!("encode_{}", s.name));
     g.throughput(Throughput::Bytes(bytes));
     let mut buf = Vec::new();
-    g.bench_function("erldist", |b| {
-        let enc = Encoder::new();
-        b.iter(|| {
-            for t in &s.terms {
-                buf.clear();
-                enc.encode_to(black_box(t), &mut buf).unwrap();
-                black_box(&buf);
-            }
-        })
-    });
+    g.bench_function("erldist", |b| b.iter(|| erldist_encode(s, &mut buf)));
     if s.name == "large_binaries" {
         g.bench_function("erldist_shared", |b| {
             let enc = Encoder::new();
@@ -388,13 +376,7 @@ fn bench_scenario(c: &mut Criterion, s: &Scenario, peers: &Peers) {
     }
     if peers.eetf.encodes() {
         g.bench_function("eetf", |b| {
-            b.iter(|| {
-                for t in &peers.eetf_terms {
-                    buf.clear();
-                    black_box(t).encode(&mut buf).unwrap();
-                    black_box(&buf);
-                }
-            })
+            b.iter(|| eetf_encode(&peers.eetf_terms, &mut buf))
         });
     }
     if peers.erltf.encodes() {
