@@ -575,3 +575,21 @@ impl Term {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reference_of_words_is_the_one_new_makes_whatever_the_unused_words_hold() {
+        let node = Atom::from("n@h");
+        for len in 0..=5u16 {
+            let ids: Vec<u32> = (1..=u32::from(len)).collect();
+            let made = Reference::of_words(node, 7, len, [1, 2, 3, 4, 5]).unwrap();
+            assert_eq!(Some(made), Reference::new(node, 7, &ids), "{len} words");
+            assert_eq!(made.ids(), &ids[..]);
+        }
+        assert_eq!(Reference::of_words(node, 7, 6, [0; 5]), None);
+        assert_eq!(Reference::of_words(node, 7, 256, [0; 5]), None);
+    }
+}
