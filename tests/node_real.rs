@@ -471,7 +471,8 @@ async fn messages_sent_by_reference_reach_beam_intact() {
 /// hold them back until the run ends: BEAM has the first ones while the
 /// process is still busy, as it would from a BEAM process. (The peer's
 /// task, woken by the first send, would otherwise wait on the sender's
-/// worker, where tokio puts a task woken from there.)
+/// worker, where tokio puts a task woken from there.) BEAM is asked from
+/// the test's own thread, which is not one of the runtime's workers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_run_of_sends_reaches_beam_while_the_sender_is_busy() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -481,42 +482,47 @@ async fn a_long_run_of_sends_reaches_beam_while_the_sender_is_busy() {
     }
     let epmd = RealEpmd::start().unwrap();
     let (node, mut e) = connected(&epmd).await;
-    // Set when BEAM reports its first message.
-    let told = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&told);
-    let watcher = node.spawn(move |mut p| async move {
-        if p.recv().await.is_ok() {
-            flag.store(true, Ordering::SeqCst);
-        }
-    });
+    // Counts what it receives; tells the count when asked.
     eval(
         &mut e,
-        &format!(
-            "register(first, spawn(fun() -> receive _ -> {} ! first end, \
-               (fun Drain() -> receive _ -> Drain() end end)() end)).",
-            erl_expr(watcher)
-        ),
+        "register(counter, spawn(fun() -> (fun Loop(N) -> receive \
+           {count, From} -> From ! {count, N}, Loop(N); \
+           _ -> Loop(N + 1) end end)(0) end)).",
     );
-    let first = erl_pid(&mut e, "whereis(first).");
-    let (sender_node, seen) = (node.clone(), Arc::clone(&told));
+    let counter = erl_pid(&mut e, "whereis(counter).");
+    let released = Arc::new(AtomicBool::new(false));
+    let release = Arc::clone(&released);
     // On a worker, as processes run: sends, then stays busy (without
-    // waiting) until BEAM's report is in, for at most 10 s.
-    let got_it_while_busy = tokio::spawn(async move {
+    // waiting) until released, for at most 10 s.
+    let sender_node = node.clone();
+    let sender = tokio::spawn(async move {
         let p = sender_node.process();
         for i in 0..1000 {
-            p.send(first, Term::tuple(vec![atom("n"), Term::from(i)]));
+            p.send(counter, Term::tuple(vec![atom("n"), Term::from(i)]));
         }
         let t0 = std::time::Instant::now();
-        while !seen.load(Ordering::SeqCst) && t0.elapsed() < T {
+        while !release.load(Ordering::SeqCst) && t0.elapsed() < T {
             std::thread::sleep(Duration::from_millis(1));
         }
-        seen.load(Ordering::SeqCst)
-    })
-    .await
-    .unwrap();
+    });
+    let t0 = std::time::Instant::now();
+    let mut count = 0;
+    while count == 0 && t0.elapsed() < T {
+        let answer = eval(
+            &mut e,
+            "counter ! {count, self()}, receive {count, N} -> N after 5000 -> -1 end.",
+        );
+        count = answer.trim().parse::<i64>().unwrap();
+        if count == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let still_busy = !sender.is_finished();
+    released.store(true, Ordering::SeqCst);
+    sender.await.unwrap();
     assert!(
-        got_it_while_busy,
-        "BEAM had none of the messages while their sender was busy"
+        count > 0 && still_busy,
+        "BEAM had {count} of the messages while their sender was busy (still busy: {still_busy})"
     );
     node.shutdown().await;
 }
