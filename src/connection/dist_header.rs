@@ -1359,6 +1359,7 @@ fn write_message(
     mut atoms: Option<&mut FrameAtoms<'_>>,
     body: &mut BytesMut,
     shared: &mut Vec<(usize, Bytes)>,
+    limit: usize,
 ) -> Result<usize, EncodeError> {
     let mut write = |t: &Term,
                      body: &mut BytesMut,
@@ -1367,7 +1368,7 @@ fn write_message(
         let base = body.len();
         let mut refs = |a| atoms.as_mut().and_then(|f| f.index(a));
         let atom_ref: Option<&mut dyn FnMut(Atom) -> Option<u8>> = Some(&mut refs);
-        let taken = encoder.encode_body_sharing(t, body, atom_ref)?;
+        let taken = encoder.encode_body_sharing(t, body, atom_ref, limit)?;
         let bytes = taken.iter().map(|(_, b)| b.len()).sum();
         shared.extend(taken.into_iter().map(|(at, b)| (base + at, b)));
         Ok(bytes)
@@ -1926,6 +1927,7 @@ impl DistEncoder {
             use_cache.then_some(&mut atoms),
             &mut body,
             &mut shared,
+            usize::MAX,
         )?;
         let encoded = body.split().freeze();
         let mut head = body;
@@ -2122,6 +2124,11 @@ impl Prepared {
                     Some(&mut atoms),
                     arena,
                     &mut shared,
+                    // A message longer than a fragment is not prepared:
+                    // the encoding gives up soon after, rather than
+                    // encode the whole term for nothing (the peer's task
+                    // encodes it, in fragments).
+                    DEFAULT_FRAGMENT_SIZE,
                 );
                 if written.is_err() || !shared.is_empty() || arena.len() > DEFAULT_FRAGMENT_SIZE {
                     arena.clear();
@@ -2612,6 +2619,48 @@ mod tests {
         )
         .unwrap();
         assert!(Prepared::new(&big).is_none());
+    }
+
+    /// A message longer than a fragment is not prepared, and the sender
+    /// does not encode it in full to find that out: the encoding stops
+    /// soon after a fragment's worth, so the sending thread's arena stays
+    /// that small. A message just within a fragment is still prepared.
+    #[test]
+    fn a_large_term_is_given_up_on_after_a_fragment() {
+        let item = |i: i64| {
+            Term::tuple(vec![
+                Term::atom("item"),
+                Term::from(i + 1_000_000),
+                Term::binary(&b"abcdefgh"[..]),
+            ])
+        };
+        let message = |n: i64| {
+            DistMessage::new(
+                ControlMessage::Send {
+                    to: Pid {
+                        node: Atom::from("n@h"),
+                        id: 2,
+                        serial: 0,
+                        creation: 5,
+                    },
+                },
+                Some(Term::list((0..n).map(item).collect())),
+            )
+            .unwrap()
+        };
+        // 26 bytes an element: about 2.6 MB.
+        assert!(Prepared::new(&message(100_000)).is_none());
+        let arena = PREPARE.with(|s| s.borrow().arena.capacity());
+        assert!(arena < 4 * DEFAULT_FRAGMENT_SIZE, "arena of {arena} bytes");
+        // About 52 KB: prepared, and read back as sent.
+        let small = message(2_000);
+        let p = Prepared::new(&small).unwrap();
+        let mut tx = DistEncoder::new(BOTH);
+        let mut rx = DistDecoder::new(BOTH);
+        let mut f = Vec::new();
+        assert!(tx.encode_prepared(p, &mut f));
+        let back = rx.decode_frame(f.remove(0).into_bytes()).unwrap();
+        assert_eq!(back.as_ref(), Some(&small));
     }
 
     /// What the node reads ([`DistDecoder::decode_incoming_in`]) is what

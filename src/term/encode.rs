@@ -207,15 +207,22 @@ impl Encoder {
     /// of [`SHARE_MIN`] bytes or more are not copied: their bytes are left
     /// out of `out` and returned, each with the offset (from where `out`
     /// ended before the call) at which they belong.
+    ///
+    /// Gives up with [`EncodeError::TooLarge`] soon after writing more
+    /// than `limit` bytes (not counting the binaries taken aside): a
+    /// caller that wants only small terms does not pay for encoding a
+    /// large one in full.
     pub(crate) fn encode_body_sharing(
         &self,
         term: &Term,
         out: &mut BytesMut,
         atom_ref: Option<&mut dyn FnMut(Atom) -> Option<u8>>,
+        limit: usize,
     ) -> Result<Vec<(usize, Bytes)>, EncodeError> {
         let mut sharing = Sharing {
             atom_ref,
             shared: Vec::new(),
+            limit,
         };
         self.gathered(term, out, false, &mut sharing)?;
         Ok(sharing.shared)
@@ -263,6 +270,7 @@ impl Encoder {
         let mut sharing = Sharing {
             atom_ref: None,
             shared: Vec::new(),
+            limit: usize::MAX,
         };
         self.gathered(term, &mut out, true, &mut sharing)?;
         Ok(Encoded::new(out.freeze(), sharing.shared))
@@ -412,6 +420,13 @@ trait AtomRefs {
     fn share(&mut self, _position: usize, _b: &Bytes) -> bool {
         false
     }
+
+    /// The writer gives up, between two elements, once the output's
+    /// position (`Out::position`) is past this.
+    #[inline(always)]
+    fn limit(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// Another writer's choice of atoms, with no binary taken aside (for a
@@ -430,6 +445,7 @@ impl AtomRefs for NoShare<'_> {
 struct Sharing<'a> {
     atom_ref: Option<&'a mut dyn FnMut(Atom) -> Option<u8>>,
     shared: Vec<(usize, Bytes)>,
+    limit: usize,
 }
 
 impl AtomRefs for Sharing<'_> {
@@ -446,6 +462,11 @@ impl AtomRefs for Sharing<'_> {
     fn share(&mut self, position: usize, b: &Bytes) -> bool {
         self.shared.push((position, b.clone()));
         true
+    }
+
+    #[inline(always)]
+    fn limit(&self) -> usize {
+        self.limit
     }
 }
 
@@ -729,6 +750,7 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
     /// common scalars inline, the rest out of line.
     #[inline(always)]
     fn term(&mut self, t: &Term, depth: usize) -> Step {
+        self.within_limit()?;
         match t {
             Term::Int(i) => {
                 self.int(*i);
@@ -738,6 +760,16 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
             Term::Binary(b) => self.binary(b),
             _ => self.other(t, depth),
         }
+    }
+
+    /// Checks that the output is not past the refs' limit. Free where
+    /// there is none: `position() > usize::MAX` folds to false.
+    #[inline(always)]
+    fn within_limit(&self) -> Step {
+        if self.out.position() > self.refs.limit() {
+            return Err(fail(EncodeError::TooLarge("message over the limit")));
+        }
+        Ok(())
     }
 
     /// Checks that the elements of a compound term at `depth` may nest one
@@ -1180,6 +1212,7 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
             if let (Term::Int(_), Some(Term::Int(_))) = (e, more.first()) {
                 // A run of integers, many per write.
                 rest = rest.get(self.ints(rest)..).unwrap_or_default();
+                self.within_limit()?;
             } else {
                 self.term(e, d)?;
                 rest = more;
@@ -1285,11 +1318,36 @@ mod tests {
         assert_eq!(staged, direct, "{t:?}");
         let mut bm = BytesMut::new();
         bm.put_u8(VERSION);
-        let shared = enc.encode_body_sharing(t, &mut bm, None).unwrap();
+        let shared = enc
+            .encode_body_sharing(t, &mut bm, None, usize::MAX)
+            .unwrap();
         assert!(shared.is_empty() || direct.len() >= SHARE_MIN);
         let flat = Encoder::new().encode_shared(t).unwrap().to_vec();
         assert_eq!(flat, direct, "{t:?}");
         direct
+    }
+
+    /// With a limit, the writer stops between two elements once past it,
+    /// in a list of integers as in one of tuples; without, it writes all.
+    #[test]
+    fn the_sharing_writer_gives_up_soon_after_its_limit() {
+        let ints = Term::list((0..100_000).map(|i| Term::from(i * 1000)).collect());
+        let tuples = Term::list(
+            (0..100_000)
+                .map(|i| Term::tuple(vec![Term::atom("t"), Term::from(i)]))
+                .collect(),
+        );
+        let enc = Encoder::new();
+        for t in [&ints, &tuples] {
+            let mut out = BytesMut::new();
+            let r = enc.encode_body_sharing(t, &mut out, None, 1000);
+            assert!(matches!(r, Err(EncodeError::TooLarge(_))), "{r:?}");
+            assert!(out.len() < 1000 + STAGE + 16 * 5, "{} bytes", out.len());
+            let mut all = BytesMut::new();
+            enc.encode_body_sharing(t, &mut all, None, usize::MAX)
+                .unwrap();
+            assert_eq!(all.len() + 1, enc.encode(t).unwrap().len());
+        }
     }
 
     #[test]
