@@ -8,8 +8,10 @@
 //!   another (over TCP), the time until the sink has them all and the peak
 //!   memory while they are in flight;
 //! - `message_size`: round trips of a binary of 1 KiB to 64 MiB between two
-//!   nodes (fragmented on the wire), and the round trip of a small message
-//!   sent while a 64 MiB message is on its way;
+//!   nodes (fragmented on the wire), the same for a list of small tuples
+//!   of 1 KiB to 16 MiB (`term_size`, with the time the sender spends in
+//!   `send`), and the round trip of a small message sent while a 64 MiB
+//!   message is on its way;
 //! - `nodes`: n erldist nodes in one process forming a full mesh (every
 //!   node connected to every other), the time to form it, the memory per
 //!   connection, and a ping from one node to all others.
@@ -232,6 +234,41 @@ async fn message_size(epmd: &RealEpmd, sizes: &[usize]) {
         println!(
             "scale=message_size bytes={size} rounds={rounds} rtt_median_us={:.0} \
              mib_per_s_each_way={:.0}",
+            m.as_secs_f64() * 1e6,
+            2.0 * size as f64 / m.as_secs_f64() / (1 << 20) as f64
+        );
+    }
+    // Terms that are not binaries (a list of small tuples) of about the
+    // same sizes: every byte is encoded, and `send_us` is how long the
+    // sending process spends in `send` itself.
+    for &size in sizes.iter().filter(|&&s| s <= 16 << 20) {
+        let item = |i: usize| {
+            Term::tuple(vec![
+                Term::atom("item"),
+                Term::from(i as i64 + 1_000_000),
+                Term::binary(&b"abcdefgh"[..]),
+            ])
+        };
+        // 26 bytes an element.
+        let body = Term::list((0..size / 26).map(item).collect());
+        let rounds = ((64 << 20) / size.max(1) / 2).clamp(3, 1000);
+        round_trip(&mut p, echo, body.clone()).await;
+        let (mut rtts, mut sends) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let msg = Term::tuple(vec![Term::Pid(p.pid()), body.clone()]);
+            let t0 = Instant::now();
+            p.send(echo, msg);
+            sends.push(t0.elapsed());
+            match p.recv_timeout(Duration::from_secs(120)).await {
+                Ok(Some(_)) => rtts.push(t0.elapsed()),
+                other => panic!("no echo: {other:?}"),
+            }
+        }
+        let m = median(rtts);
+        println!(
+            "scale=term_size bytes={size} rounds={rounds} send_us={:.1} rtt_median_us={:.0} \
+             mib_per_s_each_way={:.0}",
+            median(sends).as_secs_f64() * 1e6,
             m.as_secs_f64() * 1e6,
             2.0 * size as f64 / m.as_secs_f64() / (1 << 20) as f64
         );
