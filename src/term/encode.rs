@@ -438,6 +438,11 @@ impl AtomRefs for NoShare<'_> {
     fn index(&mut self, a: Atom) -> Option<u8> {
         self.0.index(a)
     }
+
+    /// The other writer's limit, for this buffer alone.
+    fn limit(&self) -> usize {
+        self.0.limit()
+    }
 }
 
 /// Atom references as given, and large binaries taken aside with their
@@ -1328,7 +1333,8 @@ mod tests {
     }
 
     /// With a limit, the writer stops between two elements once past it,
-    /// in a list of integers as in one of tuples; without, it writes all.
+    /// in a list of integers, in one of tuples and in a fun's environment
+    /// (written into a buffer of its own); without, it writes all.
     #[test]
     fn the_sharing_writer_gives_up_soon_after_its_limit() {
         let ints = Term::list((0..100_000).map(|i| Term::from(i * 1000)).collect());
@@ -1338,7 +1344,23 @@ mod tests {
                 .collect(),
         );
         let enc = Encoder::new();
-        for t in [&ints, &tuples] {
+        // A fun's environment is written into a buffer of its own first.
+        let fun = Term::Fun(Box::new(Fun::Local(crate::term::LocalFun {
+            arity: 0,
+            uniq: [0; 16],
+            index: 0,
+            module: Atom::from("m"),
+            old_index: 0,
+            old_uniq: 0,
+            pid: Pid {
+                node: Atom::from("n@h"),
+                id: 1,
+                serial: 0,
+                creation: 1,
+            },
+            free_vars: vec![tuples.clone()],
+        })));
+        for t in [&ints, &tuples, &fun] {
             let mut out = BytesMut::new();
             let r = enc.encode_body_sharing(t, &mut out, None, 1000);
             assert!(matches!(r, Err(EncodeError::TooLarge(_))), "{r:?}");
