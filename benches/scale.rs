@@ -202,10 +202,18 @@ fn echo(node: &Node) -> Pid {
 }
 
 async fn round_trip(p: &mut Process, echo: Pid, body: Term) -> Duration {
+    timed_round_trip(p, echo, body).await.1
+}
+
+/// A round trip through `echo`: the time spent in `send` and the time
+/// until the echo is back.
+async fn timed_round_trip(p: &mut Process, echo: Pid, body: Term) -> (Duration, Duration) {
+    let msg = Term::tuple(vec![Term::Pid(p.pid()), body]);
     let t0 = Instant::now();
-    p.send(echo, Term::tuple(vec![Term::Pid(p.pid()), body]));
+    p.send(echo, msg);
+    let sent = t0.elapsed();
     match p.recv_timeout(Duration::from_secs(120)).await {
-        Ok(Some(_)) => t0.elapsed(),
+        Ok(Some(_)) => (sent, t0.elapsed()),
         other => panic!("no echo: {other:?}"),
     }
 }
@@ -255,14 +263,9 @@ async fn message_size(epmd: &RealEpmd, sizes: &[usize]) {
         round_trip(&mut p, echo, body.clone()).await;
         let (mut rtts, mut sends) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            let msg = Term::tuple(vec![Term::Pid(p.pid()), body.clone()]);
-            let t0 = Instant::now();
-            p.send(echo, msg);
-            sends.push(t0.elapsed());
-            match p.recv_timeout(Duration::from_secs(120)).await {
-                Ok(Some(_)) => rtts.push(t0.elapsed()),
-                other => panic!("no echo: {other:?}"),
-            }
+            let (sent, rtt) = timed_round_trip(&mut p, echo, body.clone()).await;
+            sends.push(sent);
+            rtts.push(rtt);
         }
         let m = median(rtts);
         println!(
