@@ -390,11 +390,25 @@ async fn large_and_atom_heavy_messages_cross_intact() {
     );
     let mut me = node.process();
     let echo = (Atom::from("echo"), Atom::from(e.name()));
-    // A 1 MiB binary (fragments, both ways) and a term with 300 distinct
-    // atoms (more than a header's 255 cache references).
+    // A 1 MiB binary (fragments, both ways); a list of 20,000 tuples
+    // (about 500 KB, every byte encoded: too large for the sender to
+    // encode, so the connection does, in fragments); and a term with 300
+    // distinct atoms (more than a header's 255 cache references), sent
+    // after them.
     let big = Term::binary(vec![7u8; 1 << 20]);
+    let tuples = Term::List(
+        (0..20_000)
+            .map(|i| {
+                Term::Tuple(vec![
+                    Term::atom(&format!("item_{}", i % 7)),
+                    Term::from(i * 1000),
+                    Term::binary(&b"abcdefgh"[..]),
+                ])
+            })
+            .collect(),
+    );
     let atoms = Term::List((0..300).map(|i| Term::atom(&format!("atom_{i}"))).collect());
-    for (i, msg) in [big, atoms.clone(), atoms].into_iter().enumerate() {
+    for (i, msg) in [big, tuples, atoms.clone(), atoms].into_iter().enumerate() {
         me.send(echo, Term::Tuple(vec![Term::Pid(me.pid()), msg.clone()]));
         let r = tokio::time::timeout(T, me.recv()).await.unwrap().unwrap();
         assert!(
