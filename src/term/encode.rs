@@ -164,28 +164,33 @@ impl Encoder {
         refs: &mut C,
     ) -> Result<(), EncodeError> {
         let mut stage = Stage::new(out);
-        if version {
-            stage.put_array([VERSION]);
+        let at = if version {
+            stage.put_array(0, [VERSION])
+        } else {
+            0
+        };
+        let r = self.write(at, term, &mut stage, refs);
+        if let Ok(at) = r {
+            stage.flush(at);
         }
-        let r = self.write(term, &mut stage, refs);
-        stage.flush();
-        r
+        r.map(|_| ())
     }
 
     /// Writes `term` (no version byte) to `out`.
     #[inline(always)]
     fn write<O: Out, C: AtomRefs>(
         &self,
+        at: usize,
         term: &Term,
         out: &mut O,
         refs: &mut C,
-    ) -> Result<(), EncodeError> {
+    ) -> Result<usize, EncodeError> {
         Writer {
             out,
             max_depth: self.max_depth,
             refs,
         }
-        .top(term)
+        .top(at, term)
     }
 
     /// Appends `term` without a version byte, writing `ATOM_CACHE_REF i`
@@ -499,31 +504,38 @@ impl AtomRefs for DynRefs<'_> {
 /// `BufMut`. Small writes of a variable length (atoms, short binaries)
 /// are made as fixed-size copies of which only the head is kept: no call
 /// to `memcpy` for them.
+///
+/// The write position is not kept in the output: each write takes it
+/// (`at`) and returns the next one, so that the writer carries it in a
+/// register from one write to the next, through its recursive calls,
+/// instead of loading and storing it in memory around every write.
 trait Out {
     /// Appends `s`, of any length.
-    fn put(&mut self, s: &[u8]);
+    fn put(&mut self, at: usize, s: &[u8]) -> usize;
 
     /// Appends the `N` bytes of `a`.
-    fn put_array<const N: usize>(&mut self, a: [u8; N]);
+    fn put_array<const N: usize>(&mut self, at: usize, a: [u8; N]) -> usize;
 
     /// Appends the first `n` bytes of `block` (`n <= N`).
-    fn put_padded<const N: usize>(&mut self, block: &[u8; N], n: usize);
+    fn put_padded<const N: usize>(&mut self, at: usize, block: &[u8; N], n: usize) -> usize;
 
     /// Lends `f` a window of `N` bytes at the end of the output; the first
     /// bytes of it, as many as `f` returns (at most `N`), are kept.
-    fn window<const N: usize>(&mut self, f: impl FnOnce(&mut [u8; N]) -> usize);
+    fn window<const N: usize>(&mut self, at: usize, f: impl FnOnce(&mut [u8; N]) -> usize)
+        -> usize;
 
     /// How many bytes were written through this output since it began
-    /// (not counting what the buffer behind it already held).
-    fn position(&self) -> usize;
+    /// (not counting what the buffer behind it already held), with the
+    /// writer at `at`.
+    fn position(&self, at: usize) -> usize;
 
     /// Appends `s`: short ones (the common case) without `memcpy`.
     #[inline(always)]
-    fn put_short(&mut self, s: &[u8]) {
+    fn put_short(&mut self, at: usize, s: &[u8]) -> usize {
         if s.len() <= SHORT {
-            self.window::<SHORT>(|w| copy_short(w, s));
+            self.window::<SHORT>(at, |w| copy_short(w, s))
         } else {
-            self.put(s);
+            self.put(at, s)
         }
     }
 }
@@ -577,9 +589,9 @@ const STAGE: usize = 224;
 /// Small writes gathered on the stack and passed on to a `BufMut` in
 /// blocks (one `put_slice` for a small term): any `BufMut` gets the
 /// direct buffers' fixed-size writes. Long writes go straight through.
+/// The position in the stage is the writer's `at` ([`Out`]).
 struct Stage<'b, B> {
     buf: [u8; STAGE],
-    pos: usize,
     /// Bytes passed on so far.
     passed: usize,
     out: &'b mut B,
@@ -590,89 +602,104 @@ impl<'b, B: BufMut> Stage<'b, B> {
     fn new(out: &'b mut B) -> Self {
         Stage {
             buf: [0; STAGE],
-            pos: 0,
             passed: 0,
             out,
         }
     }
 
-    /// Passes the gathered bytes on.
+    /// Passes on the `at` bytes gathered; returns the new position, 0.
     #[inline(never)]
-    fn flush(&mut self) {
-        if let Some(s) = self.buf.get(..self.pos) {
+    fn flush(&mut self, at: usize) -> usize {
+        if let Some(s) = self.buf.get(..at) {
             self.out.put_slice(s);
+            self.passed += s.len();
         }
-        self.passed += self.pos;
-        self.pos = 0;
+        0
     }
 
-    /// `N` free bytes at the end of the stage, flushing it first if needed.
+    /// `N` free bytes at `at` (moved to the start of the stage if it must
+    /// be flushed first), and where they start.
     #[inline(always)]
-    fn room<const N: usize>(&mut self) -> Option<&mut [u8; N]> {
+    fn room<const N: usize>(&mut self, at: usize) -> (usize, Option<&mut [u8; N]>) {
         const { assert!(N <= STAGE) };
-        if self.pos + N > STAGE {
-            self.flush();
-        }
-        self.buf
-            .get_mut(self.pos..)
-            .and_then(|w| w.first_chunk_mut::<N>())
+        let at = if at + N > STAGE { self.flush(at) } else { at };
+        (
+            at,
+            self.buf
+                .get_mut(at..)
+                .and_then(|w| w.first_chunk_mut::<N>()),
+        )
     }
 }
 
 impl<B: BufMut> Out for Stage<'_, B> {
     #[inline]
-    fn put(&mut self, s: &[u8]) {
-        if s.len() > STAGE - self.pos {
-            self.flush();
+    fn put(&mut self, at: usize, s: &[u8]) -> usize {
+        let mut at = at;
+        if s.len() > STAGE - at.min(STAGE) {
+            at = self.flush(at);
             if s.len() > STAGE / 2 {
                 self.out.put_slice(s);
                 self.passed += s.len();
-                return;
+                return at;
             }
         }
-        if let Some(d) = self.buf.get_mut(self.pos..self.pos + s.len()) {
-            d.copy_from_slice(s);
-            self.pos += s.len();
+        match self.buf.get_mut(at..at + s.len()) {
+            Some(d) => {
+                d.copy_from_slice(s);
+                at + s.len()
+            }
+            None => at,
         }
     }
 
     #[inline(always)]
-    fn put_array<const N: usize>(&mut self, a: [u8; N]) {
-        if let Some(w) = self.room::<N>() {
-            *w = a;
-            self.pos += N;
+    fn put_array<const N: usize>(&mut self, at: usize, a: [u8; N]) -> usize {
+        match self.room::<N>(at) {
+            (at, Some(w)) => {
+                *w = a;
+                at + N
+            }
+            (at, None) => at,
         }
     }
 
     #[inline(always)]
-    fn put_padded<const N: usize>(&mut self, block: &[u8; N], n: usize) {
-        if let Some(w) = self.room::<N>() {
-            *w = *block;
-            self.pos += n.min(N);
+    fn put_padded<const N: usize>(&mut self, at: usize, block: &[u8; N], n: usize) -> usize {
+        match self.room::<N>(at) {
+            (at, Some(w)) => {
+                *w = *block;
+                at + n.min(N)
+            }
+            (at, None) => at,
         }
     }
 
     #[inline(always)]
-    fn window<const N: usize>(&mut self, f: impl FnOnce(&mut [u8; N]) -> usize) {
-        if let Some(w) = self.room::<N>() {
-            let used = f(w).min(N);
-            self.pos += used;
+    fn window<const N: usize>(
+        &mut self,
+        at: usize,
+        f: impl FnOnce(&mut [u8; N]) -> usize,
+    ) -> usize {
+        match self.room::<N>(at) {
+            (at, Some(w)) => at + f(w).min(N),
+            (at, None) => at,
         }
     }
 
     #[inline(always)]
-    fn position(&self) -> usize {
-        self.passed + self.pos
+    fn position(&self, at: usize) -> usize {
+        self.passed + at
     }
 
     #[inline(always)]
-    fn put_short(&mut self, s: &[u8]) {
+    fn put_short(&mut self, at: usize, s: &[u8]) -> usize {
         // Without flushing early: the fixed-size copy where the stage has
         // room for it, a plain one otherwise.
-        if s.len() <= SHORT && self.pos + SHORT <= STAGE {
-            self.window::<SHORT>(|w| copy_short(w, s));
+        if s.len() <= SHORT && at + SHORT <= STAGE {
+            self.window::<SHORT>(at, |w| copy_short(w, s))
         } else {
-            self.put(s);
+            self.put(at, s)
         }
     }
 }
@@ -729,9 +756,10 @@ fn head_atom_tail<const H: usize, const T: usize, const W: usize>(
     H + n + T
 }
 
-/// The writer's error: boxed, so that the result of each step fits in a
-/// register (errors are rare; the success path is what runs).
-type Step = Result<(), Box<EncodeError>>;
+/// The writer's result: where the output goes on (see [`Out`]), or an
+/// error, boxed so that the result of each step fits in two registers
+/// (errors are rare; the success path is what runs).
+type Step = Result<usize, Box<EncodeError>>;
 
 #[cold]
 #[inline(never)]
@@ -746,32 +774,30 @@ struct Writer<'o, 'r, O, C: ?Sized> {
 }
 
 impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
+    /// Writes `t` with the output at `at`; returns where it ends.
     #[inline(always)]
-    fn top(&mut self, t: &Term) -> Result<(), EncodeError> {
-        self.term(t, 0).map_err(|e| *e)
+    fn top(&mut self, at: usize, t: &Term) -> Result<usize, EncodeError> {
+        self.term(at, t, 0).map_err(|e| *e)
     }
 
     /// Writes `t`, at nesting `depth` (already within the limit): the
     /// common scalars inline, the rest out of line.
     #[inline(always)]
-    fn term(&mut self, t: &Term, depth: usize) -> Step {
-        self.within_limit()?;
+    fn term(&mut self, at: usize, t: &Term, depth: usize) -> Step {
+        self.within_limit(at)?;
         match t {
-            Term::Int(i) => {
-                self.int(*i);
-                Ok(())
-            }
-            Term::Atom(a) => self.atom(*a),
-            Term::Binary(b) => self.binary(b),
-            _ => self.other(t, depth),
+            Term::Int(i) => Ok(self.int(at, *i)),
+            Term::Atom(a) => self.atom(at, *a),
+            Term::Binary(b) => self.binary(at, b),
+            _ => self.other(at, t, depth),
         }
     }
 
     /// Checks that the output is not past the refs' limit. Free where
     /// there is none: `position() > usize::MAX` folds to false.
     #[inline(always)]
-    fn within_limit(&self) -> Step {
-        if self.out.position() > self.refs.limit() {
+    fn within_limit(&self, at: usize) -> Result<(), Box<EncodeError>> {
+        if self.out.position(at) > self.refs.limit() {
             return Err(fail(EncodeError::TooLarge("message over the limit")));
         }
         Ok(())
@@ -789,144 +815,147 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
     }
 
     #[inline(never)]
-    fn other(&mut self, t: &Term, depth: usize) -> Step {
+    fn other(&mut self, at: usize, t: &Term, depth: usize) -> Step {
         // Checking the stack costs a little; every 16 levels is enough,
         // and not at the top, where most terms end well before the first
         // check.
         if depth % 16 == 15 {
-            self.other_deep(t, depth)
+            self.other_deep(at, t, depth)
         } else {
-            self.other_at(t, depth)
+            self.other_at(at, t, depth)
         }
     }
 
     /// [`Writer::other`] on a stack with room for the next 16 levels.
     #[inline(never)]
-    fn other_deep(&mut self, t: &Term, depth: usize) -> Step {
-        super::deep(|| self.other_at(t, depth))
+    fn other_deep(&mut self, at: usize, t: &Term, depth: usize) -> Step {
+        super::deep(|| self.other_at(at, t, depth))
     }
 
     #[inline(always)]
-    fn other_at(&mut self, t: &Term, depth: usize) -> Step {
+    fn other_at(&mut self, at: usize, t: &Term, depth: usize) -> Step {
         match t {
-            Term::Tuple(v) => self.tuple(v, depth),
-            Term::List(v) => self.list(v, None, depth),
-            Term::Map(m) => self.map(m, depth),
-            Term::Pid(p) => self.pid(p),
-            Term::Ref(r) => self.reference(r),
+            Term::Tuple(v) => self.tuple(at, v, depth),
+            Term::List(v) => self.list(at, v, None, depth),
+            Term::Map(m) => self.map(at, m, depth),
+            Term::Pid(p) => self.pid(at, p),
+            Term::Ref(r) => self.reference(at, r),
             Term::ByteList(b) if !b.is_empty() && b.len() < self.refs.share_from().min(0x10000) => {
                 let n = (b.len() as u16).to_be_bytes();
-                self.out.put_array([STRING_EXT, n[0], n[1]]);
-                self.out.put_short(b);
-                Ok(())
+                let at = self.out.put_array(at, [STRING_EXT, n[0], n[1]]);
+                Ok(self.out.put_short(at, b))
             }
-            Term::Float(f) if f.is_finite() => {
-                self.float(*f);
-                Ok(())
-            }
-            _ => self.rare(t, depth),
+            Term::Float(f) if f.is_finite() => Ok(self.float(at, *f)),
+            _ => self.rare(at, t, depth),
         }
     }
 
     /// A finite float, as `NEW_FLOAT_EXT`.
     #[inline(always)]
-    fn float(&mut self, f: f64) {
+    fn float(&mut self, at: usize, f: f64) -> usize {
         let b = f.to_bits().to_be_bytes();
-        self.out.put_array([
-            NEW_FLOAT_EXT,
-            b[0],
-            b[1],
-            b[2],
-            b[3],
-            b[4],
-            b[5],
-            b[6],
-            b[7],
-        ]);
+        self.out.put_array(
+            at,
+            [
+                NEW_FLOAT_EXT,
+                b[0],
+                b[1],
+                b[2],
+                b[3],
+                b[4],
+                b[5],
+                b[6],
+                b[7],
+            ],
+        )
     }
 
     /// The kinds of terms that messages seldom hold, out of line.
     #[cold]
     #[inline(never)]
-    fn rare(&mut self, t: &Term, depth: usize) -> Step {
+    fn rare(&mut self, at: usize, t: &Term, depth: usize) -> Step {
+        let mut at = at;
         match t {
-            Term::Int(i) => self.int(*i),
-            Term::Atom(a) => self.atom(*a)?,
-            Term::Binary(b) => self.binary(b)?,
-            Term::BigInt(b) => self.big(b),
+            Term::Int(i) => at = self.int(at, *i),
+            Term::Atom(a) => at = self.atom(at, *a)?,
+            Term::Binary(b) => at = self.binary(at, b)?,
+            Term::BigInt(b) => at = self.big(at, b),
             Term::Float(f) => {
                 if !f.is_finite() {
                     return Err(fail(EncodeError::NonFiniteFloat(*f)));
                 }
-                self.float(*f);
+                at = self.float(at, *f);
             }
             Term::BitBinary(bb) => {
                 if !(1..=8).contains(&bb.bits) {
                     return Err(fail(EncodeError::BadBitCount(bb.bits)));
                 }
                 if bb.bytes.is_empty() {
-                    self.out.put_array([BINARY_EXT, 0, 0, 0, 0]);
+                    at = self.out.put_array(at, [BINARY_EXT, 0, 0, 0, 0]);
                 } else if bb.bits == 8 {
-                    self.binary(&bb.bytes)?;
+                    at = self.binary(at, &bb.bytes)?;
                 } else {
                     let n = len32(bb.bytes.len(), "bitstring")?.to_be_bytes();
-                    self.out
-                        .put_array([BIT_BINARY_EXT, n[0], n[1], n[2], n[3], bb.bits]);
+                    at = self
+                        .out
+                        .put_array(at, [BIT_BINARY_EXT, n[0], n[1], n[2], n[3], bb.bits]);
                     let (init, last) = bb.bytes.split_at(bb.bytes.len() - 1);
-                    self.out.put(init);
+                    at = self.out.put(at, init);
                     // The unused low bits are written as zeros.
-                    self.out.put_array([last[0] & (0xffu8 << (8 - bb.bits))]);
+                    at = self
+                        .out
+                        .put_array(at, [last[0] & (0xffu8 << (8 - bb.bits))]);
                 }
             }
-            Term::Tuple(v) => self.tuple(v, depth)?,
-            Term::List(v) => self.list(v, None, depth)?,
+            Term::Tuple(v) => at = self.tuple(at, v, depth)?,
+            Term::List(v) => at = self.list(at, v, None, depth)?,
             Term::ByteList(b) => {
                 if b.is_empty() {
-                    self.out.put_array([NIL_EXT]);
+                    at = self.out.put_array(at, [NIL_EXT]);
                 } else if b.len() <= 0xffff {
                     let n = (b.len() as u16).to_be_bytes();
-                    self.out.put_array([STRING_EXT, n[0], n[1]]);
+                    at = self.out.put_array(at, [STRING_EXT, n[0], n[1]]);
                     if b.len() >= self.refs.share_from() {
-                        self.large_binary(b);
+                        at = self.large_binary(at, b);
                     } else {
-                        self.out.put_short(b);
+                        at = self.out.put_short(at, b);
                     }
                 } else {
                     let n = len32(b.len(), "list")?.to_be_bytes();
-                    self.out.put_array([LIST_EXT, n[0], n[1], n[2], n[3]]);
+                    at = self.out.put_array(at, [LIST_EXT, n[0], n[1], n[2], n[3]]);
                     for &c in b.iter() {
-                        self.out.put_array([SMALL_INTEGER_EXT, c]);
+                        at = self.out.put_array(at, [SMALL_INTEGER_EXT, c]);
                     }
-                    self.out.put_array([NIL_EXT]);
+                    at = self.out.put_array(at, [NIL_EXT]);
                 }
             }
-            Term::ImproperList(l) => self.list(&l.elems, Some(&l.tail), depth)?,
-            Term::Map(m) => self.map(m, depth)?,
-            Term::Pid(p) => self.pid(p)?,
+            Term::ImproperList(l) => at = self.list(at, &l.elems, Some(&l.tail), depth)?,
+            Term::Map(m) => at = self.map(at, m, depth)?,
+            Term::Pid(p) => at = self.pid(at, p)?,
             Term::Port(p) => {
                 // OTP writes port numbers of up to 28 bits in the old form.
                 if p.id < 1 << 28 {
-                    self.out.put_array([NEW_PORT_EXT]);
-                    self.atom(p.node)?;
-                    self.out.put_array((p.id as u32).to_be_bytes());
+                    at = self.out.put_array(at, [NEW_PORT_EXT]);
+                    at = self.atom(at, p.node)?;
+                    at = self.out.put_array(at, (p.id as u32).to_be_bytes());
                 } else {
-                    self.out.put_array([V4_PORT_EXT]);
-                    self.atom(p.node)?;
-                    self.out.put_array(p.id.to_be_bytes());
+                    at = self.out.put_array(at, [V4_PORT_EXT]);
+                    at = self.atom(at, p.node)?;
+                    at = self.out.put_array(at, p.id.to_be_bytes());
                 }
-                self.out.put_array(p.creation.to_be_bytes());
+                at = self.out.put_array(at, p.creation.to_be_bytes());
             }
-            Term::Ref(r) => self.reference(r)?,
+            Term::Ref(r) => at = self.reference(at, r)?,
             Term::Fun(f) => match &**f {
                 Fun::Export {
                     module,
                     function,
                     arity,
                 } => {
-                    self.out.put_array([EXPORT_EXT]);
-                    self.atom(*module)?;
-                    self.atom(*function)?;
-                    self.out.put_array([SMALL_INTEGER_EXT, *arity]);
+                    at = self.out.put_array(at, [EXPORT_EXT]);
+                    at = self.atom(at, *module)?;
+                    at = self.atom(at, *function)?;
+                    at = self.out.put_array(at, [SMALL_INTEGER_EXT, *arity]);
                 }
                 Fun::Local(l) => {
                     // The size field counts from itself to the end; measure
@@ -939,51 +968,57 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
                             max_depth: self.max_depth,
                             refs: &mut NoShare(&mut *self.refs as &mut dyn AtomRefs),
                         };
-                        w.out.put_array([l.arity]);
-                        w.out.put_array(l.uniq);
-                        w.out.put_array(l.index.to_be_bytes());
-                        w.out
-                            .put_array(len32(l.free_vars.len(), "fun environment")?.to_be_bytes());
-                        w.atom(l.module)?;
-                        w.int(i64::from(l.old_index));
-                        w.int(i64::from(l.old_uniq));
-                        w.pid(&l.pid)?;
+                        let mut b = w.out.put_array(0, [l.arity]);
+                        b = w.out.put_array(b, l.uniq);
+                        b = w.out.put_array(b, l.index.to_be_bytes());
+                        b = w.out.put_array(
+                            b,
+                            len32(l.free_vars.len(), "fun environment")?.to_be_bytes(),
+                        );
+                        b = w.atom(b, l.module)?;
+                        b = w.int(b, i64::from(l.old_index));
+                        b = w.int(b, i64::from(l.old_uniq));
+                        b = w.pid(b, &l.pid)?;
                         if !l.free_vars.is_empty() {
                             let d = w.inner(depth)?;
                             for v in &l.free_vars {
-                                w.term(v, d)?;
+                                b = w.term(b, v, d)?;
                             }
                         }
-                        stage.flush();
+                        stage.flush(b);
                     }
                     let n = len32(body.len() + 4, "fun")?.to_be_bytes();
-                    self.out.put_array([NEW_FUN_EXT, n[0], n[1], n[2], n[3]]);
-                    self.out.put(&body);
+                    at = self
+                        .out
+                        .put_array(at, [NEW_FUN_EXT, n[0], n[1], n[2], n[3]]);
+                    at = self.out.put(at, &body);
                 }
             },
         }
-        Ok(())
+        Ok(at)
     }
 
     #[inline(always)]
-    fn int(&mut self, i: i64) {
+    fn int(&mut self, at: usize, i: i64) -> usize {
         if (0..=255).contains(&i) {
-            self.out.put_array([SMALL_INTEGER_EXT, i as u8]);
+            self.out.put_array(at, [SMALL_INTEGER_EXT, i as u8])
         } else if let Ok(i) = i32::try_from(i) {
             let b = i.to_be_bytes();
-            self.out.put_array([INTEGER_EXT, b[0], b[1], b[2], b[3]]);
+            self.out
+                .put_array(at, [INTEGER_EXT, b[0], b[1], b[2], b[3]])
         } else {
-            self.small_big(i);
+            self.small_big(at, i)
         }
     }
 
     /// Writes the integers that `elems` starts with, up to [`INT_RUN`] of
-    /// them, in one window; returns how many (at least one).
+    /// them, in one window; returns how many (at least one) and where the
+    /// output goes on.
     #[inline(never)]
-    fn ints(&mut self, elems: &[Term]) -> usize {
+    fn ints(&mut self, at: usize, elems: &[Term]) -> (usize, usize) {
         let mut taken = 0;
         let run = elems.get(..INT_RUN).unwrap_or(elems);
-        self.out.window::<{ 8 * INT_RUN }>(|w| {
+        let mut at = self.out.window::<{ 8 * INT_RUN }>(at, |w| {
             let mut at = 0;
             for e in run {
                 let Term::Int(i) = *e else { break };
@@ -1011,18 +1046,19 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         if taken == 0 {
             // Beyond 32 bits.
             if let Some(Term::Int(i)) = elems.first() {
-                self.small_big(*i);
+                at = self.small_big(at, *i);
             }
             taken = 1;
         }
-        taken
+        (taken, at)
     }
 
     #[inline(never)]
-    fn small_big(&mut self, i: i64) {
+    fn small_big(&mut self, at: usize, i: i64) -> usize {
         let m = i.unsigned_abs().to_le_bytes();
         let n = 8 - (i.unsigned_abs().leading_zeros() / 8) as usize;
         self.out.put_padded(
+            at,
             &[
                 SMALL_BIG_EXT,
                 n as u8,
@@ -1037,43 +1073,45 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
                 m[7],
             ],
             3 + n,
-        );
+        )
     }
 
-    fn big(&mut self, b: &BigInt) {
+    fn big(&mut self, at: usize, b: &BigInt) -> usize {
         if let Ok(i) = i64::try_from(b) {
-            return self.int(i);
+            return self.int(at, i);
         }
         let (sign, digits) = b.to_bytes_le();
-        if digits.len() < 256 {
-            self.out.put_array([SMALL_BIG_EXT, digits.len() as u8]);
+        let at = if digits.len() < 256 {
+            self.out.put_array(at, [SMALL_BIG_EXT, digits.len() as u8])
         } else {
             // A BigInt of 2^32 bytes is beyond any memory this runs in.
             let n = (digits.len() as u32).to_be_bytes();
-            self.out.put_array([LARGE_BIG_EXT, n[0], n[1], n[2], n[3]]);
-        }
-        self.out.put_array([u8::from(sign == Sign::Minus)]);
-        self.out.put(&digits);
+            self.out
+                .put_array(at, [LARGE_BIG_EXT, n[0], n[1], n[2], n[3]])
+        };
+        let at = self.out.put_array(at, [u8::from(sign == Sign::Minus)]);
+        self.out.put(at, &digits)
     }
 
     #[inline(always)]
-    fn binary(&mut self, b: &Bytes) -> Step {
+    fn binary(&mut self, at: usize, b: &Bytes) -> Step {
         let n = len32(b.len(), "binary")?.to_be_bytes();
-        self.out.put_array([BINARY_EXT, n[0], n[1], n[2], n[3]]);
+        let at = self.out.put_array(at, [BINARY_EXT, n[0], n[1], n[2], n[3]]);
         if b.len() >= self.refs.share_from() {
-            self.large_binary(b);
+            Ok(self.large_binary(at, b))
         } else {
-            self.out.put_short(b);
+            Ok(self.out.put_short(at, b))
         }
-        Ok(())
     }
 
     /// A large binary's bytes: shared if the caller takes them, else
     /// copied (out of line: the common path stays small).
     #[inline(never)]
-    fn large_binary(&mut self, b: &Bytes) {
-        if !self.refs.share(self.out.position(), b) {
-            self.out.put(b);
+    fn large_binary(&mut self, at: usize, b: &Bytes) -> usize {
+        if self.refs.share(self.out.position(at), b) {
+            at
+        } else {
+            self.out.put(at, b)
         }
     }
 
@@ -1088,17 +1126,11 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
     }
 
     #[inline(always)]
-    fn atom(&mut self, a: Atom) -> Step {
+    fn atom(&mut self, at: usize, a: Atom) -> Step {
         match self.atom_out(a) {
-            Some(AtomOut::Block(b, n)) => {
-                self.out.put_padded(b, n);
-                Ok(())
-            }
-            Some(AtomOut::Ref(i)) => {
-                self.out.put_array([ATOM_CACHE_REF, i]);
-                Ok(())
-            }
-            None => self.atom_long(a),
+            Some(AtomOut::Block(b, n)) => Ok(self.out.put_padded(at, b, n)),
+            Some(AtomOut::Ref(i)) => Ok(self.out.put_array(at, [ATOM_CACHE_REF, i])),
+            None => self.atom_long(at, a),
         }
     }
 
@@ -1106,18 +1138,15 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
     /// that cannot be encoded).
     #[cold]
     #[inline(never)]
-    fn atom_long(&mut self, a: Atom) -> Step {
+    fn atom_long(&mut self, at: usize, a: Atom) -> Step {
         match a.ext_bytes() {
-            Some(ext) => {
-                self.out.put(ext);
-                Ok(())
-            }
+            Some(ext) => Ok(self.out.put(at, ext)),
             None => Err(too_long(a)),
         }
     }
 
     #[inline(always)]
-    fn pid(&mut self, p: &Pid) -> Step {
+    fn pid(&mut self, at: usize, p: &Pid) -> Step {
         let (i, s, c) = (
             p.id.to_be_bytes(),
             p.serial.to_be_bytes(),
@@ -1128,20 +1157,19 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         ];
         match self.atom_out(p.node) {
             // One write for the whole pid.
-            Some(node) => self
-                .out
-                .window::<{ 1 + EXT_BLOCK + 12 }>(|w| head_atom_tail(w, [NEW_PID_EXT], node, tail)),
+            Some(node) => Ok(self.out.window::<{ 1 + EXT_BLOCK + 12 }>(at, |w| {
+                head_atom_tail(w, [NEW_PID_EXT], node, tail)
+            })),
             None => {
-                self.out.put_array([NEW_PID_EXT]);
-                self.atom_long(p.node)?;
-                self.out.put_array(tail);
+                let at = self.out.put_array(at, [NEW_PID_EXT]);
+                let at = self.atom_long(at, p.node)?;
+                Ok(self.out.put_array(at, tail))
             }
         }
-        Ok(())
     }
 
     #[inline(always)]
-    fn reference(&mut self, r: &Reference) -> Step {
+    fn reference(&mut self, at: usize, r: &Reference) -> Step {
         let ids = r.ids();
         let n = (ids.len() as u16).to_be_bytes();
         let head = [NEWER_REFERENCE_EXT, n[0], n[1]];
@@ -1153,51 +1181,47 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         match (self.atom_out(r.node), words.first_chunk::<16>()) {
             // As OTP makes them (three words): one write for the whole
             // reference.
-            (Some(node), Some(tail)) if ids.len() == 3 => self
+            (Some(node), Some(tail)) if ids.len() == 3 => Ok(self
                 .out
-                .window::<{ 3 + EXT_BLOCK + 16 }>(|w| head_atom_tail(w, head, node, *tail)),
+                .window::<{ 3 + EXT_BLOCK + 16 }>(at, |w| head_atom_tail(w, head, node, *tail))),
             _ => {
-                self.out.put_array(head);
-                self.atom(r.node)?;
-                self.out.put(&words[..4 + 4 * ids.len()]);
+                let at = self.out.put_array(at, head);
+                let at = self.atom(at, r.node)?;
+                Ok(self.out.put(at, &words[..4 + 4 * ids.len()]))
             }
         }
-        Ok(())
     }
 
     #[inline(always)]
-    fn tuple(&mut self, v: &[Term], depth: usize) -> Step {
-        if v.len() < 256 {
-            self.out.put_array([SMALL_TUPLE_EXT, v.len() as u8]);
+    fn tuple(&mut self, at: usize, v: &[Term], depth: usize) -> Step {
+        let mut at = if v.len() < 256 {
+            self.out.put_array(at, [SMALL_TUPLE_EXT, v.len() as u8])
         } else {
             let n = len32(v.len(), "tuple")?.to_be_bytes();
             self.out
-                .put_array([LARGE_TUPLE_EXT, n[0], n[1], n[2], n[3]]);
-        }
+                .put_array(at, [LARGE_TUPLE_EXT, n[0], n[1], n[2], n[3]])
+        };
         if v.is_empty() {
-            return Ok(());
+            return Ok(at);
         }
         let d = self.inner(depth)?;
         for e in v {
-            self.term(e, d)?;
+            at = self.term(at, e, d)?;
         }
-        Ok(())
+        Ok(at)
     }
 
     #[inline(always)]
-    fn list(&mut self, elems: &[Term], tail: Option<&Term>, depth: usize) -> Step {
+    fn list(&mut self, at: usize, elems: &[Term], tail: Option<&Term>, depth: usize) -> Step {
         if elems.is_empty() {
             return match tail {
-                None => {
-                    self.out.put_array([NIL_EXT]);
-                    Ok(())
-                }
-                Some(t) => self.term(t, depth),
+                None => Ok(self.out.put_array(at, [NIL_EXT])),
+                Some(t) => self.term(at, t, depth),
             };
         }
         if tail.is_none() && elems.len() <= 0xffff && elems.iter().all(is_byte) {
             let n = (elems.len() as u16).to_be_bytes();
-            self.out.put_array([STRING_EXT, n[0], n[1]]);
+            let mut at = self.out.put_array(at, [STRING_EXT, n[0], n[1]]);
             let mut chunk = [0u8; 64];
             for part in elems.chunks(chunk.len()) {
                 for (c, e) in chunk.iter_mut().zip(part) {
@@ -1205,36 +1229,37 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
                         *c = *i as u8;
                     }
                 }
-                self.out.put_short(&chunk[..part.len()]);
+                at = self.out.put_short(at, &chunk[..part.len()]);
             }
-            return Ok(());
+            return Ok(at);
         }
         let n = len32(elems.len(), "list")?.to_be_bytes();
-        self.out.put_array([LIST_EXT, n[0], n[1], n[2], n[3]]);
+        let mut at = self.out.put_array(at, [LIST_EXT, n[0], n[1], n[2], n[3]]);
         let d = self.inner(depth)?;
         let mut rest = elems;
         while let Some((e, more)) = rest.split_first() {
             if let (Term::Int(_), Some(Term::Int(_))) = (e, more.first()) {
                 // A run of integers, many per write.
-                rest = rest.get(self.ints(rest)..).unwrap_or_default();
-                self.within_limit()?;
+                let (taken, next) = self.ints(at, rest);
+                at = next;
+                rest = rest.get(taken..).unwrap_or_default();
+                self.within_limit(at)?;
             } else {
-                self.term(e, d)?;
+                at = self.term(at, e, d)?;
                 rest = more;
             }
         }
         match tail {
-            None => self.out.put_array([NIL_EXT]),
-            Some(t) => self.term(t, d)?,
+            None => Ok(self.out.put_array(at, [NIL_EXT])),
+            Some(t) => self.term(at, t, d),
         }
-        Ok(())
     }
 
-    fn map(&mut self, m: &Map, depth: usize) -> Step {
+    fn map(&mut self, at: usize, m: &Map, depth: usize) -> Step {
         let n = len32(m.len(), "map")?.to_be_bytes();
-        self.out.put_array([MAP_EXT, n[0], n[1], n[2], n[3]]);
+        let mut at = self.out.put_array(at, [MAP_EXT, n[0], n[1], n[2], n[3]]);
         if m.entries.is_empty() {
-            return Ok(());
+            return Ok(at);
         }
         let in_order = m.len() > SMALL_MAP
             || m.entries
@@ -1243,10 +1268,10 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         if in_order {
             let d = self.inner(depth)?;
             for (k, v) in &m.entries {
-                self.term(k, d)?;
-                self.term(v, d)?;
+                at = self.term(at, k, d)?;
+                at = self.term(at, v, d)?;
             }
-            return Ok(());
+            return Ok(at);
         }
         // OTP writes small maps in key order.
         let mut sorted: Vec<&(Term, Term)> = m.entries.iter().collect();
@@ -1259,10 +1284,10 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         }
         let d = self.inner(depth)?;
         for (k, v) in sorted {
-            self.term(k, d)?;
-            self.term(v, d)?;
+            at = self.term(at, k, d)?;
+            at = self.term(at, v, d)?;
         }
-        Ok(())
+        Ok(at)
     }
 }
 
