@@ -190,12 +190,16 @@ async fn in_flight(epmd: &RealEpmd, sizes: &[usize]) {
     b.shutdown().await;
 }
 
-/// An echo process: `{From, M}` -> `From ! M`.
+/// An echo process: `{From, M}` -> `From ! M`, the message moved back out
+/// of the tuple (not copied, as a BEAM echo does not copy it either).
 fn echo(node: &Node) -> Pid {
     node.spawn(|mut p| async move {
         while let Ok(m) = p.recv().await {
-            if let Some([Term::Pid(from), body]) = m.as_tuple() {
-                p.send(*from, body.clone());
+            if let Term::Tuple(v) = m {
+                let mut v = v.into_iter();
+                if let (Some(Term::Pid(from)), Some(body)) = (v.next(), v.next()) {
+                    p.send(from, body);
+                }
             }
         }
     })

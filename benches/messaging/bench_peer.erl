@@ -9,7 +9,7 @@
 
 -export([sink/1, start_sink/1, echo/0, start_echo/0,
          stream/3, stream_to_new_sink/4, stream_terms_to_new_sink/4,
-         stream_async/4, pingpong/2,
+         stream_async/4, pingpong/2, large_terms/3, large_term/1,
          start_servers/1, calls/3, connect/1, process_memory/1]).
 -export([init/1, handle_call/3, handle_cast/2]).
 
@@ -123,6 +123,30 @@ rtt(Echo) ->
     Echo ! {self(), ping},
     receive ping -> ok end,
     erlang:convert_time_unit(erlang:monotonic_time() - T0, native, nanosecond).
+
+%% A list of Bytes div 26 small tuples, {item, N, <<"abcdefgh">>}, 26
+%% bytes each in the external format: the large_terms scenario's message
+%% (the Rust side builds the same).
+large_term(Bytes) ->
+    [{item, 1000000 + I, <<"abcdefgh">>} || I <- lists:seq(1, Bytes div 26)].
+
+%% Round trips of large_term(Bytes) to Echo ({From, M} -> From ! M), from a
+%% fresh process, one untimed first; returns the median in microseconds.
+large_terms(Echo, Bytes, Rounds) ->
+    Self = self(),
+    P = spawn(fun() ->
+        T = large_term(Bytes),
+        Rtt = fun() ->
+            T0 = erlang:monotonic_time(),
+            Echo ! {self(), T},
+            receive [_ | _] -> ok end,
+            erlang:convert_time_unit(erlang:monotonic_time() - T0, native, microsecond)
+        end,
+        Rtt(),
+        Ts = lists:sort([Rtt() || _ <- lists:seq(1, Rounds)]),
+        Self ! {self(), lists:nth(Rounds div 2 + 1, Ts)}
+    end),
+    receive {P, R} -> R end.
 
 %% K gen_servers registered as bench_gs_1 .. bench_gs_K.
 start_servers(K) ->

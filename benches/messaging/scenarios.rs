@@ -33,6 +33,8 @@ struct Plan {
     call_ms: u64,
     connects: usize,
     procs: usize,
+    /// `large_terms`: the message's size in bytes, and round trips per run.
+    large: (usize, usize),
 }
 
 const FULL: Plan = Plan {
@@ -46,6 +48,7 @@ const FULL: Plan = Plan {
     call_ms: 2_000,
     connects: 7,
     procs: 100_000,
+    large: (1 << 20, 20),
 };
 
 const SMOKE: Plan = Plan {
@@ -59,6 +62,7 @@ const SMOKE: Plan = Plan {
     call_ms: 100,
     connects: 1,
     procs: 1_000,
+    large: (64 << 10, 3),
 };
 
 struct Env {
@@ -647,6 +651,105 @@ async fn rust_to_rust(env: &mut Env, n: usize, runs: usize) {
     );
 }
 
+/// The `large_terms` message: a list of `bytes / 26` small tuples,
+/// `{item, N, <<"abcdefgh">>}`, as `bench_peer:large_term/1` builds it.
+fn large_term(bytes: usize) -> Term {
+    Term::list(
+        (1..=bytes / 26)
+            .map(|i| {
+                Term::tuple(vec![
+                    Term::atom("item"),
+                    Term::from(1_000_000 + i as i64),
+                    Term::binary(&b"abcdefgh"[..]),
+                ])
+            })
+            .collect(),
+    )
+}
+
+/// An erldist echo: `{From, M}` -> `From ! M`, the message moved back out
+/// of the tuple (as BEAM's echo does, nothing is copied).
+fn rust_echo(node: &Node) -> Pid {
+    node.spawn(|mut p| async move {
+        while let Ok(m) = p.recv().await {
+            if let Term::Tuple(v) = m {
+                let mut v = v.into_iter();
+                if let (Some(Term::Pid(from)), Some(body)) = (v.next(), v.next()) {
+                    p.send(from, body);
+                }
+            }
+        }
+    })
+}
+
+/// Round trips of `body` from a process on `node` to `echo`, one untimed
+/// first, in a task on the runtime's workers; the median in microseconds.
+async fn large_rtt(node: &Node, echo: Pid, body: &Term, rounds: usize) -> f64 {
+    let mut p = node.process();
+    let body = body.clone();
+    tokio::spawn(async move {
+        let mut ts = Vec::with_capacity(rounds);
+        for i in 0..=rounds {
+            // The copy is made before the clock starts: BEAM's sender does
+            // not copy its term either.
+            let msg = Term::tuple(vec![Term::Pid(p.pid()), body.clone()]);
+            let t0 = Instant::now();
+            p.send(echo, msg);
+            let back = p.recv().await.expect("alive");
+            assert!(
+                matches!(back, Term::List(_)),
+                "the echo sends the list back"
+            );
+            if i > 0 {
+                ts.push(t0.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        median(ts)
+    })
+    .await
+    .expect("the large_terms task")
+}
+
+/// Round trips of a large term made of small ones (not a binary: every
+/// element is encoded and decoded): erldist->erldist against BEAM->BEAM,
+/// and erldist->BEAM on the same line.
+async fn large_terms(env: &mut Env, bytes: usize, rounds: usize, runs: usize) {
+    let echo = rust_echo(&env.r2);
+    let beam_echo = erl_pid(&mut env.a, "whereis(bench_echo).");
+    let beam_echo_expr = erl_expr(beam_echo);
+    let body = large_term(bytes);
+    let (mut rust, mut beam, mut mixed) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        rust.push(large_rtt(&env.r1, echo, &body, rounds).await);
+        beam.push(eval_i64(
+            &mut env.b,
+            &format!("bench_peer:large_terms({beam_echo_expr}, {bytes}, {rounds})."),
+        ) as f64);
+        mixed.push(large_rtt(&env.r1, beam_echo, &body, rounds).await);
+    }
+    env.r2.kill(echo, Term::atom("kill"));
+    println!(
+        "# large_terms: erldist->beam runs [{}] us_median",
+        fmt_runs(&mixed)
+    );
+    let to_beam = median(mixed);
+    report(
+        "large_terms",
+        "us_median",
+        rust,
+        beam,
+        &Runs::NotApplicable(
+            "erldist->erldist has no edp counterpart: an edp_node node cannot accept \
+             a connection (see rust_to_rust)",
+        ),
+        false,
+        &format!(
+            " erldist_to_beam={to_beam:.0} bytes={bytes} elements={} rounds={rounds} runs={runs}",
+            bytes / 26
+        ),
+    );
+}
+
 /// How long an edp pingpong run may take: its round trips are slow (about
 /// 40 ms: see the report), so a run stops after this long, short of
 /// `rounds` if need be.
@@ -1057,6 +1160,10 @@ pub async fn run(full: bool) {
     }
     if wanted("pingpong_rtt") {
         pingpong(&mut env, plan.rounds, plan.runs).await;
+    }
+    if wanted("large_terms") {
+        let (bytes, rounds) = plan.large;
+        large_terms(&mut env, bytes, rounds, plan.runs).await;
     }
     if wanted("genserver_calls") {
         genserver_calls(&mut env, plan.servers, plan.call_ms, plan.runs).await;
