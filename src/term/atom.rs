@@ -122,17 +122,43 @@ fn interner() -> &'static Interner {
 }
 
 thread_local! {
-    static RECENT: [std::cell::Cell<Option<Atom>>; 256] =
-        const { [const { std::cell::Cell::new(None) }; 256] };
+    static RECENT: [std::cell::Cell<Recent>; 256] =
+        const { [const { std::cell::Cell::new(Recent::EMPTY) }; 256] };
 }
 
-/// The slot of `bytes` in the per-thread cache of recent atoms: a hash of
-/// the length and of the first and last 8 bytes (all of them, up to 16),
-/// read as two words rather than byte by byte. Texts that share those
-/// bytes share a slot, which costs only a miss.
+/// A slot of the per-thread cache of recent atoms: the atom and the key
+/// of its text ([`recent_key`]), so that a text of up to 16 bytes, which
+/// the key holds whole, is matched without reading the atom's entry.
+#[derive(Clone, Copy)]
+struct Recent {
+    key: RecentKey,
+    atom: Option<Atom>,
+}
+
+impl Recent {
+    const EMPTY: Recent = Recent {
+        key: RecentKey {
+            first: 0,
+            last: 0,
+            len: 0,
+        },
+        atom: None,
+    };
+}
+
+/// A text's length and its first and last 8 bytes (all of it, up to 16
+/// bytes; zero-extended under 8), read as two words rather than byte by
+/// byte.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct RecentKey {
+    first: u64,
+    last: u64,
+    len: usize,
+}
+
 #[inline(always)]
-fn recent_slot(bytes: &[u8]) -> usize {
-    let (a, b) = match (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
+fn recent_key(bytes: &[u8]) -> RecentKey {
+    let (first, last) = match (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
         (Some(f), Some(l)) => (u64::from_le_bytes(*f), u64::from_le_bytes(*l)),
         _ => match (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
             (Some(f), Some(l)) => (
@@ -149,8 +175,19 @@ fn recent_slot(bytes: &[u8]) -> usize {
             }
         },
     };
-    let h =
-        (a ^ b.rotate_left(29) ^ ((bytes.len() as u64) << 56)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    RecentKey {
+        first,
+        last,
+        len: bytes.len(),
+    }
+}
+
+/// The slot of a text in the per-thread cache of recent atoms: a hash of
+/// its key. Texts that share a slot cost only a miss.
+#[inline(always)]
+fn recent_slot(k: &RecentKey) -> usize {
+    let h = (k.first ^ k.last.rotate_left(29) ^ ((k.len as u64) << 56))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (h >> 56) as usize
 }
 
@@ -326,24 +363,27 @@ impl Atom {
         bytes: &[u8],
         budget: Option<&AtomBudget>,
     ) -> Result<Atom, AtomFromBytesError> {
-        let slot = recent_slot(bytes);
-        let hit = RECENT.with(|r| {
-            r.get(slot)
-                .and_then(|c| c.get())
-                .filter(|a| a.as_str().as_bytes() == bytes)
-        });
-        match hit {
-            Some(a) => Ok(a),
-            None => Self::try_from_utf8_missed(bytes, budget, slot),
+        let key = recent_key(bytes);
+        let slot = recent_slot(&key);
+        let held = RECENT.with(|r| r.get(slot).map(|c| c.get()));
+        match held {
+            // The key is the whole text up to 16 bytes; past that the
+            // middle is compared too.
+            Some(Recent {
+                key: k,
+                atom: Some(a),
+            }) if k == key && (key.len <= 16 || a.as_str().as_bytes() == bytes) => Ok(a),
+            _ => Self::try_from_utf8_missed(bytes, budget, key, slot),
         }
     }
 
     /// [`Atom::try_from_utf8`] past the per-thread cache: the table, and
-    /// the cache's slot `slot` updated.
+    /// the cache's slot `slot` updated with `key`.
     #[inline(never)]
     fn try_from_utf8_missed(
         bytes: &[u8],
         budget: Option<&AtomBudget>,
+        key: RecentKey,
         slot: usize,
     ) -> Result<Atom, AtomFromBytesError> {
         let text = std::str::from_utf8(bytes).map_err(|_| AtomFromBytesError::Utf8)?;
@@ -354,7 +394,7 @@ impl Atom {
         .map_err(AtomFromBytesError::Atom)?;
         RECENT.with(|r| {
             if let Some(c) = r.get(slot) {
-                c.set(Some(a));
+                c.set(Recent { key, atom: Some(a) });
             }
         });
         Ok(a)
@@ -494,8 +534,8 @@ mod tests {
         // The same length, first and last 8 bytes: one slot of the cache.
         let names = ["abcdefgh_one_12345678", "abcdefgh_two_12345678"];
         assert_eq!(
-            recent_slot(names[0].as_bytes()),
-            recent_slot(names[1].as_bytes())
+            recent_slot(&recent_key(names[0].as_bytes())),
+            recent_slot(&recent_key(names[1].as_bytes()))
         );
         for _ in 0..3 {
             for name in names {
@@ -510,6 +550,16 @@ mod tests {
             let a = Atom::try_from_utf8(name.as_bytes(), None).ok();
             assert_eq!(a.map(|a| a.as_str()), Some(name));
             assert_eq!(Atom::try_from_utf8(name.as_bytes(), None).ok(), a);
+            // Every text that differs from it in one byte is another
+            // atom, though the cache matches short texts by key alone.
+            for i in 0..n {
+                let mut other = name.as_bytes().to_vec();
+                other[i] = b'_';
+                let b = Atom::try_from_utf8(&other, None).ok();
+                assert_eq!(b.map(|b| b.as_str().as_bytes()), Some(&other[..]));
+                let again = Atom::try_from_utf8(name.as_bytes(), None).ok();
+                assert_eq!(again.map(|a| a.as_str()), Some(name));
+            }
         }
         assert_eq!(
             Atom::try_from_utf8(&[0xff, 0xfe], None),
