@@ -453,6 +453,16 @@ impl Node {
     /// the future ends: `normal` for `()` or `Ok(())`, the error for
     /// `Err(reason)`, and `{panic, Message}` if it panics (which never
     /// takes the node down).
+    ///
+    /// The process is a task on the tokio runtime, so, like any task, it
+    /// should not compute for long without awaiting: run such work in
+    /// [`tokio::task::block_in_place`] (on the multi-thread runtime) or
+    /// [`tokio::task::spawn_blocking`]. Blocking the worker holds up more
+    /// than the process: a message it has just sent to another node waits
+    /// with it, because the connection's task, woken by the send, waits
+    /// on that worker (tokio's LIFO slot, which other workers do not
+    /// take) until the process next awaits. `block_in_place` hands the
+    /// connection's task to another worker first.
     pub fn spawn<F, Fut, R>(&self, f: F) -> Pid
     where
         F: FnOnce(Process) -> Fut + Send + 'static,
