@@ -191,6 +191,37 @@ fn recent_slot(k: &RecentKey) -> usize {
     (h >> 56) as usize
 }
 
+/// The atom of the text `bytes` if the per-thread cache of recent atoms
+/// holds it; else the key and slot to [`remember`] it under.
+#[inline(always)]
+fn recent(bytes: &[u8]) -> Result<Atom, (RecentKey, usize)> {
+    let key = recent_key(bytes);
+    let slot = recent_slot(&key);
+    let held = RECENT.with(|r| r.get(slot).map(|c| c.get()));
+    match held {
+        // The key is the whole text up to 16 bytes; past that the middle
+        // is compared too.
+        Some(Recent {
+            key: k,
+            atom: Some(a),
+        }) if k == key && (key.len <= 16 || a.as_str().as_bytes() == bytes) => Ok(a),
+        _ => Err((key, slot)),
+    }
+}
+
+/// Puts `atom` in the per-thread cache of recent atoms, under the key and
+/// slot that [`recent`] gave for its text.
+fn remember(key: RecentKey, slot: usize, atom: Atom) {
+    RECENT.with(|r| {
+        if let Some(c) = r.get(slot) {
+            c.set(Recent {
+                key,
+                atom: Some(atom),
+            });
+        }
+    });
+}
+
 /// Why bytes could not become an atom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AtomFromBytesError {
@@ -318,6 +349,9 @@ impl Atom {
 
     /// The atom of this text, if it is in the table.
     pub(crate) fn lookup(name: &str) -> Option<Atom> {
+        if let Ok(a) = recent(name.as_bytes()) {
+            return Some(a);
+        }
         let guard = interner().names.read().unwrap_or_else(|e| e.into_inner());
         guard.get(name).map(|entry| Atom(entry))
     }
@@ -334,6 +368,21 @@ impl Atom {
     }
 
     fn intern(name: &str, limited: bool) -> Result<Atom, AtomError> {
+        let (key, slot) = match recent(name.as_bytes()) {
+            Ok(a) => return Ok(a),
+            Err(at) => at,
+        };
+        let a = Self::intern_in_table(name, limited)?;
+        // Only texts a decoder may accept: a hit skips the length check.
+        if name.len() <= MAX_ATOM_CHARS {
+            remember(key, slot, a);
+        }
+        Ok(a)
+    }
+
+    /// [`Atom::intern`] past the per-thread cache.
+    #[inline(never)]
+    fn intern_in_table(name: &str, limited: bool) -> Result<Atom, AtomError> {
         let table = interner();
         {
             let guard = table.names.read().unwrap_or_else(|e| e.into_inner());
@@ -356,48 +405,32 @@ impl Atom {
     }
 
     /// Interns UTF-8 `bytes` as [`Atom::try_new`] does, first looking in
-    /// a small per-thread cache of recently decoded atoms, which spares the
-    /// table's lock and hash for the atoms a stream repeats.
+    /// a small per-thread cache of recent atoms, which spares the table's
+    /// lock and hash for the atoms a stream repeats.
     #[inline]
     pub(crate) fn try_from_utf8(
         bytes: &[u8],
         budget: Option<&AtomBudget>,
     ) -> Result<Atom, AtomFromBytesError> {
-        let key = recent_key(bytes);
-        let slot = recent_slot(&key);
-        let held = RECENT.with(|r| r.get(slot).map(|c| c.get()));
-        match held {
-            // The key is the whole text up to 16 bytes; past that the
-            // middle is compared too.
-            Some(Recent {
-                key: k,
-                atom: Some(a),
-            }) if k == key && (key.len <= 16 || a.as_str().as_bytes() == bytes) => Ok(a),
-            _ => Self::try_from_utf8_missed(bytes, budget, key, slot),
+        match recent(bytes) {
+            Ok(a) => Ok(a),
+            Err(_) => Self::try_from_utf8_missed(bytes, budget),
         }
     }
 
-    /// [`Atom::try_from_utf8`] past the per-thread cache: the table, and
-    /// the cache's slot `slot` updated with `key`.
+    /// [`Atom::try_from_utf8`] past the per-thread cache (which interning
+    /// updates).
     #[inline(never)]
     fn try_from_utf8_missed(
         bytes: &[u8],
         budget: Option<&AtomBudget>,
-        key: RecentKey,
-        slot: usize,
     ) -> Result<Atom, AtomFromBytesError> {
         let text = std::str::from_utf8(bytes).map_err(|_| AtomFromBytesError::Utf8)?;
-        let a = match budget {
+        match budget {
             Some(b) => Atom::try_new_within(text, b),
             None => Atom::try_new(text),
         }
-        .map_err(AtomFromBytesError::Atom)?;
-        RECENT.with(|r| {
-            if let Some(c) = r.get(slot) {
-                c.set(Recent { key, atom: Some(a) });
-            }
-        });
-        Ok(a)
+        .map_err(AtomFromBytesError::Atom)
     }
 
     /// The atom's text.
@@ -528,6 +561,24 @@ impl PartialEq<&str> for Atom {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_programs_long_atoms_do_not_let_long_texts_past_a_decoder() {
+        // Atom::new takes names of any length and caches short ones; a
+        // decoder must still refuse a text of over 255 characters.
+        let long = format!("{}_{}", "x".repeat(300), std::process::id());
+        let a = Atom::new(&long);
+        assert_eq!(Atom::new(&long), a);
+        assert_eq!(Atom::new(&long).as_str(), long);
+        assert!(matches!(
+            Atom::try_from_utf8(long.as_bytes(), None),
+            Err(AtomFromBytesError::Atom(AtomError::TooLong { .. }))
+        ));
+        // A short one made by the program is found by the decoder.
+        let short = format!("short_{}", std::process::id());
+        let b = Atom::new(&short);
+        assert_eq!(Atom::try_from_utf8(short.as_bytes(), None), Ok(b));
+    }
 
     #[test]
     fn recent_cache_tells_apart_texts_that_share_a_slot() {
