@@ -27,6 +27,8 @@
 #[allow(dead_code)]
 #[path = "codec/corpus.rs"]
 mod corpus;
+#[path = "common/echo.rs"]
+mod echo;
 #[path = "messaging/edp.rs"]
 mod edp;
 #[path = "messaging/scenarios.rs"]

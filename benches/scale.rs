@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 use erldist::testing::{require_programs, unique_name, RealEpmd};
 use erldist::{Node, Pid, Process, Term};
 
+#[path = "common/echo.rs"]
+mod echo;
+use echo::echo;
+
 const COOKIE: &str = "scale_cookie";
 
 fn rss() -> u64 {
@@ -188,21 +192,6 @@ async fn in_flight(epmd: &RealEpmd, sizes: &[usize]) {
     }
     a.shutdown().await;
     b.shutdown().await;
-}
-
-/// An echo process: `{From, M}` -> `From ! M`, the message moved back out
-/// of the tuple (not copied, as a BEAM echo does not copy it either).
-fn echo(node: &Node) -> Pid {
-    node.spawn(|mut p| async move {
-        while let Ok(m) = p.recv().await {
-            if let Term::Tuple(v) = m {
-                let mut v = v.into_iter();
-                if let (Some(Term::Pid(from)), Some(body)) = (v.next(), v.next()) {
-                    p.send(from, body);
-                }
-            }
-        }
-    })
 }
 
 async fn round_trip(p: &mut Process, echo: Pid, body: Term) -> Duration {

@@ -667,21 +667,6 @@ fn large_term(bytes: usize) -> Term {
     )
 }
 
-/// An erldist echo: `{From, M}` -> `From ! M`, the message moved back out
-/// of the tuple (as BEAM's echo does, nothing is copied).
-fn rust_echo(node: &Node) -> Pid {
-    node.spawn(|mut p| async move {
-        while let Ok(m) = p.recv().await {
-            if let Term::Tuple(v) = m {
-                let mut v = v.into_iter();
-                if let (Some(Term::Pid(from)), Some(body)) = (v.next(), v.next()) {
-                    p.send(from, body);
-                }
-            }
-        }
-    })
-}
-
 /// Round trips of `body` from a process on `node` to `echo`, one untimed
 /// first, in a task on the runtime's workers; the median in microseconds.
 async fn large_rtt(node: &Node, echo: Pid, body: &Term, rounds: usize) -> f64 {
@@ -714,7 +699,7 @@ async fn large_rtt(node: &Node, echo: Pid, body: &Term, rounds: usize) -> f64 {
 /// element is encoded and decoded): erldist->erldist against BEAM->BEAM,
 /// and erldist->BEAM on the same line.
 async fn large_terms(env: &mut Env, bytes: usize, rounds: usize, runs: usize) {
-    let echo = rust_echo(&env.r2);
+    let echo = crate::echo::echo(&env.r2);
     let beam_echo = erl_pid(&mut env.a, "whereis(bench_echo).");
     let beam_echo_expr = erl_expr(beam_echo);
     let body = large_term(bytes);
