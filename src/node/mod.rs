@@ -513,7 +513,9 @@ impl Node {
     /// Sends the signal `control` (with `payload` if its operation takes
     /// one) to `peer`, connecting if need be (see [`net::Net::send`]).
     fn remote(&self, peer: Atom, control: ControlMessage, payload: Option<Cow<'_, Term>>) {
-        if let Some(net) = self.net() {
+        // Borrowed, not cloned: a count taken and dropped on every send
+        // is a shared write that senders on other threads wait for.
+        if let Some(net) = &self.inner.net {
             net.send(self, peer, control, payload);
         }
     }
