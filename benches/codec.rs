@@ -21,7 +21,9 @@
 //! few milliseconds (41 pairs per scenario and direction, about 4 s in
 //! all), printed as
 //! `# interleaved scenario=<name>_<dir> ratio_eetf=<median> middle_half=<p25>..<p75>`
-//! (eetf's time / erldist's). `cargo test --benches` (criterion's test mode) runs
+//! (eetf's time / erldist's), and one more such line, `build_terms`, for
+//! building small terms whose atoms are made from strings (`Term::atom`
+//! against eetf's `Atom::from`). `cargo test --benches` (criterion's test mode) runs
 //! every routine once and prints no figures.
 //!
 //! The APIs measured, each crate's fastest public one:
@@ -325,6 +327,40 @@ fn interleaved(s: &Scenario, peers: &Peers) -> Vec<String> {
     lines
 }
 
+/// A `# interleaved` line for building terms whose atoms are made from
+/// strings, as a program does for each message it sends:
+/// `{hello, N, {get, key}}`, 1,000 times, with erldist's `Term::atom`
+/// against eetf's `Atom::from` (each builds and drops its own term).
+fn build_terms_line() -> String {
+    let [lo, mid, hi] = alternate(
+        || {
+            for n in 0..1000 {
+                black_box(Term::tuple(vec![
+                    Term::atom(black_box("hello")),
+                    Term::from(n),
+                    Term::tuple(vec![
+                        Term::atom(black_box("get")),
+                        Term::atom(black_box("key")),
+                    ]),
+                ]));
+            }
+        },
+        || {
+            for n in 0..1000 {
+                black_box(eetf::Term::from(eetf::Tuple::from(vec![
+                    eetf::Term::from(eetf::Atom::from(black_box("hello"))),
+                    eetf::Term::from(eetf::FixInteger::from(n)),
+                    eetf::Term::from(eetf::Tuple::from(vec![
+                        eetf::Term::from(eetf::Atom::from(black_box("get"))),
+                        eetf::Term::from(eetf::Atom::from(black_box("key"))),
+                    ])),
+                ])));
+            }
+        },
+    );
+    format!("# interleaved scenario=build_terms ratio_eetf={mid:.2} middle_half={lo:.2}..{hi:.2}")
+}
+
 fn bench_scenario(c: &mut Criterion, s: &Scenario, peers: &Peers) {
     let bytes = s.total_bytes();
     let slices: Vec<&[u8]> = s.encoded.iter().map(|b| &b[..]).collect();
@@ -539,6 +575,7 @@ fn main() {
                 println!("{l}");
             }
         }
+        println!("{}", build_terms_line());
         // Repeat the notes next to the figures, criterion's output being long.
         for n in &notes {
             println!("{n}");
