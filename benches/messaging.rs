@@ -27,10 +27,10 @@
 #[allow(dead_code)]
 #[path = "codec/corpus.rs"]
 mod corpus;
-#[path = "common/echo.rs"]
-mod echo;
 #[path = "messaging/edp.rs"]
 mod edp;
+#[path = "common/round_trip.rs"]
+mod round_trip;
 #[path = "messaging/scenarios.rs"]
 mod scenarios;
 

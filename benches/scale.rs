@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use erldist::testing::{require_programs, unique_name, RealEpmd};
 use erldist::{Node, Pid, Process, Term};
 
-#[path = "common/echo.rs"]
-mod echo;
-use echo::echo;
+#[path = "common/round_trip.rs"]
+mod round_trip;
+use round_trip::{echo, item_list};
 
 const COOKIE: &str = "scale_cookie";
 
@@ -243,15 +243,7 @@ async fn message_size(epmd: &RealEpmd, sizes: &[usize]) {
     // same sizes: every byte is encoded, and `send_us` is how long the
     // sending process spends in `send` itself.
     for &size in sizes.iter().filter(|&&s| s <= 16 << 20) {
-        let item = |i: usize| {
-            Term::tuple(vec![
-                Term::atom("item"),
-                Term::from(i as i64 + 1_000_000),
-                Term::binary(&b"abcdefgh"[..]),
-            ])
-        };
-        // 26 bytes an element.
-        let body = Term::list((0..size / 26).map(item).collect());
+        let body = item_list(size);
         let rounds = ((64 << 20) / size.max(1) / 2).clamp(3, 1000);
         round_trip(&mut p, echo, body.clone()).await;
         let (mut rtts, mut sends) = (Vec::new(), Vec::new());

@@ -651,22 +651,6 @@ async fn rust_to_rust(env: &mut Env, n: usize, runs: usize) {
     );
 }
 
-/// The `large_terms` message: a list of `bytes / 26` small tuples,
-/// `{item, N, <<"abcdefgh">>}`, as `bench_peer:large_term/1` builds it.
-fn large_term(bytes: usize) -> Term {
-    Term::list(
-        (1..=bytes / 26)
-            .map(|i| {
-                Term::tuple(vec![
-                    Term::atom("item"),
-                    Term::from(1_000_000 + i as i64),
-                    Term::binary(&b"abcdefgh"[..]),
-                ])
-            })
-            .collect(),
-    )
-}
-
 /// Round trips of `body` from a process on `node` to `echo`, one untimed
 /// first, in a task on the runtime's workers; the median in microseconds.
 async fn large_rtt(node: &Node, echo: Pid, body: &Term, rounds: usize) -> f64 {
@@ -699,10 +683,10 @@ async fn large_rtt(node: &Node, echo: Pid, body: &Term, rounds: usize) -> f64 {
 /// element is encoded and decoded): erldist->erldist against BEAM->BEAM,
 /// and erldist->BEAM on the same line.
 async fn large_terms(env: &mut Env, bytes: usize, rounds: usize, runs: usize) {
-    let echo = crate::echo::echo(&env.r2);
+    let echo = crate::round_trip::echo(&env.r2);
     let beam_echo = erl_pid(&mut env.a, "whereis(bench_echo).");
     let beam_echo_expr = erl_expr(beam_echo);
-    let body = large_term(bytes);
+    let body = crate::round_trip::item_list(bytes);
     let (mut rust, mut beam, mut mixed) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         rust.push(large_rtt(&env.r1, echo, &body, rounds).await);
