@@ -1,12 +1,14 @@
 //! How erldist's costs grow: `cargo bench --bench scale`.
 //!
-//! Four sweeps, each printing one line per size:
+//! Five sweeps, each printing one line per size:
 //!
 //! - `processes`: n idle processes on one node (spawn time, memory per
 //!   process, then one message to each and the time until all have ended);
 //! - `in_flight`: n small messages sent at once from one node to a sink on
 //!   another (over TCP), the time until the sink has them all and the peak
 //!   memory while they are in flight;
+//! - `senders`: 1, 2 and 4 processes on one node sending small messages
+//!   at once to a sink on another, 2,000,000 in all, and the rate;
 //! - `message_size`: round trips of a binary of 1 KiB to 64 MiB between two
 //!   nodes (fragmented on the wire), the same for a list of small tuples
 //!   of 1 KiB to 16 MiB (`term_size`, with the time the sender spends in
@@ -194,6 +196,48 @@ async fn in_flight(epmd: &RealEpmd, sizes: &[usize]) {
     b.shutdown().await;
 }
 
+/// `k` processes on one node sending at once to a sink on another, `n`
+/// small messages in all, from 1 to several senders: what the send path's
+/// shared state (the peer queue and table) costs when senders on
+/// different threads use it at once.
+async fn senders(epmd: &RealEpmd, counts: &[usize], n: usize) {
+    let a = start_node(epmd, "scale_a").await;
+    let b = start_node(epmd, "scale_b").await;
+    a.connect(b.name().as_ref()).await.expect("connect");
+    let sink = sink(&b);
+    let mut p = a.process();
+    for &k in counts {
+        settle().await;
+        let t0 = Instant::now();
+        // Queued to the peer before any sender's messages, so the sink
+        // counts them all.
+        let start = vec![
+            Term::atom("start"),
+            Term::Pid(p.pid()),
+            Term::from((n / k * k) as i64),
+        ];
+        p.send(sink, Term::tuple(start));
+        for _ in 0..k {
+            a.spawn(move |s| async move {
+                let msg = Term::tuple(vec![Term::atom("hello"), Term::from(42)]);
+                for _ in 0..n / k {
+                    s.send_ref(sink, &msg);
+                }
+            });
+        }
+        wait_for(&mut p, "done").await;
+        let total = t0.elapsed();
+        println!(
+            "scale=senders k={k} n={} ms={:.1} msg_per_s={:.0}",
+            n / k * k,
+            total.as_secs_f64() * 1e3,
+            (n / k * k) as f64 / total.as_secs_f64()
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 async fn round_trip(p: &mut Process, echo: Pid, body: Term) -> Duration {
     timed_round_trip(p, echo, body).await.1
 }
@@ -357,6 +401,8 @@ fn main() {
         let pick = |all: &'static [usize]| if full { all } else { &all[..1] };
         processes(pick(&[10_000, 100_000, 1_000_000])).await;
         in_flight(&epmd, pick(&[10_000, 100_000, 1_000_000])).await;
+        let n = if full { 2_000_000 } else { 12_000 };
+        senders(&epmd, if full { &[1, 2, 4] } else { &[1, 2] }, n).await;
         let sizes: &[usize] = if full {
             &[1 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20]
         } else {
