@@ -158,10 +158,26 @@ async fn wait_for(p: &mut Process, what: &str) {
     }
 }
 
-async fn in_flight(epmd: &RealEpmd, sizes: &[usize]) {
+/// Two nodes, the first connected to the second.
+async fn connected_pair(epmd: &RealEpmd) -> (Node, Node) {
     let a = start_node(epmd, "scale_a").await;
     let b = start_node(epmd, "scale_b").await;
     a.connect(b.name().as_ref()).await.expect("connect");
+    (a, b)
+}
+
+/// Tells `sink` that `n` messages follow and to answer `done` to `p`.
+fn start_count(p: &Process, sink: Pid, n: usize) {
+    let start = vec![
+        Term::atom("start"),
+        Term::Pid(p.pid()),
+        Term::from(n as i64),
+    ];
+    p.send(sink, Term::tuple(start));
+}
+
+async fn in_flight(epmd: &RealEpmd, sizes: &[usize]) {
+    let (a, b) = connected_pair(epmd).await;
     let sink = sink(&b);
     let mut p = a.process();
     let msg = Term::tuple(vec![Term::atom("hello"), Term::from(42)]);
@@ -170,12 +186,7 @@ async fn in_flight(epmd: &RealEpmd, sizes: &[usize]) {
         let before = rss();
         let peak = PeakRss::start();
         let t0 = Instant::now();
-        let start = vec![
-            Term::atom("start"),
-            Term::Pid(p.pid()),
-            Term::from(n as i64),
-        ];
-        p.send(sink, Term::tuple(start));
+        start_count(&p, sink, n);
         for _ in 0..n {
             p.send(sink, msg.clone());
         }
@@ -201,9 +212,7 @@ async fn in_flight(epmd: &RealEpmd, sizes: &[usize]) {
 /// shared state (the peer queue and table) costs when senders on
 /// different threads use it at once.
 async fn senders(epmd: &RealEpmd, counts: &[usize], n: usize) {
-    let a = start_node(epmd, "scale_a").await;
-    let b = start_node(epmd, "scale_b").await;
-    a.connect(b.name().as_ref()).await.expect("connect");
+    let (a, b) = connected_pair(epmd).await;
     let sink = sink(&b);
     let mut p = a.process();
     for &k in counts {
@@ -211,12 +220,7 @@ async fn senders(epmd: &RealEpmd, counts: &[usize], n: usize) {
         let t0 = Instant::now();
         // Queued to the peer before any sender's messages, so the sink
         // counts them all.
-        let start = vec![
-            Term::atom("start"),
-            Term::Pid(p.pid()),
-            Term::from((n / k * k) as i64),
-        ];
-        p.send(sink, Term::tuple(start));
+        start_count(&p, sink, n / k * k);
         for _ in 0..k {
             a.spawn(move |s| async move {
                 let msg = Term::tuple(vec![Term::atom("hello"), Term::from(42)]);
@@ -261,9 +265,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 async fn message_size(epmd: &RealEpmd, sizes: &[usize]) {
-    let a = start_node(epmd, "scale_a").await;
-    let b = start_node(epmd, "scale_b").await;
-    a.connect(b.name().as_ref()).await.expect("connect");
+    let (a, b) = connected_pair(epmd).await;
     let echo = echo(&b);
     let mut p = a.process();
     for &size in sizes {
@@ -318,8 +320,7 @@ async fn message_size(epmd: &RealEpmd, sizes: &[usize]) {
     let mut q = a.process();
     let mut during = Vec::new();
     for _ in 0..5 {
-        let start = vec![Term::atom("start"), Term::Pid(q.pid()), Term::from(1)];
-        q.send(sink, Term::tuple(start));
+        start_count(&q, sink, 1);
         let t0 = Instant::now();
         q.send(sink, Term::binary(vec![1u8; big]));
         during.push(round_trip(&mut p, echo, small.clone()).await);
