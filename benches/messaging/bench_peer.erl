@@ -9,7 +9,7 @@
 
 -export([sink/1, start_sink/1, echo/0, start_echo/0,
          stream/3, stream_to_new_sink/4, stream_terms_to_new_sink/4,
-         stream_async/4, pingpong/2, large_terms/3, large_term/1,
+         stream_async/4, stream_k_to_new_sink/5, pingpong/2, large_terms/3, large_term/1,
          start_servers/1, calls/3, connect/1, process_memory/1]).
 -export([init/1, handle_call/3, handle_cast/2]).
 
@@ -57,6 +57,27 @@ stream(Sink, N, Msg) ->
 stream_to_new_sink(Node, N, Msg, Runs) ->
     Sink = spawn(Node, ?MODULE, sink, [N]),
     Res = [stream(Sink, N, Msg) || _ <- lists:seq(1, Runs)],
+    exit(Sink, kill),
+    Res.
+
+%% BEAM->BEAM from K senders at once: a sink on Node; a process here
+%% sends start, then spawns K processes that each send N div K copies of
+%% Msg. N is a multiple of K. Returns the microseconds of each run.
+stream_k_to_new_sink(Node, N, Msg, K, Runs) ->
+    Sink = spawn(Node, ?MODULE, sink, [N]),
+    Self = self(),
+    Res = [begin
+               P = spawn(fun() ->
+                   T0 = erlang:monotonic_time(),
+                   Sink ! {start, self()},
+                   [spawn(fun() -> send_n(Sink, N div K, Msg) end)
+                    || _ <- lists:seq(1, K)],
+                   receive {done, _} -> ok end,
+                   T1 = erlang:monotonic_time(),
+                   Self ! {self(), erlang:convert_time_unit(T1 - T0, native, microsecond)}
+               end),
+               receive {P, Us} -> Us end
+           end || _ <- lists:seq(1, Runs)],
     exit(Sink, kill),
     Res.
 

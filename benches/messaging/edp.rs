@@ -366,14 +366,17 @@ async fn keepalive(node: Arc<Node>, a: String, echo: ExternalPid) {
     }
 }
 
-/// Streams `n` messages (cycling through `msgs`) from `me` to `sink` with
-/// the sink protocol and waits for its `done`; bounded by [`RUN_TIMEOUT`].
+/// Streams `n` messages (cycling through `msgs`) to `sink` with the sink
+/// protocol, `me` sending `start` and then `senders` tasks at once (or `me`
+/// alone, for one) the messages, and waits for its `done`; bounded by
+/// [`RUN_TIMEOUT`].
 pub async fn stream(
-    node: &Node,
+    node: &Arc<Node>,
     me: &mut Mailbox,
     sink: &ExternalPid,
     n: usize,
     msgs: &[OwnedTerm],
+    senders: usize,
 ) -> Result<Duration, String> {
     let run = async {
         let t0 = Instant::now();
@@ -381,10 +384,29 @@ pub async fn stream(
         node.send(sink, start)
             .await
             .map_err(|e| format!("edp send: {e}"))?;
-        for i in 0..n {
-            node.send(sink, msgs[i % msgs.len()].clone())
-                .await
-                .map_err(|e| format!("edp send (message {i}): {e}"))?;
+        if senders == 1 {
+            for i in 0..n {
+                node.send(sink, msgs[i % msgs.len()].clone())
+                    .await
+                    .map_err(|e| format!("edp send (message {i}): {e}"))?;
+            }
+        }
+        let tasks: Vec<_> = (0..senders)
+            .filter(|_| senders > 1)
+            .map(|_| {
+                let (node, sink, msgs) = (Arc::clone(node), sink.clone(), msgs.to_vec());
+                tokio::spawn(async move {
+                    for i in 0..n / senders {
+                        node.send(&sink, msgs[i % msgs.len()].clone())
+                            .await
+                            .map_err(|e| format!("edp send (message {i}): {e}"))?;
+                    }
+                    Ok::<(), String>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.map_err(|e| format!("edp sender: {e}"))??;
         }
         me.recv_tagged("done", RUN_TIMEOUT).await?;
         Ok(t0.elapsed())

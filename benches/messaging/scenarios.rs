@@ -306,16 +306,30 @@ fn rust_sink(node: &Node, n: usize) -> Pid {
 /// on the runtime's workers, as one started with `node.spawn` does (the
 /// bench's own thread is not one of them, and a process there would be
 /// woken across threads at every message).
-async fn rust_stream(node: &Node, sink: &Pid, n: usize, msgs: &[Term]) -> Duration {
-    let (mut p, sink, msgs) = (node.process(), *sink, msgs.to_vec());
+async fn rust_stream(node: &Node, sink: &Pid, n: usize, msgs: &[Term], senders: usize) -> Duration {
+    let (mut p, sink) = (node.process(), *sink);
+    let (node, msgs) = (node.clone(), Arc::new(msgs.to_vec()));
     tokio::spawn(async move {
         let t0 = Instant::now();
         p.send(
             sink,
             Term::tuple(vec![Term::atom("start"), Term::Pid(p.pid())]),
         );
-        for msg in msgs.iter().cycle().take(n) {
-            p.send_ref(sink, msg);
+        if senders == 1 {
+            for msg in msgs.iter().cycle().take(n) {
+                p.send_ref(sink, msg);
+            }
+        } else {
+            // Spawned after `start` is queued, as BEAM's coordinator does
+            // in `stream_k_to_new_sink`.
+            for _ in 0..senders {
+                let msgs = Arc::clone(&msgs);
+                node.spawn(move |s| async move {
+                    for msg in msgs.iter().cycle().take(n / senders) {
+                        s.send_ref(sink, msg);
+                    }
+                });
+            }
         }
         loop {
             let m = p.recv().await.expect("sender alive");
@@ -328,13 +342,16 @@ async fn rust_stream(node: &Node, sink: &Pid, n: usize, msgs: &[Term]) -> Durati
     .expect("the streaming task")
 }
 
-/// On `from`, streams `n` copies of `msg` (Erlang source) to a new sink on
-/// node `to` and returns the time Erlang measured.
-fn beam_stream(from: &mut ErlNode, to: &str, n: usize, msg: &str) -> Duration {
-    let us = erl_term(
-        from,
-        &format!("bench_peer:stream_to_new_sink('{to}', {n}, {msg}, 1)."),
-    );
+/// On `from`, streams `n` copies of `msg` (Erlang source) from `senders`
+/// processes to a new sink on node `to` and returns the time Erlang
+/// measured.
+fn beam_stream(from: &mut ErlNode, to: &str, n: usize, msg: &str, senders: usize) -> Duration {
+    let call = if senders == 1 {
+        format!("bench_peer:stream_to_new_sink('{to}', {n}, {msg}, 1).")
+    } else {
+        format!("bench_peer:stream_k_to_new_sink('{to}', {n}, {msg}, {senders}, 1).")
+    };
+    let us = erl_term(from, &call);
     let us = us.list_elems().expect("a list")[0].as_i64().expect("us");
     Duration::from_micros(us as u64)
 }
@@ -398,12 +415,13 @@ async fn edp_stream_run(
     s: &mut Option<EdpStream>,
     n: usize,
     msgs: &[edp_node::OwnedTerm],
+    senders: usize,
 ) -> Option<Result<Duration, String>> {
     let (Ok(e), Some(s)) = (&env.edp, s.as_mut()) else {
         return None;
     };
     Some(match e.ensure_connected().await {
-        Ok(()) => edp::stream(&e.node, &mut s.me, &s.sink_edp, n, msgs).await,
+        Ok(()) => edp::stream(&e.node, &mut s.me, &s.sink_edp, n, msgs, senders).await,
         Err(err) => Err(err),
     })
 }
@@ -416,15 +434,27 @@ fn edp_stream_end(env: &mut Env, s: Option<EdpStream>) {
 
 /// erldist -> sink on A, against B -> sink on A, and edp -> sink on A.
 /// Rates: `n * unit` per second.
+/// What a `send_*` scenario streams: `n` messages of `unit_size` units
+/// each, from `senders` processes at once.
+struct Load {
+    n: usize,
+    unit_size: usize,
+    senders: usize,
+}
+
 async fn send_scenario(
     env: &mut Env,
     name: &str,
     unit: &str,
-    n: usize,
-    unit_size: usize,
+    load: Load,
     (rust_msg, erl_msg): (Term, &str),
     runs: usize,
 ) {
+    let Load {
+        n,
+        unit_size,
+        senders,
+    } = load;
     let mut rust = Vec::new();
     let mut beam = Vec::new();
     let mut edp = edp_runs(env);
@@ -433,14 +463,14 @@ async fn send_scenario(
     let a_name = env.a.name().to_owned();
     for _ in 0..runs {
         let sink = fresh_sink(env, n);
-        let d = rust_stream(&env.r1, &sink, n, std::slice::from_ref(&rust_msg)).await;
+        let d = rust_stream(&env.r1, &sink, n, std::slice::from_ref(&rust_msg), senders).await;
         end_sink(env, sink);
         rust.push(per_sec(n * unit_size, d));
-        let d = beam_stream(&mut env.b, &a_name, n, erl_msg);
+        let d = beam_stream(&mut env.b, &a_name, n, erl_msg, senders);
         beam.push(per_sec(n * unit_size, d));
         if edp.live() {
             renew_edp_sink(env, &mut edp_s, n);
-            if let Some(r) = edp_stream_run(env, &mut edp_s, n, &edp_msg).await {
+            if let Some(r) = edp_stream_run(env, &mut edp_s, n, &edp_msg, senders).await {
                 edp.push(r.map(|d| per_sec(n * unit_size, d)));
             }
         }
@@ -453,7 +483,11 @@ async fn send_scenario(
         beam,
         &edp,
         true,
-        &format!(" n={n} runs={runs}"),
+        &if senders == 1 {
+            format!(" n={n} runs={runs}")
+        } else {
+            format!(" n={n} senders={senders} runs={runs}")
+        },
     );
 }
 
@@ -499,7 +533,7 @@ async fn mixed_terms(env: &mut Env, n: usize, runs: usize) {
     let a_name = env.a.name().to_owned();
     for _ in 0..runs {
         let sink = fresh_sink(env, n);
-        let d = rust_stream(&env.r1, &sink, n, &terms).await;
+        let d = rust_stream(&env.r1, &sink, n, &terms, 1).await;
         end_sink(env, sink);
         rust.push(per_sec(n, d));
         rust_b.push(per_sec(bytes, d));
@@ -513,7 +547,7 @@ async fn mixed_terms(env: &mut Env, n: usize, runs: usize) {
         beam_b.push(per_sec(bytes, d));
         if edp.live() {
             renew_edp_sink(env, &mut edp_s, n);
-            if let Some(r) = edp_stream_run(env, &mut edp_s, n, &edp_msgs).await {
+            if let Some(r) = edp_stream_run(env, &mut edp_s, n, &edp_msgs, 1).await {
                 if let Ok(d) = &r {
                     edp_b.push(per_sec(bytes, *d));
                 }
@@ -605,7 +639,7 @@ async fn recv_small(env: &mut Env, n: usize, runs: usize) {
             &format!("bench_peer:stream({}, {n}, {{hello, 42}}).", erl_expr(sink)),
         );
         rust.push(per_sec(n, Duration::from_micros(us as u64)));
-        let d = beam_stream(&mut env.a, &b_name, n, "{hello, 42}");
+        let d = beam_stream(&mut env.a, &b_name, n, "{hello, 42}", 1);
         beam.push(per_sec(n, d));
         if let Some(s) = edp_s.as_mut().filter(|_| edp.live()) {
             let r = edp_recv_run(env, s, n).await;
@@ -630,9 +664,9 @@ async fn rust_to_rust(env: &mut Env, n: usize, runs: usize) {
     let msg = Term::tuple(vec![Term::atom("hello"), Term::from(42)]);
     let (mut rust, mut beam) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        let d = rust_stream(&env.r1, &sink, n, std::slice::from_ref(&msg)).await;
+        let d = rust_stream(&env.r1, &sink, n, std::slice::from_ref(&msg), 1).await;
         rust.push(per_sec(n, d));
-        let d = beam_stream(&mut env.b, &a_name, n, "{hello, 42}");
+        let d = beam_stream(&mut env.b, &a_name, n, "{hello, 42}", 1);
         beam.push(per_sec(n, d));
     }
     env.r2.kill(sink, Term::atom("kill"));
@@ -1082,14 +1116,30 @@ pub async fn run(full: bool) {
     if wanted("process_memory") {
         process_memory(&mut env, plan.procs, plan.runs);
     }
+    let load = |n, unit_size, senders| Load {
+        n,
+        unit_size,
+        senders,
+    };
     if wanted("send_small") {
         let msg = (small.clone(), "{hello, 42}");
         send_scenario(
             &mut env,
             "send_small",
             "msg/s",
-            plan.small,
-            1,
+            load(plan.small, 1, 1),
+            msg,
+            plan.runs,
+        )
+        .await;
+    }
+    if wanted("send_small_x4") {
+        let msg = (small.clone(), "{hello, 42}");
+        send_scenario(
+            &mut env,
+            "send_small_x4",
+            "msg/s",
+            load(plan.small / 4 * 4, 1, 4),
             msg,
             plan.runs,
         )
@@ -1104,7 +1154,12 @@ pub async fn run(full: bool) {
     if wanted("send_1kb") {
         let kb = (Term::binary(vec![0u8; 1024]), "binary:copy(<<0>>, 1024)");
         send_scenario(
-            &mut env, "send_1kb", "bytes/s", plan.kb, 1024, kb, plan.runs,
+            &mut env,
+            "send_1kb",
+            "bytes/s",
+            load(plan.kb, 1024, 1),
+            kb,
+            plan.runs,
         )
         .await;
     }
@@ -1117,8 +1172,7 @@ pub async fn run(full: bool) {
             &mut env,
             "send_1mb",
             "bytes/s",
-            plan.mb,
-            1 << 20,
+            load(plan.mb, 1 << 20, 1),
             mb,
             plan.runs,
         )
