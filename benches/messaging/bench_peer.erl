@@ -39,19 +39,25 @@ start_echo() ->
         _ -> true
     end.
 
-%% Streams N copies of Msg to Sink (start, N messages, wait for done) from
-%% a fresh process; returns the elapsed microseconds.
-stream(Sink, N, Msg) ->
+%% One timed run of the sink protocol: a fresh process sends start to
+%% Sink, runs Send, and waits for Sink's done; returns the elapsed
+%% microseconds.
+timed_run(Sink, Send) ->
     Self = self(),
     P = spawn(fun() ->
         T0 = erlang:monotonic_time(),
         Sink ! {start, self()},
-        send_n(Sink, N, Msg),
+        Send(),
         receive {done, _} -> ok end,
         T1 = erlang:monotonic_time(),
         Self ! {self(), erlang:convert_time_unit(T1 - T0, native, microsecond)}
     end),
     receive {P, Us} -> Us end.
+
+%% Streams N copies of Msg to Sink (start, N messages, wait for done) from
+%% a fresh process; returns the elapsed microseconds.
+stream(Sink, N, Msg) ->
+    timed_run(Sink, fun() -> send_n(Sink, N, Msg) end).
 
 %% BEAM->BEAM: a sink on Node, a sender here.
 stream_to_new_sink(Node, N, Msg, Runs) ->
@@ -65,19 +71,10 @@ stream_to_new_sink(Node, N, Msg, Runs) ->
 %% Msg. N is a multiple of K. Returns the microseconds of each run.
 stream_k_to_new_sink(Node, N, Msg, K, Runs) ->
     Sink = spawn(Node, ?MODULE, sink, [N]),
-    Self = self(),
-    Res = [begin
-               P = spawn(fun() ->
-                   T0 = erlang:monotonic_time(),
-                   Sink ! {start, self()},
-                   [spawn(fun() -> send_n(Sink, N div K, Msg) end)
-                    || _ <- lists:seq(1, K)],
-                   receive {done, _} -> ok end,
-                   T1 = erlang:monotonic_time(),
-                   Self ! {self(), erlang:convert_time_unit(T1 - T0, native, microsecond)}
-               end),
-               receive {P, Us} -> Us end
-           end || _ <- lists:seq(1, Runs)],
+    Send = fun() ->
+        [spawn(fun() -> send_n(Sink, N div K, Msg) end) || _ <- lists:seq(1, K)]
+    end,
+    Res = [timed_run(Sink, Send) || _ <- lists:seq(1, Runs)],
     exit(Sink, kill),
     Res.
 
@@ -88,18 +85,8 @@ stream_terms_to_new_sink(Node, File, N, Runs) ->
     {ok, Bin} = file:read_file(File),
     Terms = binary_to_term(Bin),
     Sink = spawn(Node, ?MODULE, sink, [N]),
-    Self = self(),
-    Res = [begin
-               P = spawn(fun() ->
-                   T0 = erlang:monotonic_time(),
-                   Sink ! {start, self()},
-                   send_cycle(Sink, N, Terms, Terms),
-                   receive {done, _} -> ok end,
-                   T1 = erlang:monotonic_time(),
-                   Self ! {self(), erlang:convert_time_unit(T1 - T0, native, microsecond)}
-               end),
-               receive {P, Us} -> Us end
-           end || _ <- lists:seq(1, Runs)],
+    Res = [timed_run(Sink, fun() -> send_cycle(Sink, N, Terms, Terms) end)
+           || _ <- lists:seq(1, Runs)],
     exit(Sink, kill),
     Res.
 
