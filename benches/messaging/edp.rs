@@ -390,23 +390,23 @@ pub async fn stream(
                     .await
                     .map_err(|e| format!("edp send (message {i}): {e}"))?;
             }
-        }
-        let tasks: Vec<_> = (0..senders)
-            .filter(|_| senders > 1)
-            .map(|_| {
-                let (node, sink, msgs) = (Arc::clone(node), sink.clone(), msgs.to_vec());
-                tokio::spawn(async move {
-                    for i in 0..n / senders {
-                        node.send(&sink, msgs[i % msgs.len()].clone())
-                            .await
-                            .map_err(|e| format!("edp send (message {i}): {e}"))?;
-                    }
-                    Ok::<(), String>(())
+        } else {
+            let tasks: Vec<_> = (0..senders)
+                .map(|_| {
+                    let (node, sink, msgs) = (Arc::clone(node), sink.clone(), msgs.to_vec());
+                    tokio::spawn(async move {
+                        for i in 0..n / senders {
+                            node.send(&sink, msgs[i % msgs.len()].clone())
+                                .await
+                                .map_err(|e| format!("edp send (message {i}): {e}"))?;
+                        }
+                        Ok::<(), String>(())
+                    })
                 })
-            })
-            .collect();
-        for t in tasks {
-            t.await.map_err(|e| format!("edp sender: {e}"))??;
+                .collect();
+            for t in tasks {
+                t.await.map_err(|e| format!("edp sender: {e}"))??;
+            }
         }
         me.recv_tagged("done", RUN_TIMEOUT).await?;
         Ok(t0.elapsed())

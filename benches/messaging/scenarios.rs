@@ -302,7 +302,9 @@ fn rust_sink(node: &Node, n: usize) -> Pid {
 }
 
 /// Streams `n` messages (cycling through `msgs`) from a new process on
-/// `node` to `sink` and waits for its `done`. The process runs in a task
+/// `node` to `sink` and waits for its `done`. With several `senders`, that
+/// process sends `start` and spawns them, each sending `n / senders`
+/// (`n` a multiple of `senders`, or the sink waits for ever). The process runs in a task
 /// on the runtime's workers, as one started with `node.spawn` does (the
 /// bench's own thread is not one of them, and a process there would be
 /// woken across threads at every message).
@@ -432,16 +434,16 @@ fn edp_stream_end(env: &mut Env, s: Option<EdpStream>) {
     }
 }
 
-/// erldist -> sink on A, against B -> sink on A, and edp -> sink on A.
-/// Rates: `n * unit` per second.
 /// What a `send_*` scenario streams: `n` messages of `unit_size` units
-/// each, from `senders` processes at once.
+/// each, from `senders` processes at once (`n` a multiple of `senders`).
 struct Load {
     n: usize,
     unit_size: usize,
     senders: usize,
 }
 
+/// erldist -> sink on A, against B -> sink on A, and edp -> sink on A.
+/// Rates: `n * unit` per second.
 async fn send_scenario(
     env: &mut Env,
     name: &str,
