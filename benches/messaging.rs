@@ -23,6 +23,12 @@
 //! Without `--bench` (as `cargo test --benches` runs it) every scenario runs
 //! once with small counts, as a smoke test.
 
+// `--features bench-mimalloc`: the whole bench process (erldist and edp
+// alike) allocates through mimalloc instead of the system's allocator.
+#[cfg(feature = "bench-mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 // The codec bench's corpus: the terms of the `mixed_terms` scenario.
 #[allow(dead_code)]
 #[path = "codec/corpus.rs"]
@@ -44,6 +50,14 @@ fn main() {
         println!("scenario=all skipped reason=no erl/erlc/epmd on PATH");
         return;
     }
+    println!(
+        "# allocator: {}",
+        if cfg!(feature = "bench-mimalloc") {
+            "mimalloc (--features bench-mimalloc)"
+        } else {
+            "the system's (glibc malloc)"
+        }
+    );
     let workers = std::env::var("ERLDIST_BENCH_WORKERS")
         .ok()
         .and_then(|s| s.parse().ok())
