@@ -391,10 +391,11 @@ async fn large_and_atom_heavy_messages_cross_intact() {
     let mut me = node.process();
     let echo = (Atom::from("echo"), Atom::from(e.name()));
     // A 1 MiB binary (fragments, both ways); a list of 20,000 tuples
-    // (about 500 KB, every byte encoded: too large for the sender to
-    // encode, so the connection does, in fragments); and a term with 300
-    // distinct atoms (more than a header's 255 cache references), sent
-    // after them.
+    // (about 500 KB, every byte encoded by the sending process, cut into
+    // fragments by the connection); and a term with 300 distinct atoms
+    // (more than a header's 255 cache references), sent after them. Each
+    // by value, then by reference (`send_ref`: encoded from the borrowed
+    // term, not copied).
     let big = Term::binary(vec![7u8; 1 << 20]);
     let tuples = Term::List(
         (0..20_000)
@@ -408,13 +409,21 @@ async fn large_and_atom_heavy_messages_cross_intact() {
             .collect(),
     );
     let atoms = Term::List((0..300).map(|i| Term::atom(&format!("atom_{i}"))).collect());
-    for (i, msg) in [big, tuples, atoms.clone(), atoms].into_iter().enumerate() {
-        me.send(echo, Term::Tuple(vec![Term::Pid(me.pid()), msg.clone()]));
-        let r = tokio::time::timeout(T, me.recv()).await.unwrap().unwrap();
-        assert!(
-            r.exact_eq(&Term::Tuple(vec![atom("echo"), msg])),
-            "message {i} came back changed"
-        );
+    for by_ref in [false, true] {
+        let msgs = [big.clone(), tuples.clone(), atoms.clone(), atoms.clone()];
+        for (i, msg) in msgs.into_iter().enumerate() {
+            let out = Term::Tuple(vec![Term::Pid(me.pid()), msg.clone()]);
+            if by_ref {
+                me.send_ref(echo, &out);
+            } else {
+                me.send(echo, out);
+            }
+            let r = tokio::time::timeout(T, me.recv()).await.unwrap().unwrap();
+            assert!(
+                r.exact_eq(&Term::Tuple(vec![atom("echo"), msg])),
+                "message {i} came back changed (by reference: {by_ref})"
+            );
+        }
     }
     // And OTP agrees on the bytes it received.
     let md5 = eval(

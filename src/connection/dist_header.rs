@@ -1359,7 +1359,6 @@ fn write_message(
     mut atoms: Option<&mut FrameAtoms<'_>>,
     body: &mut BytesMut,
     shared: &mut Vec<(usize, Bytes)>,
-    limit: usize,
 ) -> Result<usize, EncodeError> {
     let mut write = |t: &Term,
                      body: &mut BytesMut,
@@ -1368,7 +1367,7 @@ fn write_message(
         let base = body.len();
         let mut refs = |a| atoms.as_mut().and_then(|f| f.index(a));
         let atom_ref: Option<&mut dyn FnMut(Atom) -> Option<u8>> = Some(&mut refs);
-        let taken = encoder.encode_body_sharing(t, body, atom_ref, limit)?;
+        let taken = encoder.encode_body_sharing(t, body, atom_ref)?;
         let bytes = taken.iter().map(|(_, b)| b.len()).sum();
         shared.extend(taken.into_iter().map(|(at, b)| (base + at, b)));
         Ok(bytes)
@@ -1772,6 +1771,70 @@ fn make_room(arena: &mut BytesMut) {
     }
 }
 
+/// Cuts an encoded message (its bytes, with large binaries left where
+/// they are in `shared`, and its control's length) into frames behind a
+/// header of `atoms`' references: one frame, or, with a sequence id and a
+/// payload longer than `fs`, fragments of `fs` bytes (the first also
+/// holding the control message). True if fragmented. `head` is the
+/// buffer the headers are written into.
+fn cut_frames(
+    head: &mut BytesMut,
+    atoms: &FrameAtoms<'_>,
+    (encoded, shared, control_len): (Bytes, Vec<(usize, Bytes)>, usize),
+    sequence_id: Option<NonZeroU64>,
+    fs: usize,
+    frames: &mut Vec<OutFrame>,
+) -> bool {
+    let payload_len =
+        encoded.len() + shared.iter().map(|(_, b)| b.len()).sum::<usize>() - control_len;
+    let fragmented = payload_len > fs;
+    match sequence_id.filter(|_| fragmented) {
+        None if shared.is_empty() => {
+            // The common case: one frame, in two pieces.
+            head.reserve(3 + 6 * atoms.len());
+            head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
+            atoms.write_header(head);
+            frames.push(OutFrame {
+                head: head.split().freeze(),
+                body: encoded,
+                more: Vec::new(),
+            });
+            false
+        }
+        None => {
+            let mut rope = Rope::new(encoded, shared);
+            head.reserve(3 + 6 * atoms.len());
+            head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
+            atoms.write_header(head);
+            let len = rope.len();
+            frames.push(rope.frame(head.split().freeze(), len));
+            false
+        }
+        Some(seq) => {
+            let mut rope = Rope::new(encoded, shared);
+            let seq = seq.get();
+            let rest_len = payload_len - fs;
+            let count = 1 + rest_len.div_ceil(fs);
+            frames.reserve(count);
+            head.reserve(19 + 6 * atoms.len() + (count - 1) * FRAGMENT_CONT_HEADER_SIZE);
+            head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_FRAG_HEADER.0]);
+            head.put_u64(seq);
+            head.put_u64(count as u64);
+            atoms.write_header(head);
+            frames.push(rope.frame(head.split().freeze(), control_len + fs));
+            let mut id = count as u64;
+            while rope.len() > 0 {
+                id -= 1;
+                head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_FRAG_CONT.0]);
+                head.put_u64(seq);
+                head.put_u64(id);
+                frames.push(rope.frame(head.split().freeze(), fs));
+            }
+            true
+        }
+    }
+}
+
 impl DistEncoder {
     /// An encoder for a connection with these negotiated flags: the atom
     /// cache with `DIST_HDR_ATOM_CACHE`, fragments with `FRAGMENTS`.
@@ -1858,10 +1921,10 @@ impl DistEncoder {
         msg: &DistMessage,
         frames: &mut Vec<OutFrame>,
     ) -> Result<bool, EncodeError> {
-        let seq = NonZeroU64::new(self.next_sequence).unwrap_or(NonZeroU64::MIN);
+        let seq = self.sequence();
         let fragmented = self.encode_with(msg, Some(seq), frames)?;
         if fragmented {
-            self.next_sequence = seq.get().wrapping_add(1).max(1);
+            self.sequence_used(seq);
         }
         Ok(fragmented)
     }
@@ -1927,56 +1990,17 @@ impl DistEncoder {
             use_cache.then_some(&mut atoms),
             &mut body,
             &mut shared,
-            usize::MAX,
         )?;
         let encoded = body.split().freeze();
         let mut head = body;
-        let payload_len =
-            encoded.len() + shared.iter().map(|(_, b)| b.len()).sum::<usize>() - control_len;
-        let fs = self.fragment_size;
-        let fragmented = self.framing.has_fragments() && payload_len > fs;
-        match sequence_id.filter(|_| fragmented) {
-            None if shared.is_empty() => {
-                // The common case: one frame, in two pieces.
-                head.reserve(3 + 6 * atoms.len());
-                head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
-                atoms.write_header(&mut head);
-                frames.push(OutFrame {
-                    head: head.split().freeze(),
-                    body: encoded,
-                    more: Vec::new(),
-                });
-            }
-            None => {
-                let mut rope = Rope::new(encoded, shared);
-                head.reserve(3 + 6 * atoms.len());
-                head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
-                atoms.write_header(&mut head);
-                let len = rope.len();
-                frames.push(rope.frame(head.split().freeze(), len));
-            }
-            Some(seq) => {
-                let mut rope = Rope::new(encoded, shared);
-                let seq = seq.get();
-                let rest_len = payload_len - fs;
-                let count = 1 + rest_len.div_ceil(fs);
-                frames.reserve(count);
-                head.reserve(19 + 6 * atoms.len() + (count - 1) * FRAGMENT_CONT_HEADER_SIZE);
-                head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_FRAG_HEADER.0]);
-                head.put_u64(seq);
-                head.put_u64(count as u64);
-                atoms.write_header(&mut head);
-                frames.push(rope.frame(head.split().freeze(), control_len + fs));
-                let mut id = count as u64;
-                while rope.len() > 0 {
-                    id -= 1;
-                    head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_FRAG_CONT.0]);
-                    head.put_u64(seq);
-                    head.put_u64(id);
-                    frames.push(rope.frame(head.split().freeze(), fs));
-                }
-            }
-        }
+        let fragmented = cut_frames(
+            &mut head,
+            &atoms,
+            (encoded, shared, control_len),
+            sequence_id.filter(|_| self.framing.has_fragments()),
+            self.fragment_size,
+            frames,
+        );
         self.arena = head;
         self.cache_new_entries();
         Ok(fragmented)
@@ -1993,14 +2017,19 @@ impl DistEncoder {
         }
     }
 
-    /// Appends the frame of a message its sender encoded ([`Prepared`]):
+    /// Appends the frames of a message its sender encoded ([`Prepared`]):
     /// the header, with the atom cache's new entries, and the message's
-    /// bytes as they are. False, and nothing written, if this connection
-    /// has no atom cache (its peer cannot read the message's references).
-    pub(crate) fn encode_prepared(&mut self, p: Prepared, frames: &mut Vec<OutFrame>) -> bool {
-        let Some(cache) = self.cache.as_ref().filter(|_| self.framing.has_header()) else {
-            return false;
-        };
+    /// bytes as they are, in fragments if it is long and the peer takes
+    /// them. `Some(fragmented)`; `None`, and nothing written, if this
+    /// connection has no atom cache (its peer cannot read the message's
+    /// references).
+    pub(crate) fn encode_prepared(
+        &mut self,
+        p: Prepared,
+        frames: &mut Vec<OutFrame>,
+    ) -> Option<bool> {
+        let seq = self.sequence();
+        let cache = self.cache.as_ref().filter(|_| self.framing.has_header())?;
         let atoms = FrameAtoms::new(Some(cache), &mut self.marks);
         for atom in p.atoms.iter().map_while(|a| *a) {
             let slot = AtomCacheOut::slot_of(atom);
@@ -2009,24 +2038,55 @@ impl DistEncoder {
         }
         let mut head = std::mem::take(&mut self.arena);
         make_room(&mut head);
-        head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
-        atoms.write_header(&mut head);
-        let frame = match p.body {
+        let mut fragmented = false;
+        match p.body {
             // Copied behind the header: one piece, nothing shared.
             PreparedBody::Inline { len, bytes } => {
+                head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
+                atoms.write_header(&mut head);
                 head.put_slice(bytes.get(..usize::from(len)).unwrap_or(&bytes));
-                OutFrame::whole(head.split().freeze())
+                frames.push(OutFrame::whole(head.split().freeze()));
             }
-            PreparedBody::Shared(body) => OutFrame {
-                head: head.split().freeze(),
-                body,
-                more: Vec::new(),
-            },
-        };
-        frames.push(frame);
+            PreparedBody::Shared(body) => {
+                head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
+                atoms.write_header(&mut head);
+                frames.push(OutFrame {
+                    head: head.split().freeze(),
+                    body,
+                    more: Vec::new(),
+                });
+            }
+            PreparedBody::Long {
+                encoded,
+                shared,
+                control_len,
+            } => {
+                fragmented = cut_frames(
+                    &mut head,
+                    &atoms,
+                    (encoded, shared, control_len),
+                    Some(seq).filter(|_| self.framing.has_fragments()),
+                    self.fragment_size,
+                    frames,
+                );
+            }
+        }
         self.arena = head;
         self.cache_new_entries();
-        true
+        if fragmented {
+            self.sequence_used(seq);
+        }
+        Some(fragmented)
+    }
+
+    /// The sequence id the next fragmented message takes.
+    fn sequence(&self) -> NonZeroU64 {
+        NonZeroU64::new(self.next_sequence).unwrap_or(NonZeroU64::MIN)
+    }
+
+    /// `seq` went to a fragmented message: the next one takes another.
+    fn sequence_used(&mut self, seq: NonZeroU64) {
+        self.next_sequence = seq.get().wrapping_add(1).max(1);
     }
 }
 
@@ -2034,13 +2094,18 @@ impl DistEncoder {
 /// others are written as text).
 const PREPARED_ATOMS: usize = 5;
 
+/// The spare room a sending thread keeps in its buffer after preparing a
+/// long message; more is let go with the message.
+const LONG_ARENA_KEPT: usize = 4 * ARENA_BLOCK;
+
 /// A message encoded by the process that sends it, as BEAM's processes
 /// encode theirs, for any connection with the atom cache: its control
 /// tuple and payload, its first atoms written as `ATOM_CACHE_REF i` of
 /// `atoms[i]`, which do not depend on the connection's cache. The
-/// connection's encoder adds the header ([`DistEncoder::encode_prepared`]).
+/// connection's encoder adds the header ([`DistEncoder::encode_prepared`]),
+/// and cuts a long one into fragments as it would a message it encodes.
 ///
-/// Only plain messages that go in one frame are prepared.
+/// Only plain messages are prepared.
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared {
     atoms: [Option<Atom>; PREPARED_ATOMS],
@@ -2055,15 +2120,26 @@ const INLINE_BODY: usize = 54;
 /// both would touch), others in a buffer of their own.
 #[derive(Debug, Clone)]
 enum PreparedBody {
-    Inline { len: u8, bytes: [u8; INLINE_BODY] },
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_BODY],
+    },
     Shared(Bytes),
+    /// Longer than a fragment, or with large binaries left where they are
+    /// (`shared`, by offset in `encoded`): cut into frames by the
+    /// connection.
+    Long {
+        encoded: Bytes,
+        shared: Vec<(usize, Bytes)>,
+        control_len: usize,
+    },
 }
 
 impl PreparedBody {
     fn bytes(&self) -> &[u8] {
         match self {
             PreparedBody::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or(bytes),
-            PreparedBody::Shared(b) => b,
+            PreparedBody::Shared(b) | PreparedBody::Long { encoded: b, .. } => b,
         }
     }
 }
@@ -2117,28 +2193,35 @@ impl Prepared {
                 let mut atoms = FrameAtoms::new(None, marks);
                 atoms.max = PREPARED_ATOMS;
                 let mut shared = Vec::new();
-                let written = write_message(
+                let Ok(control_len) = write_message(
                     Encoder::new(),
                     control,
                     payload,
                     Some(&mut atoms),
                     arena,
                     &mut shared,
-                    // A message longer than a fragment is not prepared:
-                    // the encoding gives up soon after, rather than
-                    // encode the whole term for nothing (the peer's task
-                    // encodes it, in fragments).
-                    DEFAULT_FRAGMENT_SIZE,
-                );
-                if written.is_err() || !shared.is_empty() || arena.len() > DEFAULT_FRAGMENT_SIZE {
+                ) else {
                     arena.clear();
                     return None;
-                }
+                };
                 let mut list = [None; PREPARED_ATOMS];
                 for (l, (a, _, _)) in list.iter_mut().zip(&atoms.by_slot.refs) {
                     *l = Some(*a);
                 }
                 let body = match u8::try_from(arena.len()) {
+                    _ if !shared.is_empty() || arena.len() > DEFAULT_FRAGMENT_SIZE => {
+                        let encoded = arena.split().freeze();
+                        if arena.capacity() > LONG_ARENA_KEPT {
+                            // Not kept for the thread's next message: it is
+                            // part of this one's buffer.
+                            *arena = BytesMut::new();
+                        }
+                        PreparedBody::Long {
+                            encoded,
+                            shared,
+                            control_len,
+                        }
+                    }
                     Ok(len) if usize::from(len) <= INLINE_BODY => {
                         let mut bytes = [0u8; INLINE_BODY];
                         if let Some(b) = bytes.get_mut(..arena.len()) {
@@ -2574,7 +2657,7 @@ mod tests {
                     Some(p) => {
                         prepared += 1;
                         let mut f = Vec::new();
-                        assert!(tx.encode_prepared(p, &mut f));
+                        assert_eq!(tx.encode_prepared(p, &mut f), Some(false));
                         f.into_iter().map(OutFrame::into_bytes).collect()
                     }
                     None => tx.encode(&msg).unwrap(),
@@ -2605,28 +2688,44 @@ mod tests {
         let p = Prepared::new(&msg).unwrap();
         assert_eq!(p.sender(), Some(pid(1)));
         let mut f = Vec::new();
-        assert!(tx.encode_prepared(p.clone(), &mut f));
+        assert_eq!(tx.encode_prepared(p.clone(), &mut f), Some(false));
         let back = rx.decode_frame(f.remove(0).into_bytes()).unwrap();
         assert_eq!(back.as_ref(), Some(&msg));
         // A connection without the atom cache cannot take it.
         let mut plain = DistEncoder::new(DistFlags::FRAGMENTS).without_atom_cache();
-        assert!(!plain.encode_prepared(p, &mut f));
+        assert_eq!(plain.encode_prepared(p, &mut f), None);
         assert!(f.is_empty());
-        // Large binaries are left to the connection (it shares them).
+        // A large binary stays where it is: the frames share it, in one
+        // frame for a peer without fragments, in two for one with them.
+        let data = Bytes::from(vec![7u8; 64 * 1024]);
         let big = DistMessage::new(
             ControlMessage::Send { to: pid(2) },
-            Some(Term::binary(vec![7u8; 64 * 1024])),
+            Some(Term::Binary(data.clone())),
         )
         .unwrap();
-        assert!(Prepared::new(&big).is_none());
+        for (flags, count) in [(DistFlags::DIST_HDR_ATOM_CACHE, 1), (BOTH, 2)] {
+            let (mut tx, mut rx) = (DistEncoder::new(flags), DistDecoder::new(flags));
+            let p = Prepared::new(&big).unwrap();
+            assert_eq!(tx.encode_prepared(p, &mut f), Some(count > 1));
+            assert_eq!(f.len(), count);
+            let shares = |b: &Bytes| b.as_ptr() >= data.as_ptr() && b.len() > 1024;
+            assert!(f
+                .iter()
+                .any(|fr| fr.more.iter().any(shares) || shares(&fr.body)));
+            let mut got = None;
+            for fr in f.drain(..) {
+                got = rx.decode_frame(fr.into_bytes()).unwrap().or(got);
+            }
+            assert_eq!(got.as_ref(), Some(&big));
+        }
     }
 
-    /// A message longer than a fragment is not prepared, and the sender
-    /// does not encode it in full to find that out: the encoding stops
-    /// soon after a fragment's worth, so the sending thread's arena stays
-    /// that small. A message just within a fragment is still prepared.
+    /// A message longer than a fragment is prepared whole by its sender
+    /// (who may hold it by reference: nothing is copied), and the
+    /// connection cuts it into fragments, read back as sent. The sending
+    /// thread does not keep a buffer the size of the message.
     #[test]
-    fn a_large_term_is_given_up_on_after_a_fragment() {
+    fn a_large_term_is_prepared_and_cut_into_fragments() {
         let item = |i: i64| {
             Term::tuple(vec![
                 Term::atom("item"),
@@ -2648,17 +2747,38 @@ mod tests {
             )
             .unwrap()
         };
-        // 26 bytes an element: about 2.6 MB.
-        assert!(Prepared::new(&message(100_000)).is_none());
-        let arena = PREPARE.with(|s| s.borrow().arena.capacity());
-        assert!(arena < 4 * DEFAULT_FRAGMENT_SIZE, "arena of {arena} bytes");
-        // About 52 KB: prepared, and read back as sent.
-        let small = message(2_000);
-        let p = Prepared::new(&small).unwrap();
         let mut tx = DistEncoder::new(BOTH);
         let mut rx = DistDecoder::new(BOTH);
+        // About 2.2 MB (the atoms by reference), in fragments of 64 KiB;
+        // twice, so that the second takes another sequence id.
+        let large = message(100_000);
+        let mut seqs = Vec::new();
+        for _ in 0..2 {
+            let p = Prepared::new(&large).unwrap();
+            let arena = PREPARE.with(|s| s.borrow().arena.capacity());
+            assert!(arena <= LONG_ARENA_KEPT, "arena of {arena} bytes");
+            let mut f = Vec::new();
+            assert_eq!(tx.encode_prepared(p, &mut f), Some(true));
+            // The first fragment's header counts them all.
+            let count = f.len() as u64;
+            assert!(count > 30, "{count} fragments");
+            let mut got = None;
+            for (i, fr) in f.into_iter().enumerate() {
+                let b = fr.into_bytes();
+                if i == 0 {
+                    assert_eq!(b.get(10..18), Some(&count.to_be_bytes()[..]));
+                }
+                seqs.push(b.slice(2..10));
+                got = rx.decode_frame(b).unwrap().or(got);
+            }
+            assert_eq!(got.as_ref(), Some(&large));
+        }
+        assert_ne!(seqs.first(), seqs.last());
+        // About 52 KB: one frame.
+        let small = message(2_000);
+        let p = Prepared::new(&small).unwrap();
         let mut f = Vec::new();
-        assert!(tx.encode_prepared(p, &mut f));
+        assert_eq!(tx.encode_prepared(p, &mut f), Some(false));
         let back = rx.decode_frame(f.remove(0).into_bytes()).unwrap();
         assert_eq!(back.as_ref(), Some(&small));
     }

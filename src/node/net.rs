@@ -130,12 +130,14 @@ impl Net {
         control: ControlMessage,
         payload: Option<Cow<'_, Term>>,
     ) {
+        // Encoded before the peer table is read, not while its lock is
+        // held: a large message takes a while. Thrown away in the rare case
+        // that the peer is not up with the atom cache.
+        let prepared = Prepared::of(&control, payload.as_deref());
         let peers = self.peers_read();
         let ctl = peers.get(&peer);
-        let prepared = ctl
-            .filter(|p| p.up && p.flags.contains(DistFlags::DIST_HDR_ATOM_CACHE))
-            .and_then(|_| Prepared::of(&control, payload.as_deref()));
-        let out = match prepared {
+        let usable = ctl.is_some_and(|p| p.up && p.flags.contains(DistFlags::DIST_HDR_ATOM_CACHE));
+        let out = match prepared.filter(|_| usable) {
             Some(p) => Outgoing::Prepared(p),
             None => match DistMessage::new(control, payload.map(Cow::into_owned)) {
                 Ok(m) => Outgoing::Msg(Box::new(m)),

@@ -123,7 +123,7 @@ impl Chunk {
                 enc.encode_split_into(&m, &mut self.frames)?;
             }
             Outgoing::Prepared(p) => {
-                if !enc.encode_prepared(p, &mut self.frames) {
+                if enc.encode_prepared(p, &mut self.frames).is_none() {
                     // Encoded while an earlier connection with the atom
                     // cache was up; lost with it, as what was queued for it.
                     tracing::warn!("message encoded for an earlier connection dropped");
@@ -291,28 +291,31 @@ mod tests {
         }
     }
 
-    /// A message from `from` carrying `{Tag, Binary of len bytes}`:
-    /// encoded by its sender if it is small, as the node does once the
-    /// connection is up.
-    fn send(from: u32, tag: &str, len: usize) -> Outgoing {
+    fn message(from: u32, tag: &str, len: usize) -> DistMessage {
         let payload = Term::tuple(vec![Term::atom(tag), Term::binary(vec![0u8; len])]);
         let control = ControlMessage::SendSender {
             from: pid(from),
             to: pid(99),
         };
-        let m = DistMessage::new(control, Some(payload)).unwrap();
-        match Prepared::new(&m) {
-            Some(p) => {
-                assert!(len < 16 * 1024, "a large message is not prepared");
-                assert_eq!(p.sender(), Some(pid(from)));
-                Outgoing::Prepared(p)
-            }
-            None => {
-                assert!(len >= 16 * 1024, "a small message is prepared");
-                Outgoing::Msg(Box::new(m))
-            }
-        }
+        DistMessage::new(control, Some(payload)).unwrap()
     }
+
+    /// A message from `from` carrying `{Tag, Binary of len bytes}`,
+    /// encoded by its sender, as the node does once the connection is up.
+    fn send(from: u32, tag: &str, len: usize) -> Outgoing {
+        let p = Prepared::new(&message(from, tag, len)).expect("a plain message is prepared");
+        assert_eq!(p.sender(), Some(pid(from)));
+        Outgoing::Prepared(p)
+    }
+
+    /// The same message left to the connection to encode, as the node
+    /// does with what is sent before the connection is up.
+    fn queued(from: u32, tag: &str, len: usize) -> Outgoing {
+        Outgoing::Msg(Box::new(message(from, tag, len)))
+    }
+
+    /// The two ways a large message reaches the queue.
+    const FORMS: [fn(u32, &str, usize) -> Outgoing; 2] = [send, queued];
 
     fn link(from: u32) -> Outgoing {
         let m = DistMessage::control_only(ControlMessage::Link {
@@ -353,39 +356,45 @@ mod tests {
 
     #[test]
     fn small_messages_overtake_another_process_large_one() {
-        let mut q = SendQueue::default();
-        q.push(send(1, "big", 4 << 20));
-        q.push(send(2, "small", 10));
-        let got = wire(&mut q, 256 << 10);
-        assert_eq!(got, vec![(2, "small".into()), (1, "big".into())]);
+        for big in FORMS {
+            let mut q = SendQueue::default();
+            q.push(big(1, "big", 4 << 20));
+            q.push(send(2, "small", 10));
+            let got = wire(&mut q, 256 << 10);
+            assert_eq!(got, vec![(2, "small".into()), (1, "big".into())]);
+        }
     }
 
     #[test]
     fn one_process_messages_keep_their_order() {
-        let mut q = SendQueue::default();
-        q.push(send(1, "big", 1 << 20));
-        q.push(send(1, "next", 10));
-        q.push(send(1, "big2", 1 << 20));
-        q.push(send(1, "last", 10));
-        q.push(send(2, "other", 10));
-        let got = wire(&mut q, 64 << 10);
-        let mine: Vec<_> = got.iter().filter(|(p, _)| *p == 1).cloned().collect();
-        let tags: Vec<_> = mine.iter().map(|(_, t)| t.as_str()).collect();
-        assert_eq!(tags, ["big", "next", "big2", "last"]);
-        assert_eq!(got[0], (2, "other".into()));
+        for big in FORMS {
+            let mut q = SendQueue::default();
+            q.push(big(1, "big", 1 << 20));
+            q.push(send(1, "next", 10));
+            q.push(big(1, "big2", 1 << 20));
+            q.push(send(1, "last", 10));
+            q.push(send(2, "other", 10));
+            let got = wire(&mut q, 64 << 10);
+            let mine: Vec<_> = got.iter().filter(|(p, _)| *p == 1).cloned().collect();
+            let tags: Vec<_> = mine.iter().map(|(_, t)| t.as_str()).collect();
+            assert_eq!(tags, ["big", "next", "big2", "last"]);
+            assert_eq!(got[0], (2, "other".into()));
+        }
     }
 
     #[test]
     fn a_signal_waits_for_every_large_message_and_holds_what_follows() {
-        let mut q = SendQueue::default();
-        q.push(send(1, "big", 1 << 20));
-        q.push(link(3));
-        q.push(send(2, "small", 10));
-        let got = wire(&mut q, 64 << 10);
-        assert_eq!(
-            got,
-            vec![(1, "big".into()), (3, "link".into()), (2, "small".into())]
-        );
+        for big in FORMS {
+            let mut q = SendQueue::default();
+            q.push(big(1, "big", 1 << 20));
+            q.push(link(3));
+            q.push(send(2, "small", 10));
+            let got = wire(&mut q, 64 << 10);
+            assert_eq!(
+                got,
+                vec![(1, "big".into()), (3, "link".into()), (2, "small".into())]
+            );
+        }
     }
 
     #[test]
@@ -417,7 +426,7 @@ mod tests {
     fn two_large_messages_share_the_wire() {
         let mut q = SendQueue::default();
         q.push(send(1, "a", 2 << 20));
-        q.push(send(2, "b", 2 << 20));
+        q.push(queued(2, "b", 2 << 20));
         let mut enc = DistEncoder::new(FLAGS);
         let mut dec = DistDecoder::new(FLAGS);
         // The sequence id of each frame, in wire order.
@@ -440,18 +449,20 @@ mod tests {
 
     #[test]
     fn without_fragments_everything_goes_in_order() {
-        let mut q = SendQueue::default();
-        q.push(send(1, "big", 1 << 20));
-        q.push(send(2, "small", 10));
-        let mut enc = DistEncoder::new(DistFlags::DIST_HDR_ATOM_CACHE);
-        let mut dec = DistDecoder::new(DistFlags::DIST_HDR_ATOM_CACHE);
-        let frames = q.next_chunk(&mut enc, 1 << 30, &mut |e| panic!("{e}"));
-        assert_eq!(frames.len(), 2);
-        let first = dec.decode_frame(frames[0].clone().into_bytes()).unwrap();
-        assert!(matches!(
-            first.unwrap().control(),
-            ControlMessage::SendSender { from, .. } if from.id == 1
-        ));
-        assert!(q.is_empty());
+        for big in FORMS {
+            let mut q = SendQueue::default();
+            q.push(big(1, "big", 1 << 20));
+            q.push(send(2, "small", 10));
+            let mut enc = DistEncoder::new(DistFlags::DIST_HDR_ATOM_CACHE);
+            let mut dec = DistDecoder::new(DistFlags::DIST_HDR_ATOM_CACHE);
+            let frames = q.next_chunk(&mut enc, 1 << 30, &mut |e| panic!("{e}"));
+            assert_eq!(frames.len(), 2);
+            let first = dec.decode_frame(frames[0].clone().into_bytes()).unwrap();
+            assert!(matches!(
+                first.unwrap().control(),
+                ControlMessage::SendSender { from, .. } if from.id == 1
+            ));
+            assert!(q.is_empty());
+        }
     }
 }

@@ -212,22 +212,15 @@ impl Encoder {
     /// of [`SHARE_MIN`] bytes or more are not copied: their bytes are left
     /// out of `out` and returned, each with the offset (from where `out`
     /// ended before the call) at which they belong.
-    ///
-    /// Gives up with [`EncodeError::TooLarge`] soon after writing more
-    /// than `limit` bytes (not counting the binaries taken aside): a
-    /// caller that wants only small terms does not pay for encoding a
-    /// large one in full.
     pub(crate) fn encode_body_sharing(
         &self,
         term: &Term,
         out: &mut BytesMut,
         atom_ref: Option<&mut dyn FnMut(Atom) -> Option<u8>>,
-        limit: usize,
     ) -> Result<Vec<(usize, Bytes)>, EncodeError> {
         let mut sharing = Sharing {
             atom_ref,
             shared: Vec::new(),
-            limit,
         };
         self.gathered(term, out, false, &mut sharing)?;
         Ok(sharing.shared)
@@ -275,7 +268,6 @@ impl Encoder {
         let mut sharing = Sharing {
             atom_ref: None,
             shared: Vec::new(),
-            limit: usize::MAX,
         };
         self.gathered(term, &mut out, true, &mut sharing)?;
         Ok(Encoded::new(out.freeze(), sharing.shared))
@@ -425,13 +417,6 @@ trait AtomRefs {
     fn share(&mut self, _position: usize, _b: &Bytes) -> bool {
         false
     }
-
-    /// The writer gives up, between two elements, once the output's
-    /// position (`Out::position`) is past this.
-    #[inline(always)]
-    fn limit(&self) -> usize {
-        usize::MAX
-    }
 }
 
 /// Another writer's choice of atoms, with no binary taken aside (for a
@@ -443,11 +428,6 @@ impl AtomRefs for NoShare<'_> {
     fn index(&mut self, a: Atom) -> Option<u8> {
         self.0.index(a)
     }
-
-    /// The other writer's limit, for this buffer alone.
-    fn limit(&self) -> usize {
-        self.0.limit()
-    }
 }
 
 /// Atom references as given, and large binaries taken aside with their
@@ -455,7 +435,6 @@ impl AtomRefs for NoShare<'_> {
 struct Sharing<'a> {
     atom_ref: Option<&'a mut dyn FnMut(Atom) -> Option<u8>>,
     shared: Vec<(usize, Bytes)>,
-    limit: usize,
 }
 
 impl AtomRefs for Sharing<'_> {
@@ -472,11 +451,6 @@ impl AtomRefs for Sharing<'_> {
     fn share(&mut self, position: usize, b: &Bytes) -> bool {
         self.shared.push((position, b.clone()));
         true
-    }
-
-    #[inline(always)]
-    fn limit(&self) -> usize {
-        self.limit
     }
 }
 
@@ -784,23 +758,12 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
     /// common scalars inline, the rest out of line.
     #[inline(always)]
     fn term(&mut self, at: usize, t: &Term, depth: usize) -> Step {
-        self.within_limit(at)?;
         match t {
             Term::Int(i) => Ok(self.int(at, *i)),
             Term::Atom(a) => self.atom(at, *a),
             Term::Binary(b) => self.binary(at, b),
             _ => self.other(at, t, depth),
         }
-    }
-
-    /// Checks that the output is not past the refs' limit. Free where
-    /// there is none: `position() > usize::MAX` folds to false.
-    #[inline(always)]
-    fn within_limit(&self, at: usize) -> Result<(), Box<EncodeError>> {
-        if self.out.position(at) > self.refs.limit() {
-            return Err(fail(EncodeError::TooLarge("message over the limit")));
-        }
-        Ok(())
     }
 
     /// Checks that the elements of a compound term at `depth` may nest one
@@ -1243,7 +1206,6 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
                 let (taken, next) = self.ints(at, rest);
                 at = next;
                 rest = rest.get(taken..).unwrap_or_default();
-                self.within_limit(at)?;
             } else {
                 at = self.term(at, e, d)?;
                 rest = more;
@@ -1348,53 +1310,11 @@ mod tests {
         assert_eq!(staged, direct, "{t:?}");
         let mut bm = BytesMut::new();
         bm.put_u8(VERSION);
-        let shared = enc
-            .encode_body_sharing(t, &mut bm, None, usize::MAX)
-            .unwrap();
+        let shared = enc.encode_body_sharing(t, &mut bm, None).unwrap();
         assert!(shared.is_empty() || direct.len() >= SHARE_MIN);
         let flat = Encoder::new().encode_shared(t).unwrap().to_vec();
         assert_eq!(flat, direct, "{t:?}");
         direct
-    }
-
-    /// With a limit, the writer stops between two elements once past it,
-    /// in a list of integers, in one of tuples and in a fun's environment
-    /// (written into a buffer of its own); without, it writes all.
-    #[test]
-    fn the_sharing_writer_gives_up_soon_after_its_limit() {
-        let ints = Term::list((0..100_000).map(|i| Term::from(i * 1000)).collect());
-        let tuples = Term::list(
-            (0..100_000)
-                .map(|i| Term::tuple(vec![Term::atom("t"), Term::from(i)]))
-                .collect(),
-        );
-        let enc = Encoder::new();
-        // A fun's environment is written into a buffer of its own first.
-        let fun = Term::Fun(Box::new(Fun::Local(crate::term::LocalFun {
-            arity: 0,
-            uniq: [0; 16],
-            index: 0,
-            module: Atom::from("m"),
-            old_index: 0,
-            old_uniq: 0,
-            pid: Pid {
-                node: Atom::from("n@h"),
-                id: 1,
-                serial: 0,
-                creation: 1,
-            },
-            free_vars: vec![tuples.clone()],
-        })));
-        for t in [&ints, &tuples, &fun] {
-            let mut out = BytesMut::new();
-            let r = enc.encode_body_sharing(t, &mut out, None, 1000);
-            assert!(matches!(r, Err(EncodeError::TooLarge(_))), "{r:?}");
-            assert!(out.len() < 1000 + STAGE + 16 * 5, "{} bytes", out.len());
-            let mut all = BytesMut::new();
-            enc.encode_body_sharing(t, &mut all, None, usize::MAX)
-                .unwrap();
-            assert_eq!(all.len() + 1, enc.encode(t).unwrap().len());
-        }
     }
 
     #[test]
