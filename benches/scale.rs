@@ -309,7 +309,8 @@ async fn message_size(epmd: &RealEpmd, sizes: &[usize]) {
     }
     // A small message behind a large one from another process: the large
     // one goes out in fragments, and the small one need not wait for all
-    // of them.
+    // of them. The large one a binary (nothing to encode), then a list of
+    // small tuples (`term`: every element encoded).
     let big = *sizes.last().unwrap_or(&(1 << 20));
     let small = Term::atom("ping");
     let mut idle = Vec::new();
@@ -318,22 +319,28 @@ async fn message_size(epmd: &RealEpmd, sizes: &[usize]) {
     }
     let sink = sink(&b);
     let mut q = a.process();
-    let mut during = Vec::new();
-    for _ in 0..5 {
-        start_count(&q, sink, 1);
-        let t0 = Instant::now();
-        q.send(sink, Term::binary(vec![1u8; big]));
-        during.push(round_trip(&mut p, echo, small.clone()).await);
-        wait_for(&mut q, "done").await;
-        let large = t0.elapsed();
-        if during.len() == 5 {
-            println!(
-                "scale=small_behind_large large_bytes={big} small_rtt_idle_us={:.0} \
-                 small_rtt_during_us={:.0} large_delivery_us={:.0}",
-                median(idle.clone()).as_secs_f64() * 1e6,
-                median(during.clone()).as_secs_f64() * 1e6,
-                large.as_secs_f64() * 1e6
-            );
+    let larges = [
+        ("", big, Term::binary(vec![1u8; big])),
+        ("_term", big.min(16 << 20), item_list(big.min(16 << 20))),
+    ];
+    for (kind, bytes, large) in larges {
+        let mut during = Vec::new();
+        for _ in 0..5 {
+            start_count(&q, sink, 1);
+            let t0 = Instant::now();
+            q.send_ref(sink, &large);
+            during.push(round_trip(&mut p, echo, small.clone()).await);
+            wait_for(&mut q, "done").await;
+            let delivered = t0.elapsed();
+            if during.len() == 5 {
+                println!(
+                    "scale=small_behind_large{kind} large_bytes={bytes} small_rtt_idle_us={:.0} \
+                     small_rtt_during_us={:.0} large_delivery_us={:.0}",
+                    median(idle.clone()).as_secs_f64() * 1e6,
+                    median(during.clone()).as_secs_f64() * 1e6,
+                    delivered.as_secs_f64() * 1e6
+                );
+            }
         }
     }
     a.shutdown().await;
