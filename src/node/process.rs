@@ -68,6 +68,14 @@ impl Process {
     /// Sends `msg` to `to`: a PID (local or remote), a registered name on
     /// this node, `(name, node)`, or an alias. Like Erlang's `!`: sending
     /// to a dead process or an unreachable node is silently dropped.
+    ///
+    /// A message to a connected node is encoded here, by the sending
+    /// process, as a BEAM process encodes its own: the connection only
+    /// frames it, so one process's large message does not hold up the
+    /// others' small ones. Sending a large term therefore takes about as
+    /// long as encoding it (a 1 MiB list of small tuples: a few
+    /// milliseconds); see [`Node::spawn`](crate::Node::spawn) for work
+    /// that long.
     pub fn send(&self, to: impl Into<Dest>, msg: impl Into<Term>) {
         self.node.send_from(Some(self.pid()), to.into(), msg.into());
     }
