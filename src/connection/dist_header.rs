@@ -2056,11 +2056,12 @@ impl DistEncoder {
                     more: Vec::new(),
                 });
             }
-            PreparedBody::Long {
-                encoded,
-                shared,
-                control_len,
-            } => {
+            PreparedBody::Long(l) => {
+                let LongBody {
+                    encoded,
+                    shared,
+                    control_len,
+                } = *l;
                 fragmented = cut_frames(
                     &mut head,
                     &atoms,
@@ -2125,21 +2126,27 @@ enum PreparedBody {
         bytes: [u8; INLINE_BODY],
     },
     Shared(Bytes),
-    /// Longer than a fragment, or with large binaries left where they are
-    /// (`shared`, by offset in `encoded`): cut into frames by the
-    /// connection.
-    Long {
-        encoded: Bytes,
-        shared: Vec<(usize, Bytes)>,
-        control_len: usize,
-    },
+    /// Longer than a fragment, or with large binaries left where they are:
+    /// cut into frames by the connection. Boxed: queued messages stay as
+    /// small as before.
+    Long(Box<LongBody>),
+}
+
+/// A long prepared message: its bytes, the binaries it shares (each with
+/// its offset in `encoded`) and its control tuple's length.
+#[derive(Debug, Clone)]
+struct LongBody {
+    encoded: Bytes,
+    shared: Vec<(usize, Bytes)>,
+    control_len: usize,
 }
 
 impl PreparedBody {
     fn bytes(&self) -> &[u8] {
         match self {
             PreparedBody::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or(bytes),
-            PreparedBody::Shared(b) | PreparedBody::Long { encoded: b, .. } => b,
+            PreparedBody::Shared(b) => b,
+            PreparedBody::Long(l) => &l.encoded,
         }
     }
 }
@@ -2216,11 +2223,11 @@ impl Prepared {
                             // part of this one's buffer.
                             *arena = BytesMut::new();
                         }
-                        PreparedBody::Long {
+                        PreparedBody::Long(Box::new(LongBody {
                             encoded,
                             shared,
                             control_len,
-                        }
+                        }))
                     }
                     Ok(len) if usize::from(len) <= INLINE_BODY => {
                         let mut bytes = [0u8; INLINE_BODY];
