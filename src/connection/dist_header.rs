@@ -2245,6 +2245,11 @@ impl Prepared {
             .flatten()
     }
 
+    /// Whether the message is long (cut into frames by the connection).
+    pub(crate) fn is_long(&self) -> bool {
+        matches!(self.body, PreparedBody::Long(_))
+    }
+
     /// The sending process of a `SEND_SENDER`, `REG_SEND` or `ALIAS_SEND`
     /// (its pid is the tuple's second element in all three, and written
     /// as the message's first reference); `None` for a `SEND`.
