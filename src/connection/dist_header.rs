@@ -2038,40 +2038,25 @@ impl DistEncoder {
         }
         let mut head = std::mem::take(&mut self.arena);
         make_room(&mut head);
-        let mut fragmented = false;
-        match p.body {
+        let parts = match p.body {
             // Copied behind the header: one piece, nothing shared.
             PreparedBody::Inline { len, bytes } => {
                 head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
                 atoms.write_header(&mut head);
                 head.put_slice(bytes.get(..usize::from(len)).unwrap_or(&bytes));
                 frames.push(OutFrame::whole(head.split().freeze()));
+                None
             }
-            PreparedBody::Shared(body) => {
-                head.put_slice(&[VERSION_MAGIC, FrameTag::DIST_HEADER.0]);
-                atoms.write_header(&mut head);
-                frames.push(OutFrame {
-                    head: head.split().freeze(),
-                    body,
-                    more: Vec::new(),
-                });
-            }
+            // Within a fragment: one frame, never cut (no sequence id).
+            PreparedBody::Shared(body) => Some(((body, Vec::new(), 0), None)),
             PreparedBody::Long(l) => {
-                let LongBody {
-                    encoded,
-                    shared,
-                    control_len,
-                } = *l;
-                fragmented = cut_frames(
-                    &mut head,
-                    &atoms,
-                    (encoded, shared, control_len),
-                    Some(seq).filter(|_| self.framing.has_fragments()),
-                    self.fragment_size,
-                    frames,
-                );
+                let seq = Some(seq).filter(|_| self.framing.has_fragments());
+                Some(((l.encoded, l.shared, l.control_len), seq))
             }
-        }
+        };
+        let fragmented = parts.is_some_and(|(parts, seq)| {
+            cut_frames(&mut head, &atoms, parts, seq, self.fragment_size, frames)
+        });
         self.arena = head;
         self.cache_new_entries();
         if fragmented {
