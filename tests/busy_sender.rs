@@ -15,9 +15,7 @@ use erldist::testing::RealEpmd;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_goes_out_while_its_sender_computes_in_block_in_place() {
     let epmd = RealEpmd::start().expect("epmd");
-    let a = common::rust_node(&epmd).await;
-    let b = common::rust_node(&epmd).await;
-    assert!(a.ping(b.name().as_ref()).await, "the nodes connect");
+    let (a, b) = common::connected_rust_pair(&epmd).await;
     let mut sink = b.process();
     let to = sink.pid();
     let work = Duration::from_secs(2);

@@ -44,9 +44,7 @@ fn message(binary: Bytes) -> Term {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_message_sent_by_value_arrives_and_is_not_kept() {
     let epmd = RealEpmd::start().expect("epmd");
-    let a = common::rust_node(&epmd).await;
-    let b = common::rust_node(&epmd).await;
-    assert!(a.ping(b.name().as_ref()).await, "the nodes connect");
+    let (a, b) = common::connected_rust_pair(&epmd).await;
     let freed = Arc::new(AtomicBool::new(false));
     let watched = Bytes::from_owner(Watched {
         bytes: vec![7u8; 64 << 10],

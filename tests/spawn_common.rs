@@ -21,6 +21,14 @@ pub async fn rust_node(epmd: &RealEpmd) -> Node {
         .expect("start the Rust node")
 }
 
+/// Two Rust nodes registered with `epmd`, connected to each other.
+pub async fn connected_rust_pair(epmd: &RealEpmd) -> (Node, Node) {
+    let a = rust_node(epmd).await;
+    let b = rust_node(epmd).await;
+    assert!(a.ping(b.name().as_ref()).await, "the nodes connect");
+    (a, b)
+}
+
 pub fn erl(epmd: &RealEpmd) -> ErlNode {
     erl_with(epmd, &[])
 }
