@@ -712,12 +712,40 @@ async fn a_small_message_overtakes_another_process_large_one() {
     big.send(probe.clone(), term!({big, (Term::binary(vec![1u8; BIG]))}));
     small.send(probe.clone(), term!({small, 1}));
     let mut asker = node.process();
-    asker.send(probe, term!({report, (asker.pid())}));
+    asker.send(probe.clone(), term!({report, (asker.pid())}));
     let order = tokio::time::timeout(Duration::from_secs(60), asker.recv())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(order, term!({order, small, big}), "erldist -> BEAM");
+
+    // The same with a list of 400,000 tuples, each with a 64-byte binary
+    // (about 29 MB of ETF, far more than the writer holds at once), which
+    // the sending process encodes and the connection cuts into
+    // fragments, sent by reference.
+    assert_eq!(eval(&mut e, ORDER_PROBE), "ok");
+    let bin = Term::binary(vec![3u8; 64]);
+    let list = Term::list(
+        (0..400_000)
+            .map(|i| Term::tuple(vec![Term::from(i), bin.clone()]))
+            .collect(),
+    );
+    // Built, and freed, outside the sends: freeing it between them would
+    // hold the small one back by the time that takes.
+    let big_msg = Term::tuple(vec![Term::atom("big"), list]);
+    big.send_ref(probe.clone(), &big_msg);
+    small.send(probe.clone(), term!({small, 2}));
+    asker.send(probe, term!({report, (asker.pid())}));
+    let order = tokio::time::timeout(Duration::from_secs(60), asker.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        order,
+        term!({order, small, big}),
+        "a large term, erldist -> BEAM"
+    );
+    drop(big_msg);
 
     // BEAM does the same between two of its nodes.
     let mut e2 = erl(&epmd);
