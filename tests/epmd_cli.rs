@@ -32,23 +32,35 @@ async fn erldist_epmd_and_names_match_epmd_names() {
     if !require_erl() {
         return;
     }
-    let port = free_port().unwrap();
-    let mut server = Killed(
-        Command::new(BIN)
-            .args([
-                "epmd",
-                "--port",
-                &port.to_string(),
-                "--address",
-                "127.0.0.1",
-            ])
-            .env_remove("ERL_EPMD_RELAXED_COMMAND_CHECK")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(wait_until(Duration::from_secs(10), || names_output(port).0));
+    // Another process may take the picked port before `erldist epmd`
+    // binds it (it then exits): try another.
+    let mut attempt = 0;
+    let (port, mut server) = loop {
+        let port = free_port().unwrap();
+        let mut server = Killed(
+            Command::new(BIN)
+                .args([
+                    "epmd",
+                    "--port",
+                    &port.to_string(),
+                    "--address",
+                    "127.0.0.1",
+                ])
+                .env_remove("ERL_EPMD_RELAXED_COMMAND_CHECK")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let up = wait_until(Duration::from_secs(10), || {
+            names_output(port).0 || server.0.try_wait().is_ok_and(|s| s.is_some())
+        });
+        if up && server.0.try_wait().is_ok_and(|s| s.is_none()) {
+            break (port, server);
+        }
+        attempt += 1;
+        assert!(attempt < 5, "erldist epmd did not start");
+    };
     let client = EpmdClient::new().port(port);
     let reg = client.register("cli_node", 12345).await.unwrap();
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use erldist::bytes::{Bytes, BytesMut};
 use erldist::connection::control::{ControlMessage, DistMessage};
 use erldist::connection::dist_header::DistEncoder;
+use erldist::epmd::EpmdClient;
 use erldist::flags::DistFlags;
 use erldist::handshake::{
     decode_packet, gen_challenge, Challenge, ChallengeAck, ChallengeReply, Cookie, Cookies,
@@ -38,17 +39,23 @@ pub struct Target {
 }
 
 impl Target {
-    /// Starts the node (`tweak` sets its limits) on a known port, and an
+    /// Starts the node (`tweak` sets its limits), learns its port, and an
     /// `erl` node connected to it.
     pub async fn start(tweak: impl FnOnce(NodeBuilder) -> NodeBuilder) -> Target {
         let epmd = RealEpmd::start().expect("start epmd");
-        let port = erldist::testing::free_port().expect("a free port");
-        let builder = Node::builder(&format!("{}@localhost", unique_name("target")))
+        let alive = unique_name("target");
+        // The node binds a port the OS picks (a port picked here and bound
+        // later could be taken in between), and EPMD tells which.
+        let builder = Node::builder(&format!("{alive}@localhost"))
             .cookie(COOKIE)
             .epmd("localhost", epmd.port())
-            .embedded_epmd(false)
-            .port(port);
+            .embedded_epmd(false);
         let node = tweak(builder).start().await.expect("start the node");
+        let port = EpmdClient::with_address("127.0.0.1", epmd.port())
+            .port_please(&alive)
+            .await
+            .expect("the node is registered in EPMD")
+            .port;
         let inbox = node.process();
         inbox.register("inbox").expect("register inbox");
         let erl = tokio::task::block_in_place(|| ErlNode::start("erl", epmd.port(), COOKIE))
