@@ -2667,7 +2667,16 @@ mod tests {
         // SEND, SEND_SENDER, REG_SEND, ALIAS_SEND, in both rounds.
         assert_eq!(prepared, 8);
         // More atoms than a prepared message references: the rest as text.
-        let many = Term::List((0..12).map(|i| Term::atom(&format!("a{i}"))).collect());
+        // Each atom twice in a row (the encoder reuses the answer for an
+        // atom asked for again), then all of them again.
+        let names = (0..12).map(|i| format!("a{i}"));
+        let many = Term::List(
+            names
+                .clone()
+                .flat_map(|n| [Term::atom(&n), Term::atom(&n)])
+                .chain(names.map(|n| Term::atom(&n)))
+                .collect(),
+        );
         let pid = |id| Pid {
             node: Atom::from("n@h"),
             id,

@@ -211,7 +211,10 @@ impl Encoder {
     /// does (every atom as text without `atom_ref`), except that binaries
     /// of [`SHARE_MIN`] bytes or more are not copied: their bytes are left
     /// out of `out` and returned, each with the offset (from where `out`
-    /// ended before the call) at which they belong.
+    /// ended before the call) at which they belong. `atom_ref` must give
+    /// the same answer each time it is asked for the same atom during the
+    /// call (a frame's references do): an answer is reused for the same
+    /// atom asked for again right after.
     pub(crate) fn encode_body_sharing(
         &self,
         term: &Term,
@@ -220,6 +223,7 @@ impl Encoder {
     ) -> Result<Vec<(usize, Bytes)>, EncodeError> {
         let mut sharing = Sharing {
             atom_ref,
+            last: None,
             shared: Vec::new(),
         };
         self.gathered(term, out, false, &mut sharing)?;
@@ -267,6 +271,7 @@ impl Encoder {
         let mut out = BytesMut::with_capacity(64);
         let mut sharing = Sharing {
             atom_ref: None,
+            last: None,
             shared: Vec::new(),
         };
         self.gathered(term, &mut out, true, &mut sharing)?;
@@ -434,6 +439,9 @@ impl AtomRefs for NoShare<'_> {
 /// offset in the output (counted from where the call began writing).
 struct Sharing<'a> {
     atom_ref: Option<&'a mut dyn FnMut(Atom) -> Option<u8>>,
+    /// The last atom asked for and `atom_ref`'s answer: a list of like
+    /// terms (`[{item, ..}, ..]`) asks for the same atom again and again.
+    last: Option<(Atom, Option<u8>)>,
     shared: Vec<(usize, Bytes)>,
 }
 
@@ -445,7 +453,15 @@ impl AtomRefs for Sharing<'_> {
 
     #[inline]
     fn index(&mut self, a: Atom) -> Option<u8> {
-        self.atom_ref.as_mut().and_then(|f| f(a))
+        let f = self.atom_ref.as_mut()?;
+        match self.last {
+            Some((last, ix)) if last == a => ix,
+            _ => {
+                let ix = f(a);
+                self.last = Some((a, ix));
+                ix
+            }
+        }
     }
 
     fn share(&mut self, position: usize, b: &Bytes) -> bool {
