@@ -767,7 +767,8 @@ async fn a_connection_cut_mid_fragmented_message_delivers_nothing_partial() {
     assert!(got.exact_eq(&big(2)), "the second message arrives intact");
     raw.handle.close();
 
-    // The real node is served all along: a fragmented message both ways.
+    // The real node is served all along: a 1 MiB message both ways (in
+    // fragments from it).
     sink.send(
         (Atom::from("echo"), Atom::from(e.name())),
         Term::Tuple(vec![Term::Pid(sink.pid()), big(3)]),

@@ -390,9 +390,9 @@ async fn large_and_atom_heavy_messages_cross_intact() {
     );
     let mut me = node.process();
     let echo = (Atom::from("echo"), Atom::from(e.name()));
-    // A 1 MiB binary (fragments, both ways); a list of 20,000 tuples
-    // (about 500 KB, every byte encoded by the sending process, cut into
-    // fragments by the connection); and a term with 300 distinct atoms
+    // A 1 MiB binary (one frame to the real node, fragments back); a list
+    // of 20,000 tuples (about 500 KB, every byte encoded by the sending
+    // process); and a term with 300 distinct atoms
     // (more than a header's 255 cache references), sent after them. Each
     // by value, then by reference (`send_ref`: encoded from the borrowed
     // term, not copied).
@@ -714,7 +714,7 @@ async fn a_small_message_overtakes_another_process_large_one() {
     assert_eq!(eval(&mut e, ORDER_PROBE), "ok");
     let probe = Dest::Remote(Atom::from("probe"), Atom::from(e.name()));
     node.connect(e.name()).await.unwrap();
-    // The 64 MiB message goes out in 1,024 fragments; the small one, sent
+    // The 64 MiB message goes out in fragments of 2 MiB; the small one, sent
     // just after by another process, need not wait for all of them.
     let big = node.process();
     let small = node.process();

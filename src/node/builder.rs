@@ -186,6 +186,13 @@ impl NodeBuilder {
     /// announces a larger one is disconnected. Messages larger than this
     /// can still arrive in fragments, up to
     /// [`max_message_size`](Self::max_message_size).
+    ///
+    /// It also bounds the frames this node sends to peers that take
+    /// fragments: a message goes in one frame up to 2 MiB, or up to half
+    /// this limit if that is smaller, and in fragments of that size beyond,
+    /// so that nodes configured alike accept each other's frames. (BEAM
+    /// cuts at 64 KiB; a real node takes a large binary faster in fewer
+    /// frames.)
     pub fn max_frame_size(mut self, bytes: usize) -> NodeBuilder {
         self.max_frame_size = bytes;
         self

@@ -27,8 +27,24 @@ use crate::connection::dist_header::{DistEncoder, Prepared};
 use crate::connection::framing::OutFrame;
 use crate::term::{EncodeError, Pid};
 
-/// Frames of one large message handed out per turn (4 × 64 KiB).
-const SLICE_FRAMES: usize = 4;
+/// About how much of one large message is handed out per turn: its
+/// frames up to this many bytes (at least one frame).
+const SLICE_BYTES: usize = 256 * 1024;
+
+/// How many of `frames`, from the first, make one turn's slice: enough to
+/// reach [`SLICE_BYTES`], and at least one.
+fn slice_len<'a>(frames: impl IntoIterator<Item = &'a OutFrame>) -> usize {
+    let mut bytes = 0;
+    let mut n = 0;
+    for f in frames {
+        if n > 0 && bytes >= SLICE_BYTES {
+            break;
+        }
+        bytes += f.len();
+        n += 1;
+    }
+    n
+}
 
 /// A message to send: as a process gave it, or encoded by it already
 /// ([`Prepared`], most messages once the connection is up).
@@ -90,9 +106,9 @@ impl Chunk {
         }
     }
 
-    /// Encodes `m` into the chunk; a message in more than
-    /// [`SLICE_FRAMES`] frames leaves the chunk with its first slice only
-    /// and the rest returned.
+    /// Encodes `m` into the chunk; a message in more frames than one
+    /// slice ([`slice_len`]) leaves the chunk with its first slice only and
+    /// the rest returned.
     fn encode(
         &mut self,
         m: Outgoing,
@@ -100,9 +116,11 @@ impl Chunk {
     ) -> Result<Option<VecDeque<OutFrame>>, EncodeError> {
         let before = self.frames.len();
         self.append(m, enc)?;
-        let rest = match self.frames.len() - before {
-            n if n <= SLICE_FRAMES => None,
-            _ => Some(self.frames.drain(before + SLICE_FRAMES..).collect()),
+        let new = self.frames.get(before..).unwrap_or_default();
+        let slice = slice_len(new);
+        let rest = match new.len() {
+            n if n <= slice => None,
+            _ => Some(self.frames.drain(before + slice..).collect()),
         };
         self.counted_from(before);
         Ok(rest)
@@ -254,7 +272,7 @@ impl SendQueue {
             let Some(mut s) = self.streams.pop_front() else {
                 return;
             };
-            let n = s.frames.len().min(SLICE_FRAMES);
+            let n = slice_len(&s.frames);
             chunk.take(s.frames.drain(..n));
             while s.frames.is_empty() {
                 let Some(m) = s.behind.pop_front() else {
@@ -445,6 +463,35 @@ mod tests {
         let first_b = seqs.iter().position(|s| s == b).unwrap();
         let last_a = seqs.iter().rposition(|s| s == a).unwrap();
         assert!(first_b < last_a, "b started before a ended");
+    }
+
+    #[test]
+    fn fragments_larger_than_a_slice_go_one_per_turn() {
+        let mut q = SendQueue::default();
+        q.push(send(1, "a", 3 << 20));
+        q.push(send(2, "b", 3 << 20));
+        q.push(send(3, "small", 10));
+        let mut enc = DistEncoder::new(FLAGS).fragment_size(1 << 20);
+        let mut dec = DistDecoder::new(FLAGS);
+        let (mut order, mut largest) = (Vec::new(), 0);
+        while !q.is_empty() {
+            let frames = q.next_chunk(&mut enc, 256 << 10, &mut |e| panic!("{e}"));
+            largest = largest.max(frames.iter().map(OutFrame::len).sum::<usize>());
+            for f in frames {
+                if let Some(m) = dec.decode_frame(f.into_bytes()).unwrap() {
+                    if let ControlMessage::SendSender { from, .. } = m.control() {
+                        order.push(from.id);
+                    }
+                }
+            }
+        }
+        // A turn takes one 1 MiB fragment of a large message, not four:
+        // the small message goes after the first fragment of each.
+        assert!(
+            largest < (1 << 20) + (256 << 10),
+            "a chunk of {largest} bytes"
+        );
+        assert_eq!(order, [3, 1, 2]);
     }
 
     #[test]
