@@ -130,6 +130,37 @@ pub fn free_port() -> io::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// Runs `start` on a port free right now ([`free_port`]) and, if it
+/// fails, on another one, five times at most: another process may take a
+/// picked port before `start` binds it. Returns the port and what `start`
+/// made, or the last failure (as an [`io::Error`] with its text).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use erldist::testing::on_free_port;
+/// let (port, listener) = on_free_port(|port| tokio::net::TcpListener::bind(("127.0.0.1", port)))
+///     .await
+///     .unwrap();
+/// assert_eq!(listener.local_addr().unwrap().port(), port);
+/// # }
+/// ```
+pub async fn on_free_port<T, E, F>(mut start: impl FnMut(u16) -> F) -> io::Result<(u16, T)>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut attempt = 0;
+    loop {
+        let port = free_port()?;
+        match start(port).await {
+            Ok(t) => return Ok((port, t)),
+            Err(e) if attempt == 4 => return Err(io::Error::other(format!("on port {port}: {e}"))),
+            Err(_) => attempt += 1,
+        }
+    }
+}
+
 /// Sends a raw EPMD `NAMES` request to `127.0.0.1:port` and returns the
 /// whole reply (blocking, with `timeout` per step).
 pub fn raw_names(port: u16, timeout: Duration) -> io::Result<Vec<u8>> {

@@ -4,7 +4,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use erldist::epmd::EpmdClient;
-use erldist::testing::{epmd_command, free_port, require_erl, wait_until};
+use erldist::testing::{epmd_command, free_port, on_free_port, require_erl, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_erldist");
 
@@ -32,11 +32,8 @@ async fn erldist_epmd_and_names_match_epmd_names() {
     if !require_erl() {
         return;
     }
-    // Another process may take the picked port before `erldist epmd`
-    // binds it (it then exits): try another.
-    let mut attempt = 0;
-    let (port, mut server) = loop {
-        let port = free_port().unwrap();
+    // `erldist epmd` exits at once if another process took the port.
+    let (port, mut server) = on_free_port(|port| async move {
         let mut server = Killed(
             Command::new(BIN)
                 .args([
@@ -49,18 +46,20 @@ async fn erldist_epmd_and_names_match_epmd_names() {
                 .env_remove("ERL_EPMD_RELAXED_COMMAND_CHECK")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+                .spawn()?,
         );
+        let exited = |s: &mut Killed| s.0.try_wait().is_ok_and(|s| s.is_some());
         let up = wait_until(Duration::from_secs(10), || {
-            names_output(port).0 || server.0.try_wait().is_ok_and(|s| s.is_some())
+            names_output(port).0 || exited(&mut server)
         });
-        if up && server.0.try_wait().is_ok_and(|s| s.is_none()) {
-            break (port, server);
+        if up && !exited(&mut server) {
+            Ok(server)
+        } else {
+            Err(std::io::Error::other("erldist epmd did not start"))
         }
-        attempt += 1;
-        assert!(attempt < 5, "erldist epmd did not start");
-    };
+    })
+    .await
+    .unwrap();
     let client = EpmdClient::new().port(port);
     let reg = client.register("cli_node", 12345).await.unwrap();
 

@@ -234,16 +234,9 @@ async fn data_after_registration_ends_it_and_close_releases_the_name() {
 async fn shutdown_releases_everything_and_embedding_works() {
     // ensure_running on a free port starts an embedded EPMD; a second call
     // finds it and starts nothing.
-    // Another process may take the picked port first: then try another.
-    let mut attempt = 0;
-    let (port, embedded) = loop {
-        let port = erldist::testing::free_port().unwrap();
-        match erldist::epmd::ensure_running(port).await {
-            Ok(embedded) => break (port, embedded),
-            Err(e) if attempt == 4 => panic!("start an embedded EPMD: {e}"),
-            Err(_) => attempt += 1,
-        }
-    };
+    let (port, embedded) = erldist::testing::on_free_port(erldist::epmd::ensure_running)
+        .await
+        .unwrap();
     assert!(embedded.is_some());
     assert!(erldist::epmd::ensure_running(port).await.unwrap().is_none());
     let client = EpmdClient::new().port(port);

@@ -552,22 +552,15 @@ async fn a_long_run_of_sends_reaches_beam_while_the_sender_is_busy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_rust_nodes_with_the_embedded_epmd_and_no_beam() {
-    // `a` starts the embedded EPMD on a port picked here; another process
-    // may take that port first, so a failed start tries another one.
-    let mut attempt = 0;
-    let (a, port) = loop {
-        let port = erldist::testing::free_port().unwrap();
-        match Node::builder(&format!("{}@localhost", unique_name("a")))
+    // `a` starts the embedded EPMD on a port picked here.
+    let (port, a) = erldist::testing::on_free_port(|port| {
+        Node::builder(&format!("{}@localhost", unique_name("a")))
             .cookie(COOKIE)
             .epmd("localhost", port)
             .start()
-            .await
-        {
-            Ok(a) => break (a, port),
-            Err(e) if attempt == 4 => panic!("start a node with an embedded EPMD: {e}"),
-            Err(_) => attempt += 1,
-        }
-    };
+    })
+    .await
+    .unwrap();
     let b = Node::builder(&format!("{}@localhost", unique_name("b")))
         .cookie(COOKIE)
         .epmd("localhost", port)

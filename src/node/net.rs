@@ -484,8 +484,9 @@ async fn connect_or_adopt(
 }
 
 /// How many encoded bytes the peer task takes from its send queue at a
-/// time: large messages go in slices of about this size, so that others'
-/// small ones can come between.
+/// time (more when one fragment is larger). The queue hands out a large
+/// message a slice at a time (`sendq`), so that others' small ones can
+/// come between.
 const FLUSH_BYTES: usize = 256 * 1024;
 
 /// The largest fragment this node cuts its own messages into (when the
@@ -497,8 +498,8 @@ const FLUSH_BYTES: usize = 256 * 1024;
 const MAX_FRAGMENT: usize = 2 * 1024 * 1024;
 
 /// The fragment size for a node that accepts frames of up to `max_frame`
-/// bytes: [`MAX_FRAGMENT`], or half that limit if smaller, so that nodes
-/// configured alike accept each other's frames.
+/// bytes: [`MAX_FRAGMENT`], or half that limit if smaller (so that nodes
+/// configured alike accept each other's frames), and at least 1 KiB.
 fn fragment_size(max_frame: usize) -> usize {
     MAX_FRAGMENT.min(max_frame / 2).max(1024)
 }
