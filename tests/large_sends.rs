@@ -77,39 +77,46 @@ async fn a_large_message_sent_by_value_arrives_and_is_not_kept() {
     b.shutdown().await;
 }
 
-/// Nodes that accept frames of at most 256 KiB (`max_frame_size`) send
-/// each other a 1 MiB message: the sender cuts it into fragments that fit
-/// (half its own limit), not into the 2 MiB frames it sends by default,
-/// which the receiver would refuse by closing the connection.
+/// Nodes that accept frames of at most `max_frame_size` send each other
+/// messages larger than that: the sender cuts them into fragments that
+/// fit (half its own limit), not into the 2 MiB frames it sends by
+/// default, which the receiver would refuse by closing the connection.
+/// With a 256 KiB limit, a 1 MiB binary (its bytes shared with the frames);
+/// with 48 KiB, a list of binaries encoded into one buffer of 60 KiB
+/// (no binary large enough to be shared).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_with_a_small_frame_limit_exchange_large_messages() {
-    const LIMIT: usize = 256 << 10;
     let epmd = RealEpmd::start().expect("epmd");
-    let start = || {
-        Node::builder(&format!("{}@localhost", unique_name("frames")))
-            .cookie(common::COOKIE)
-            .epmd("localhost", epmd.port())
-            .embedded_epmd(false)
-            .max_frame_size(LIMIT)
-            .start()
-    };
-    let a = start().await.expect("start a");
-    let b = start().await.expect("start b");
-    assert!(a.ping(b.name().as_ref()).await, "the nodes connect");
-    let big = Term::binary(vec![5u8; 1 << 20]);
-    let mut sink = b.process();
-    let sender = a.process();
-    sender.send(sink.pid(), big.clone());
-    let got = sink
-        .recv_timeout(common::T)
-        .await
-        .expect("the sink is alive");
-    assert_eq!(got, Some(big), "the message arrives");
-    assert!(
-        a.nodes().contains(&b.name()),
-        "still connected: {:?}",
-        a.nodes()
-    );
-    a.shutdown().await;
-    b.shutdown().await;
+    let pieces = Term::list((0..5).map(|i| Term::binary(vec![i; 12 << 10])).collect());
+    for (limit, msg) in [
+        (256 << 10, Term::binary(vec![5u8; 1 << 20])),
+        (48 << 10, pieces),
+    ] {
+        let start = || {
+            Node::builder(&format!("{}@localhost", unique_name("frames")))
+                .cookie(common::COOKIE)
+                .epmd("localhost", epmd.port())
+                .embedded_epmd(false)
+                .max_frame_size(limit)
+                .start()
+        };
+        let a = start().await.expect("start a");
+        let b = start().await.expect("start b");
+        assert!(a.ping(b.name().as_ref()).await, "the nodes connect");
+        let mut sink = b.process();
+        let sender = a.process();
+        sender.send(sink.pid(), msg.clone());
+        let got = sink
+            .recv_timeout(common::T)
+            .await
+            .expect("the sink is alive");
+        assert_eq!(got, Some(msg), "the message arrives (limit {limit})");
+        assert!(
+            a.nodes().contains(&b.name()),
+            "still connected (limit {limit}): {:?}",
+            a.nodes()
+        );
+        a.shutdown().await;
+        b.shutdown().await;
+    }
 }

@@ -2038,6 +2038,7 @@ impl DistEncoder {
         }
         let mut head = std::mem::take(&mut self.arena);
         make_room(&mut head);
+        let fragments = Some(seq).filter(|_| self.framing.has_fragments());
         let parts = match p.body {
             // Copied behind the header: one piece, nothing shared.
             PreparedBody::Inline { len, bytes } => {
@@ -2047,12 +2048,13 @@ impl DistEncoder {
                 frames.push(OutFrame::whole(head.split().freeze()));
                 None
             }
-            // Within a fragment: one frame, never cut (no sequence id).
-            PreparedBody::Shared(body) => Some(((body, Vec::new(), 0), None)),
-            PreparedBody::Long(l) => {
-                let seq = Some(seq).filter(|_| self.framing.has_fragments());
-                Some(((l.encoded, l.shared, l.control_len), seq))
+            // Cut as the connection cuts what it encodes itself: a body of
+            // up to OTP's fragment size only if this connection's fragments
+            // are smaller (a node with a small frame limit).
+            PreparedBody::Shared { body, control_len } => {
+                Some(((body, Vec::new(), control_len), fragments))
             }
+            PreparedBody::Long(l) => Some(((l.encoded, l.shared, l.control_len), fragments)),
         };
         let fragmented = parts.is_some_and(|(parts, seq)| {
             cut_frames(&mut head, &atoms, parts, seq, self.fragment_size, frames)
@@ -2098,6 +2100,9 @@ pub(crate) struct Prepared {
     body: PreparedBody,
 }
 
+// Every queued message holds one: keep it as small as it was made.
+const _: () = assert!(std::mem::size_of::<Prepared>() <= 96);
+
 /// Bodies of up to this many bytes are kept in the message itself.
 const INLINE_BODY: usize = 54;
 
@@ -2110,10 +2115,14 @@ enum PreparedBody {
         len: u8,
         bytes: [u8; INLINE_BODY],
     },
-    Shared(Bytes),
-    /// Longer than a fragment, or with large binaries left where they are:
-    /// cut into frames by the connection. Boxed: queued messages stay as
-    /// small as before.
+    /// Up to OTP's fragment size ([`DEFAULT_FRAGMENT_SIZE`]), in a buffer
+    /// of its own, with its control tuple's length.
+    Shared {
+        body: Bytes,
+        control_len: usize,
+    },
+    /// Longer than OTP's fragment size, or with large binaries left where
+    /// they are. Boxed: queued messages stay as small as before.
     Long(Box<LongBody>),
 }
 
@@ -2130,7 +2139,7 @@ impl PreparedBody {
     fn bytes(&self) -> &[u8] {
         match self {
             PreparedBody::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or(bytes),
-            PreparedBody::Shared(b) => b,
+            PreparedBody::Shared { body, .. } => body,
             PreparedBody::Long(l) => &l.encoded,
         }
     }
@@ -2222,7 +2231,11 @@ impl Prepared {
                         arena.clear();
                         PreparedBody::Inline { len, bytes }
                     }
-                    _ => PreparedBody::Shared(arena.split().freeze()),
+                    // At most DEFAULT_FRAGMENT_SIZE bytes here.
+                    _ => PreparedBody::Shared {
+                        body: arena.split().freeze(),
+                        control_len,
+                    },
                 };
                 Some(Prepared { atoms: list, body })
             })
@@ -2723,6 +2736,29 @@ mod tests {
                 got = rx.decode_frame(fr.into_bytes()).unwrap().or(got);
             }
             assert_eq!(got.as_ref(), Some(&big));
+        }
+        // A body within OTP's fragment size, no binary shared, is cut too
+        // by a connection whose fragments are smaller.
+        let mid = DistMessage::new(
+            ControlMessage::Send { to: pid(2) },
+            Some(Term::binary(vec![3u8; 10_000])),
+        )
+        .unwrap();
+        let (mut tx, mut rx) = (
+            DistEncoder::new(BOTH).fragment_size(4096),
+            DistDecoder::new(BOTH),
+        );
+        for _ in 0..2 {
+            let p = Prepared::new(&mid).unwrap();
+            assert!(!p.is_long());
+            assert_eq!(tx.encode_prepared(p, &mut f), Some(true));
+            assert_eq!(f.len(), 3);
+            let mut got = None;
+            for fr in f.drain(..) {
+                assert!(fr.len() < 4096 + 64, "a frame of {} bytes", fr.len());
+                got = rx.decode_frame(fr.into_bytes()).unwrap().or(got);
+            }
+            assert_eq!(got.as_ref(), Some(&mid));
         }
     }
 
