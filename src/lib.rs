@@ -59,7 +59,7 @@ pub use self::serde::{from_bytes, from_term, to_bytes, to_term, to_term_struct, 
 pub use node::{Dest, Exited, MonitorTarget, Node, NodeBuilder, NodeError, NodeEvent, Process};
 pub use term::Encoded;
 pub use term::{
-    Atom, BitBinary, ConvertError, DecodeError, DecodeErrorKind, DecodeOptions, Decoder,
+    Atom, Binary, BitBinary, ConvertError, DecodeError, DecodeErrorKind, DecodeOptions, Decoder,
     EncodeError, Encoder, FromTerm, Fun, ImproperList, LocalFun, Map, ParseError, Pid, Port,
     Reference, Term,
 };

@@ -39,7 +39,7 @@ fn message(binary: Bytes) -> Term {
     let items = (0..50_000)
         .map(|i| Term::tuple(vec![Term::atom("item"), Term::from(i)]))
         .collect();
-    Term::tuple(vec![Term::Binary(binary), Term::list(items)])
+    Term::tuple(vec![Term::Binary(binary.into()), Term::list(items)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

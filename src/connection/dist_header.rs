@@ -2397,7 +2397,7 @@ mod tests {
         let (lo, hi) = (big.as_ptr() as usize, big.as_ptr() as usize + big.len());
         let payload = Term::tuple(vec![
             Term::atom("two"),
-            Term::Binary(big.clone()),
+            Term::Binary(big.clone().into()),
             Term::List(vec![Term::binary(vec![9u8; 20_000]), Term::from(1)]),
         ]);
         let msg = DistMessage::new(ControlMessage::Send { to }, Some(payload)).unwrap();
@@ -2719,7 +2719,7 @@ mod tests {
         let data = Bytes::from(vec![7u8; 64 * 1024]);
         let big = DistMessage::new(
             ControlMessage::Send { to: pid(2) },
-            Some(Term::Binary(data.clone())),
+            Some(Term::Binary(data.clone().into())),
         )
         .unwrap();
         for (flags, count) in [(DistFlags::DIST_HDR_ATOM_CACHE, 1), (BOTH, 2)] {

@@ -186,7 +186,8 @@ impl<'de> de::Deserializer<'de> for Deserializer {
 
     fn deserialize_bytes<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
         match self.term {
-            Term::Binary(b) | Term::ByteList(b) => v.visit_byte_buf(b.to_vec()),
+            Term::Binary(b) => v.visit_byte_buf(b.to_vec()),
+            Term::ByteList(b) => v.visit_byte_buf(b.to_vec()),
             Term::List(ref items) => {
                 let bytes: Option<Vec<u8>> = items
                     .iter()

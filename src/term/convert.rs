@@ -16,7 +16,7 @@ use bytes::Bytes;
 use num_bigint::BigInt;
 use num_traits::ToPrimitive;
 
-use super::{Atom, Map, Pid, Port, Reference, Term};
+use super::{Atom, Binary, Map, Pid, Port, Reference, Term};
 
 /// A failed conversion: what was expected and what was found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,13 +104,13 @@ impl From<Atom> for Term {
 
 impl From<&str> for Term {
     fn from(s: &str) -> Term {
-        Term::Binary(Bytes::copy_from_slice(s.as_bytes()))
+        Term::Binary(Binary::copy_from_slice(s.as_bytes()))
     }
 }
 
 impl From<String> for Term {
     fn from(s: String) -> Term {
-        Term::Binary(Bytes::from(s.into_bytes()))
+        Term::Binary(Binary::from(s))
     }
 }
 
@@ -122,6 +122,12 @@ impl From<&String> for Term {
 
 impl From<Bytes> for Term {
     fn from(b: Bytes) -> Term {
+        Term::Binary(b.into())
+    }
+}
+
+impl From<Binary> for Term {
+    fn from(b: Binary) -> Term {
         Term::Binary(b)
     }
 }
@@ -404,6 +410,17 @@ impl TryFrom<Term> for Bytes {
     /// The bytes of a binary.
     fn try_from(t: Term) -> Result<Bytes, ConvertError> {
         match t {
+            Term::Binary(b) => Ok(b.into()),
+            other => Err(ConvertError::new("binary", &other)),
+        }
+    }
+}
+
+impl TryFrom<Term> for Binary {
+    type Error = ConvertError;
+    /// The bytes of a binary.
+    fn try_from(t: Term) -> Result<Binary, ConvertError> {
+        match t {
             Term::Binary(b) => Ok(b),
             other => Err(ConvertError::new("binary", &other)),
         }
@@ -564,7 +581,7 @@ bin_part_int!(i32, i64, u8, u32, u64, usize);
 pub fn __binary(parts: impl FnOnce(&mut Vec<u8>)) -> Term {
     let mut v = Vec::new();
     parts(&mut v);
-    Term::Binary(Bytes::from(v))
+    Term::Binary(Binary::from(v))
 }
 
 /// Builds a [`Term`] from Erlang-like syntax in one expression.
@@ -652,7 +669,7 @@ macro_rules! term {
     ({ $($inner:tt)* }) => { $crate::Term::Tuple($crate::term!(@seq [] [] $($inner)*)) };
     ([ $($inner:tt)* ]) => { $crate::term!(@list [] $($inner)*) };
     (# { $($inner:tt)* }) => { $crate::term!(@mapk [] [] $($inner)*) };
-    (<< >>) => { $crate::Term::Binary($crate::bytes::Bytes::new()) };
+    (<< >>) => { $crate::Term::Binary($crate::Binary::new()) };
     (<< $($part:tt),+ >>) => {
         $crate::term::__binary(|out| { $( $crate::term::BinPart::put($part, out); )+ })
     };

@@ -19,7 +19,7 @@ use num_traits::ToPrimitive;
 
 use super::atom::{Atom, AtomBudget, AtomError, AtomFromBytesError};
 use super::tags::*;
-use super::{BitBinary, Fun, LocalFun, Map, Pid, Port, Reference, Term};
+use super::{Binary, BitBinary, Fun, LocalFun, Map, Pid, Port, Reference, Term, INLINE_BINARY};
 
 /// Limits for decoding.
 #[derive(Clone, Copy, Debug)]
@@ -217,7 +217,8 @@ impl<'c> Decoder<'c> {
     }
 
     /// Decodes a whole term that starts with the version byte 131; binaries
-    /// share `input`'s buffer.
+    /// longer than [`INLINE_BINARY`] bytes share `input`'s buffer (shorter
+    /// ones are held in place, see [`Binary`]).
     pub fn decode_bytes(&self, input: &Bytes) -> Result<Term, DecodeError> {
         self.decode_versioned(input, Some(input)).map_err(|e| *e)
     }
@@ -338,7 +339,7 @@ impl<'c> Decoder<'c> {
                 if end <= input.len() && end <= owner.len() {
                     let b = owner.slice(start..end);
                     let t = if binary {
-                        Term::Binary(b)
+                        Term::Binary(b.into())
                     } else {
                         Term::ByteList(b)
                     };
@@ -372,8 +373,9 @@ impl Term {
         DEFAULT_DECODER.decode(input)
     }
 
-    /// Decodes like [`Term::decode`], but binaries in the result share
-    /// `input`'s buffer instead of being copied.
+    /// Decodes like [`Term::decode`], but binaries in the result longer
+    /// than [`INLINE_BINARY`] bytes share `input`'s buffer instead of being
+    /// copied (shorter ones are held in place, see [`Binary`]).
     pub fn decode_bytes(input: &Bytes) -> Result<Term, DecodeError> {
         DEFAULT_DECODER.decode_bytes(input)
     }
@@ -639,7 +641,7 @@ impl State<'_, '_> {
             LIST_EXT => return self.list(depth, out),
             BINARY_EXT => {
                 let n = self.r.u32()? as usize;
-                let b = self.take_bytes(n)?;
+                let b = self.take_binary(n)?;
                 out.put_with(|| Term::Binary(b));
             }
             MAP_EXT => return self.map(at, depth, out),
@@ -803,6 +805,39 @@ impl State<'_, '_> {
         })
     }
 
+    /// The next `n` bytes as a binary: held in place when they are few,
+    /// else as [`take_bytes`](Self::take_bytes) gives them.
+    #[inline]
+    fn take_binary(&mut self, n: usize) -> Result<Binary, Fail> {
+        if n <= INLINE_BINARY {
+            // One fixed-size copy where the input has that many bytes left
+            // (the bytes after the binary's end are not kept).
+            if let Some(block) = self
+                .r
+                .data
+                .get(self.r.pos..)
+                .and_then(|rest| rest.first_chunk::<INLINE_BINARY>())
+            {
+                let b = Binary::from_block(n as u8, *block);
+                self.r.pos += n;
+                return Ok(b);
+            }
+            return Ok(Binary::copy_from_slice(self.r.take(n)?));
+        }
+        Ok(Binary::from(self.take_bytes(n)?))
+    }
+
+    /// `s` (a part of the input) as a binary, as
+    /// [`take_binary`](Self::take_binary) makes one.
+    #[inline]
+    fn binary(&self, s: &[u8]) -> Binary {
+        if s.len() <= INLINE_BINARY {
+            Binary::copy_from_slice(s)
+        } else {
+            Binary::from(self.bytes(s))
+        }
+    }
+
     #[inline]
     fn bytes(&self, s: &[u8]) -> Bytes {
         match self.owner {
@@ -835,8 +870,8 @@ impl State<'_, '_> {
                 }
                 let s = self.r.take(n)?;
                 match s.last() {
-                    None => Term::Binary(Bytes::new()),
-                    Some(_) if bits == 8 => Term::Binary(self.bytes(s)),
+                    None => Term::Binary(Binary::new()),
+                    Some(_) if bits == 8 => Term::Binary(self.binary(s)),
                     Some(&last) => {
                         let mask = 0xffu8 << (8 - bits);
                         let bytes = if last & !mask == 0 {

@@ -12,8 +12,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use num_bigint::{BigInt, Sign};
 
 use super::atom::{Atom, EXT_BLOCK};
+use super::binary::BinaryView;
 use super::tags::*;
-use super::{Fun, Map, Pid, Reference, Term, SMALL_MAP};
+use super::{Binary, Fun, Map, Pid, Reference, Term, INLINE_BINARY, SMALL_MAP};
 
 /// Why a term could not be encoded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -250,7 +251,7 @@ impl Encoder {
     /// use erldist::{Encoder, Term};
     ///
     /// let big = Bytes::from(vec![7u8; 100_000]);
-    /// let term = Term::tuple(vec![Term::atom("data"), Term::Binary(big.clone())]);
+    /// let term = Term::tuple(vec![Term::atom("data"), Term::binary(big.clone())]);
     /// let enc = Encoder::new();
     /// let shared = enc.encode_shared(&term).unwrap();
     /// // The same bytes as the copying encoder writes...
@@ -777,7 +778,7 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         match t {
             Term::Int(i) => Ok(self.int(at, *i)),
             Term::Atom(a) => self.atom(at, *a),
-            Term::Binary(b) => self.binary(at, b),
+            Term::Binary(b) => self.binary_term(at, b),
             _ => self.other(at, t, depth),
         }
     }
@@ -857,7 +858,7 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         match t {
             Term::Int(i) => at = self.int(at, *i),
             Term::Atom(a) => at = self.atom(at, *a)?,
-            Term::Binary(b) => at = self.binary(at, b)?,
+            Term::Binary(b) => at = self.binary_term(at, b)?,
             Term::BigInt(b) => at = self.big(at, b),
             Term::Float(f) => {
                 if !f.is_finite() {
@@ -1070,6 +1071,23 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         };
         let at = self.out.put_array(at, [u8::from(sign == Sign::Minus)]);
         self.out.put(at, &digits)
+    }
+
+    /// A binary term: one fixed-size block when it is held in place.
+    #[inline(always)]
+    fn binary_term(&mut self, at: usize, b: &Binary) -> Step {
+        match b.view() {
+            BinaryView::Inline(n, block) => Ok(self.out.window::<{ 5 + INLINE_BINARY }>(at, |w| {
+                if let Some((head, rest)) = w.split_first_chunk_mut::<5>() {
+                    *head = [BINARY_EXT, 0, 0, 0, n];
+                    if let Some(r) = rest.first_chunk_mut::<INLINE_BINARY>() {
+                        *r = *block;
+                    }
+                }
+                5 + usize::from(n)
+            })),
+            BinaryView::Shared(b) => self.binary(at, b),
+        }
     }
 
     #[inline(always)]
@@ -1416,9 +1434,9 @@ mod tests {
         let big = |n: usize, b: u8| Bytes::from(vec![b; n]);
         let (a, b, c) = (big(SHARE_MIN, 1), big(SHARE_MIN + 1, 2), big(70_000, 3));
         let t = Term::list(vec![
-            Term::Binary(a.clone()),
-            Term::Binary(b.clone()),
-            Term::tuple(vec![Term::atom("x"), Term::Binary(c.clone())]),
+            Term::Binary(a.clone().into()),
+            Term::Binary(b.clone().into()),
+            Term::tuple(vec![Term::atom("x"), Term::Binary(c.clone().into())]),
             Term::ByteList(big(SHARE_MIN, b'z')),
             Term::binary(vec![4; SHARE_MIN - 1]),
         ]);
@@ -1446,7 +1464,7 @@ mod tests {
         assert_eq!(read, want);
         assert!(e.is_empty());
         // A lone binary, and compression (one piece).
-        let lone = Term::Binary(c.clone());
+        let lone = Term::Binary(c.clone().into());
         let e = enc.encode_shared(&lone).unwrap();
         assert_eq!(e.pieces().count(), 2);
         assert_eq!(e.to_vec(), enc.encode(&lone).unwrap());
@@ -1455,7 +1473,7 @@ mod tests {
         assert_eq!(e.pieces().count(), 1);
         assert_eq!(Vec::from(e), z.encode(&t).unwrap());
         // Errors are reported as by encode.
-        let bad = Term::list(vec![Term::Binary(a), Term::Float(f64::NAN)]);
+        let bad = Term::list(vec![Term::Binary(a.into()), Term::Float(f64::NAN)]);
         assert!(matches!(
             enc.encode_shared(&bad),
             Err(EncodeError::NonFiniteFloat(_))

@@ -4,6 +4,7 @@
 //! each do one job:
 //!
 //! - `atom`: interned [`Atom`]s;
+//! - `binary`: [`Binary`], a binary's bytes (small ones held in place);
 //! - `decode` / `encode`: the external format (`binary_to_term/1`,
 //!   `term_to_binary/2` with `{minor_version, 2}`);
 //! - `order`: Erlang's term order as [`Ord`], and equality;
@@ -11,6 +12,7 @@
 //! - `convert`: conversions between terms and Rust values, and [`term!`](crate::term!).
 
 mod atom;
+mod binary;
 mod convert;
 mod decode;
 mod encode;
@@ -19,6 +21,7 @@ mod tags;
 mod text;
 
 pub use atom::{Atom, AtomBudget, AtomError, ATOM_TABLE_LIMIT, MAX_ATOM_CHARS};
+pub use binary::{Binary, INLINE_BINARY};
 #[doc(hidden)]
 pub use convert::{__binary, BinPart};
 pub use convert::{ConvertError, FromTerm};
@@ -67,8 +70,9 @@ pub enum Term {
     Float(f64),
     /// An atom.
     Atom(Atom),
-    /// A binary. Decoding shares the input buffer instead of copying.
-    Binary(Bytes),
+    /// A binary. Up to [`INLINE_BINARY`] bytes are held in place; decoding
+    /// shares the input buffer for longer ones instead of copying.
+    Binary(Binary),
     /// A bitstring whose length is not a whole number of bytes.
     BitBinary(Box<BitBinary>),
     /// A tuple.
@@ -427,7 +431,7 @@ impl Term {
     }
 
     /// A binary term holding `bytes`.
-    pub fn binary(bytes: impl Into<Bytes>) -> Term {
+    pub fn binary(bytes: impl Into<Binary>) -> Term {
         Term::Binary(bytes.into())
     }
 
@@ -473,7 +477,7 @@ impl Term {
             return None;
         }
         if bits == 8 || bytes.is_empty() {
-            return Some(Term::Binary(bytes));
+            return Some(Term::Binary(bytes.into()));
         }
         Some(Term::BitBinary(Box::new(BitBinary { bytes, bits })))
     }
@@ -511,7 +515,7 @@ impl Term {
     }
 
     /// The binary's bytes, if this is a binary.
-    pub fn as_binary(&self) -> Option<&Bytes> {
+    pub fn as_binary(&self) -> Option<&Binary> {
         match self {
             Term::Binary(b) => Some(b),
             _ => None,

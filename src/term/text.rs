@@ -1375,7 +1375,7 @@ impl<'s> Parser<'s> {
         let mut w = BitWriter::default();
         self.skip_ws();
         if self.eat(">>") {
-            return Ok(Term::Binary(Bytes::new()));
+            return Ok(Term::Binary(super::Binary::new()));
         }
         loop {
             self.skip_ws();
@@ -1468,7 +1468,7 @@ impl<'s> Parser<'s> {
         let rem = (w.bits % 8) as u8;
         let bytes = Bytes::from(w.bytes);
         Ok(match rem {
-            0 => Term::Binary(bytes),
+            0 => Term::Binary(bytes.into()),
             bits => Term::BitBinary(Box::new(super::BitBinary { bytes, bits })),
         })
     }
