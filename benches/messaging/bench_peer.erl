@@ -10,7 +10,8 @@
 -export([sink/1, start_sink/1, echo/0, start_echo/0,
          stream/3, stream_to_new_sink/4, stream_terms_to_new_sink/4,
          stream_async/4, stream_k_to_new_sink/5, pingpong/2, large_terms/3, large_term/1,
-         start_servers/1, calls/3, connect/1, process_memory/1]).
+         start_servers/1, calls/3, connect/1, process_memory/1,
+         lag_sink/1, stream_stamped/4, stream_stamped_to_new_sink/4]).
 -export([init/1, handle_call/3, handle_cast/2]).
 
 %% A reusable sink for runs of N messages.
@@ -114,6 +115,68 @@ stream_async(Sink, N, Msg, ReplyTo) ->
 
 send_n(_, 0, _) -> ok;
 send_n(Sink, K, Msg) -> Sink ! Msg, send_n(Sink, K - 1, Msg).
+
+%% recv_lag: N messages, {hello, 42} but every Every-th one
+%% {stamp, os:system_time(nanosecond)} (the wall clock, which the Rust
+%% sink reads too), all at once (Burst 0) or Burst at a time with a
+%% millisecond's wait after each; returns the elapsed microseconds.
+stream_stamped(Sink, N, Every, Burst) ->
+    timed_run(Sink, fun() -> send_paced(Sink, N, Every, Burst) end).
+
+send_paced(Sink, N, Every, 0) ->
+    send_stamped(Sink, N, Every, Every);
+send_paced(Sink, N, Every, Burst) ->
+    paced(Sink, N, Every, Every, Burst).
+
+paced(_, 0, _, _, _) -> ok;
+paced(Sink, N, Every, Left, Burst) ->
+    B = min(Burst, N),
+    Left2 = send_stamped(Sink, B, Every, Left),
+    receive after 1 -> ok end,
+    paced(Sink, N - B, Every, Left2, Burst).
+
+%% Sends K messages, a stamp when Left reaches 1; returns the new Left.
+send_stamped(_, 0, _, Left) -> Left;
+send_stamped(Sink, K, Every, 1) ->
+    Sink ! {stamp, os:system_time(nanosecond)},
+    send_stamped(Sink, K - 1, Every, Every);
+send_stamped(Sink, K, Every, Left) ->
+    Sink ! {hello, 42},
+    send_stamped(Sink, K - 1, Every, Left - 1).
+
+%% A sink for one stamped run: {start, From}, N messages, then
+%% {done, self()} and {lags, self(), Lags} to From, Lags the nanoseconds
+%% from each stamp's sending to its receipt here.
+lag_sink(N) ->
+    receive
+        {start, From} ->
+            Lags = count_lags(N, []),
+            From ! {done, self()},
+            From ! {lags, self(), Lags}
+    end.
+
+count_lags(0, Lags) -> Lags;
+count_lags(K, Lags) ->
+    receive
+        {stamp, T} -> count_lags(K - 1, [os:system_time(nanosecond) - T | Lags]);
+        _ -> count_lags(K - 1, Lags)
+    end.
+
+%% BEAM->BEAM recv_lag: a lag_sink on Node, a stamped stream from here;
+%% returns {Us, Lags}.
+stream_stamped_to_new_sink(Node, N, Every, Burst) ->
+    Sink = spawn(Node, ?MODULE, lag_sink, [N]),
+    Self = self(),
+    P = spawn(fun() ->
+        T0 = erlang:monotonic_time(),
+        Sink ! {start, self()},
+        send_paced(Sink, N, Every, Burst),
+        receive {done, Sink} -> ok end,
+        T1 = erlang:monotonic_time(),
+        Lags = receive {lags, Sink, L} -> L end,
+        Self ! {self(), erlang:convert_time_unit(T1 - T0, native, microsecond), Lags}
+    end),
+    receive {P, Us, Lags} -> {Us, Lags} end.
 
 %% Round trips to Echo ({From, M} -> From ! M); returns {MedianNs, P99Ns}.
 pingpong(Echo, Rounds) ->

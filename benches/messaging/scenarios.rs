@@ -660,6 +660,132 @@ async fn recv_small(env: &mut Env, n: usize, runs: usize) {
     );
 }
 
+/// The wall clock in nanoseconds since 1970, as `os:system_time(nanosecond)`
+/// reads it on the Erlang nodes of this machine.
+fn wall_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// `recv_lag`'s erldist sink for one run (the protocol of
+/// `bench_peer:lag_sink/1`): after `n` messages it sends `done` and gives
+/// `lags` the nanoseconds from each `{stamp, T}`'s sending to its receipt.
+fn rust_lag_sink(node: &Node, n: usize, lags: tokio::sync::oneshot::Sender<Vec<f64>>) -> Pid {
+    node.spawn(move |mut p| async move {
+        let Ok(m) = p.recv().await else { return };
+        let Some([t, Term::Pid(from)]) = m.as_tuple() else {
+            return;
+        };
+        let from = *from;
+        if !t.is_atom("start") {
+            return;
+        }
+        let mut got = Vec::new();
+        for _ in 0..n {
+            let Ok(m) = p.recv().await else { return };
+            if let Some([t, Term::Int(sent)]) = m.as_tuple() {
+                if t.is_atom("stamp") {
+                    got.push((wall_ns() - sent) as f64);
+                }
+            }
+        }
+        p.send(
+            from,
+            Term::tuple(vec![Term::atom("done"), Term::Pid(p.pid())]),
+        );
+        let _ = lags.send(got);
+    })
+}
+
+/// The median and the 99th percentile of `v`, in microseconds from
+/// nanoseconds.
+fn lag_us(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: usize| {
+        v.get((v.len() * q / 100).min(v.len().saturating_sub(1)))
+            .map_or(f64::NAN, |x| x / 1e3)
+    };
+    (at(50), at(99))
+}
+
+/// `recv_small`'s stream again, with every 997th message (every tenth in
+/// short smoke runs) a `{stamp, T}`
+/// of A's wall clock: how long messages wait between A's send and the
+/// sink's receipt, to an erldist sink on r1 and to an Erlang sink on B.
+/// With `burst` 0 A streams as fast as it can (`recv_lag`), else `burst`
+/// messages at a time with a millisecond's wait after each
+/// (`recv_lag_paced`, a rate both sinks keep up with).
+async fn recv_lag(env: &mut Env, name: &str, n: usize, burst: usize, runs: usize) {
+    // A prime, so that paced stamps fall all over the bursts.
+    let every = (n / 10).clamp(1, 997);
+    let b_name = env.b.name().to_owned();
+    let (mut rust, mut beam) = (Vec::new(), Vec::new());
+    let (mut rust_p99, mut beam_p99) = (Vec::new(), Vec::new());
+    let (mut rust_rate, mut beam_rate) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sink = rust_lag_sink(&env.r1, n, tx);
+        let us = eval_i64(
+            &mut env.a,
+            &format!(
+                "bench_peer:stream_stamped({}, {n}, {every}, {burst}).",
+                erl_expr(sink)
+            ),
+        );
+        rust_rate.push(per_sec(n, Duration::from_micros(us as u64)));
+        let (mid, p99) = lag_us(rx.await.expect("the erldist sink's lags"));
+        rust.push(mid);
+        rust_p99.push(p99);
+        let t = erl_term(
+            &mut env.a,
+            &format!("bench_peer:stream_stamped_to_new_sink('{b_name}', {n}, {every}, {burst})."),
+        );
+        let (us, lags) = match t.as_tuple() {
+            Some([Term::Int(us), lags]) => (*us, lags.list_elems().expect("a list of lags")),
+            _ => panic!("stream_stamped_to_new_sink: {t}"),
+        };
+        beam_rate.push(per_sec(n, Duration::from_micros(us as u64)));
+        let (mid, p99) = lag_us(
+            lags.iter()
+                .filter_map(Term::as_i64)
+                .map(|x| x as f64)
+                .collect(),
+        );
+        beam.push(mid);
+        beam_p99.push(p99);
+    }
+    let runs_text = |v: &[f64]| fmt_runs(v);
+    println!(
+        "# {name} p99: erldist runs [{}] beam runs [{}] us",
+        runs_text(&rust_p99),
+        runs_text(&beam_p99)
+    );
+    println!(
+        "# {name} throughput: erldist runs [{}] beam runs [{}] msg/s",
+        runs_text(&rust_rate),
+        runs_text(&beam_rate)
+    );
+    let extra = format!(
+        " erldist_p99={:.0} beam_p99={:.0} erldist_msg_per_s={:.0} beam_msg_per_s={:.0} stamps_every={every} burst={burst} n={n} runs={runs}",
+        median(rust_p99),
+        median(beam_p99),
+        median(rust_rate),
+        median(beam_rate)
+    );
+    report(
+        name,
+        "us_median",
+        rust,
+        beam,
+        &Runs::NotApplicable(
+            "its sink would need to read A's stamps; recv_small has edp's stream figure",
+        ),
+        false,
+        &extra,
+    );
+}
+
 async fn rust_to_rust(env: &mut Env, n: usize, runs: usize) {
     let sink = rust_sink(&env.r2, n);
     let a_name = env.a.name().to_owned();
@@ -1149,6 +1275,14 @@ pub async fn run(full: bool) {
     }
     if wanted("recv_small") {
         recv_small(&mut env, plan.small, plan.runs).await;
+    }
+    if wanted("recv_lag") {
+        recv_lag(&mut env, "recv_lag", plan.small, 0, plan.runs).await;
+    }
+    if wanted("recv_lag_paced") {
+        // 400 messages, then a wait of at least a millisecond (about two
+        // with the BEAM's timers): about 200,000 a second.
+        recv_lag(&mut env, "recv_lag_paced", plan.small / 5, 400, plan.runs).await;
     }
     if wanted("rust_to_rust") {
         rust_to_rust(&mut env, plan.small, plan.runs).await;
