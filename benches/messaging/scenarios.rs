@@ -755,16 +755,15 @@ async fn recv_lag(env: &mut Env, name: &str, n: usize, burst: usize, runs: usize
         beam.push(mid);
         beam_p99.push(p99);
     }
-    let runs_text = |v: &[f64]| fmt_runs(v);
     println!(
         "# {name} p99: erldist runs [{}] beam runs [{}] us",
-        runs_text(&rust_p99),
-        runs_text(&beam_p99)
+        fmt_runs(&rust_p99),
+        fmt_runs(&beam_p99)
     );
     println!(
         "# {name} throughput: erldist runs [{}] beam runs [{}] msg/s",
-        runs_text(&rust_rate),
-        runs_text(&beam_rate)
+        fmt_runs(&rust_rate),
+        fmt_runs(&beam_rate)
     );
     let extra = format!(
         " erldist_p99={:.0} beam_p99={:.0} erldist_msg_per_s={:.0} beam_msg_per_s={:.0} stamps_every={every} burst={burst} n={n} runs={runs}",
