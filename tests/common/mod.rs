@@ -125,7 +125,9 @@ fn arb_leaf() -> impl Strategy<Value = Term> {
         3 => arb_int(),
         2 => arb_float(),
         3 => arb_atom().prop_map(Term::Atom),
+        // Both sides of erldist::INLINE_BINARY: held in the term, or shared.
         2 => prop::collection::vec(any::<u8>(), 0..20).prop_map(Term::binary),
+        1 => prop::collection::vec(any::<u8>(), 20..48).prop_map(Term::binary),
         1 => (prop::collection::vec(any::<u8>(), 1..6), 1u8..8)
             .prop_map(|(v, bits)| {
                 let mut v = v;
