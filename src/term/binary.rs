@@ -2,10 +2,11 @@
 //!
 //! A BEAM node copies binaries of up to 64 bytes onto the heap of the
 //! process that receives them and shares only larger ones. A [`Binary`]
-//! does the same below [`INLINE_BINARY`] bytes: a small binary is kept in
-//! the term itself, so decoding, cloning and dropping it touch no shared
-//! reference count, and keeping it does not keep alive the whole buffer it
-//! arrived in. Larger binaries are a shared [`Bytes`], as they were read.
+//! does the same for binaries of up to [`INLINE_BINARY`] bytes: such a
+//! binary is kept in the term itself, so decoding, cloning and dropping
+//! it touch no shared reference count, and keeping it does not keep alive
+//! the whole buffer it arrived in. Larger binaries are a shared
+//! [`Bytes`], as they were read.
 
 use std::borrow::Borrow;
 use std::fmt;
