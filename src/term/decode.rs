@@ -337,11 +337,13 @@ impl<'c> Decoder<'c> {
                 let end = start.saturating_add(n);
                 // `owner` holds `input`: the first bound is the one that counts.
                 if end <= input.len() && end <= owner.len() {
-                    let b = owner.slice(start..end);
-                    let t = if binary {
-                        Term::Binary(b.into())
-                    } else {
-                        Term::ByteList(b)
+                    let t = match input.get(start..end) {
+                        // Held in place: no share of `owner` taken and let go.
+                        Some(s) if binary && n <= INLINE_BINARY => {
+                            Term::Binary(Binary::copy_from_slice(s))
+                        }
+                        _ if binary => Term::Binary(owner.slice(start..end).into()),
+                        _ => Term::ByteList(owner.slice(start..end)),
                     };
                     return Ok((t, end));
                 }
