@@ -76,9 +76,17 @@ impl Binary {
     /// A binary holding a copy of `data`.
     #[inline]
     pub fn copy_from_slice(data: &[u8]) -> Binary {
-        match Binary::inline(data) {
-            Some(b) => b,
-            None => Binary(Repr::Shared(Bytes::copy_from_slice(data))),
+        Binary::short_or(data, || Bytes::copy_from_slice(data))
+    }
+
+    /// `data` held in place when it is short enough, else the buffer
+    /// `long` gives (which must hold the same bytes).
+    #[inline(always)]
+    pub(crate) fn short_or(data: &[u8], long: impl FnOnce() -> Bytes) -> Binary {
+        if data.len() <= INLINE_BINARY {
+            Binary::held(data)
+        } else {
+            Binary(Repr::Shared(long()))
         }
     }
 
@@ -89,15 +97,19 @@ impl Binary {
         Binary(Repr::Inline { len, bytes: block })
     }
 
-    /// `data` held in place, if it is short enough.
+    /// `data` (at most [`INLINE_BINARY`] bytes, which every caller checks
+    /// first) held in place.
     #[inline(always)]
-    fn inline(data: &[u8]) -> Option<Binary> {
-        let len = u8::try_from(data.len())
-            .ok()
-            .filter(|&n| usize::from(n) <= INLINE_BINARY)?;
+    fn held(data: &[u8]) -> Binary {
+        let n = data.len().min(INLINE_BINARY);
         let mut bytes = [0; INLINE_BINARY];
-        bytes.get_mut(..data.len())?.copy_from_slice(data);
-        Some(Binary(Repr::Inline { len, bytes }))
+        if let (Some(to), Some(from)) = (bytes.get_mut(..n), data.get(..n)) {
+            to.copy_from_slice(from);
+        }
+        Binary(Repr::Inline {
+            len: n as u8,
+            bytes,
+        })
     }
 
     /// The bytes.
@@ -160,9 +172,10 @@ impl From<Bytes> for Binary {
     /// in place (letting go of the buffer).
     #[inline]
     fn from(b: Bytes) -> Binary {
-        match Binary::inline(&b) {
-            Some(small) => small,
-            None => Binary(Repr::Shared(b)),
+        if b.len() <= INLINE_BINARY {
+            Binary::held(&b)
+        } else {
+            Binary(Repr::Shared(b))
         }
     }
 }
@@ -175,9 +188,10 @@ impl From<BytesMut> for Binary {
 
 impl From<Vec<u8>> for Binary {
     fn from(v: Vec<u8>) -> Binary {
-        match Binary::inline(&v) {
-            Some(small) => small,
-            None => Binary(Repr::Shared(Bytes::from(v))),
+        if v.len() <= INLINE_BINARY {
+            Binary::held(&v)
+        } else {
+            Binary(Repr::Shared(Bytes::from(v)))
         }
     }
 }
@@ -196,10 +210,7 @@ impl From<String> for Binary {
 
 impl From<&'static [u8]> for Binary {
     fn from(s: &'static [u8]) -> Binary {
-        match Binary::inline(s) {
-            Some(small) => small,
-            None => Binary(Repr::Shared(Bytes::from_static(s))),
-        }
+        Binary::short_or(s, || Bytes::from_static(s))
     }
 }
 
@@ -219,8 +230,8 @@ impl From<Binary> for Bytes {
     /// The shared buffer, or a copy of a binary held in place.
     fn from(b: Binary) -> Bytes {
         match b.0 {
-            Repr::Inline { .. } => Bytes::copy_from_slice(b.as_slice()),
-            Repr::Shared(b) => b,
+            Repr::Shared(shared) => shared,
+            Repr::Inline { .. } => b.to_bytes(),
         }
     }
 }

@@ -337,13 +337,12 @@ impl<'c> Decoder<'c> {
                 let end = start.saturating_add(n);
                 // `owner` holds `input`: the first bound is the one that counts.
                 if end <= input.len() && end <= owner.len() {
+                    let share = || owner.slice(start..end);
                     let t = match input.get(start..end) {
-                        // Held in place: no share of `owner` taken and let go.
-                        Some(s) if binary && n <= INLINE_BINARY => {
-                            Term::Binary(Binary::copy_from_slice(s))
-                        }
-                        _ if binary => Term::Binary(owner.slice(start..end).into()),
-                        _ => Term::ByteList(owner.slice(start..end)),
+                        // A short one held in place: no share of `owner` taken.
+                        Some(s) if binary => Term::Binary(Binary::short_or(s, share)),
+                        _ if binary => Term::Binary(share().into()),
+                        _ => Term::ByteList(share()),
                     };
                     return Ok((t, end));
                 }
@@ -833,11 +832,7 @@ impl State<'_, '_> {
     /// [`take_binary`](Self::take_binary) makes one.
     #[inline]
     fn binary(&self, s: &[u8]) -> Binary {
-        if s.len() <= INLINE_BINARY {
-            Binary::copy_from_slice(s)
-        } else {
-            Binary::from(self.bytes(s))
-        }
+        Binary::short_or(s, || self.bytes(s))
     }
 
     #[inline]
