@@ -11,7 +11,7 @@
          stream/3, stream_to_new_sink/4, stream_terms_to_new_sink/4,
          stream_async/4, stream_k_to_new_sink/5, pingpong/2, large_terms/3, large_term/1,
          start_servers/1, calls/3, connect/1, process_memory/1,
-         lag_sink/1, stream_stamped/4, stream_stamped_to_new_sink/4]).
+         lag_sink/2, stream_stamped/4, stream_stamped_to_new_sink/4]).
 -export([init/1, handle_call/3, handle_cast/2]).
 
 %% A reusable sink for runs of N messages.
@@ -145,14 +145,14 @@ send_stamped(Sink, K, Every, Left) ->
     send_stamped(Sink, K - 1, Every, Left - 1).
 
 %% A sink for one stamped run: {start, From}, N messages, then
-%% {done, self()} and {lags, self(), Lags} to From, Lags the nanoseconds
-%% from each stamp's sending to its receipt here.
-lag_sink(N) ->
+%% {done, self()} to From and {lags, self(), Lags} to LagsTo, Lags the
+%% nanoseconds from each stamp's sending to its receipt here.
+lag_sink(N, LagsTo) ->
     receive
         {start, From} ->
             Lags = count_lags(N, []),
             From ! {done, self()},
-            From ! {lags, self(), Lags}
+            LagsTo ! {lags, self(), Lags}
     end.
 
 count_lags(0, Lags) -> Lags;
@@ -165,18 +165,9 @@ count_lags(K, Lags) ->
 %% BEAM->BEAM recv_lag: a lag_sink on Node, a stamped stream from here;
 %% returns {Us, Lags}.
 stream_stamped_to_new_sink(Node, N, Every, Burst) ->
-    Sink = spawn(Node, ?MODULE, lag_sink, [N]),
-    Self = self(),
-    P = spawn(fun() ->
-        T0 = erlang:monotonic_time(),
-        Sink ! {start, self()},
-        send_paced(Sink, N, Every, Burst),
-        receive {done, Sink} -> ok end,
-        T1 = erlang:monotonic_time(),
-        Lags = receive {lags, Sink, L} -> L end,
-        Self ! {self(), erlang:convert_time_unit(T1 - T0, native, microsecond), Lags}
-    end),
-    receive {P, Us, Lags} -> {Us, Lags} end.
+    Sink = spawn(Node, ?MODULE, lag_sink, [N, self()]),
+    Us = stream_stamped(Sink, N, Every, Burst),
+    receive {lags, Sink, Lags} -> {Us, Lags} end.
 
 %% Round trips to Echo ({From, M} -> From ! M); returns {MedianNs, P99Ns}.
 pingpong(Echo, Rounds) ->

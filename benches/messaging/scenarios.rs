@@ -669,7 +669,7 @@ fn wall_ns() -> i64 {
 }
 
 /// `recv_lag`'s erldist sink for one run (the protocol of
-/// `bench_peer:lag_sink/1`): after `n` messages it sends `done` and gives
+/// `bench_peer:lag_sink/2`): after `n` messages it sends `done` and gives
 /// `lags` the nanoseconds from each `{stamp, T}`'s sending to its receipt.
 fn rust_lag_sink(node: &Node, n: usize, lags: tokio::sync::oneshot::Sender<Vec<f64>>) -> Pid {
     node.spawn(move |mut p| async move {
