@@ -921,8 +921,9 @@ async fn a_slow_consumer_grows_its_mailbox_and_a_frozen_peer_blocks_nobody() {
 /// `a` for 3 s): `erlang:disconnect_node(a)` returns `true` at once,
 /// `nodedown` and `{'DOWN', _, _, _, noconnection}` follow within the
 /// millisecond. (BEAM also suspends the sending process meanwhile, busy
-/// dist port; erldist's sends never block, the backlog is kept in
-/// memory.)
+/// dist port; erldist's `send` never waits, the backlog is kept in
+/// memory, and a `send_paced` waiting on the busy connection stops
+/// waiting when it goes down.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_backlogged_peer_can_be_disconnected_at_once() {
     if !require_erl() {
@@ -945,11 +946,23 @@ async fn a_frozen_backlogged_peer_can_be_disconnected_at_once() {
         me.send(target, chunk.clone());
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    // A paced sender waits on the busy connection.
+    let pacer = node.process();
+    let paced = tokio::spawn(async move { pacer.send_paced(target, term!(late)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !paced.is_finished(),
+        "send_paced did not wait on a busy connection"
+    );
     let started = Instant::now();
     tokio::time::timeout(T, node.disconnect(&slow_name))
         .await
         .expect("disconnect hangs");
     node_down(&mut events, &slow_name).await;
+    tokio::time::timeout(T, paced)
+        .await
+        .expect("send_paced still waits on a connection that is gone")
+        .unwrap();
     let d = tokio::time::timeout(T, me.recv()).await.unwrap().unwrap();
     assert_eq!(d, down(r, target, "noconnection"));
     assert!(
@@ -958,5 +971,111 @@ async fn a_frozen_backlogged_peer_can_be_disconnected_at_once() {
         started.elapsed()
     );
     assert!(!node.nodes().contains(&Atom::from(slow_name.as_str())));
+    node.shutdown().await;
+}
+
+/// 6c. Back-pressure, as BEAM's busy distribution port: a Rust process
+/// streaming to a frozen peer with `send_paced` waits once what is queued
+/// for that peer passes the busy limit, so its queue stays bounded, while
+/// `send_nosuspend` refuses to queue more and another peer is served as
+/// usual. Once the peer reads again, the stream goes on and arrives
+/// whole, in order.
+///
+/// BEAM (observed, OTP's default limit of 1 MiB: a process on `b`
+/// sending 64 KiB binaries to a frozen `a`): the sender is `suspended`
+/// after 78 of them (about 5 MiB, most of it in the sockets),
+/// `erlang:send_nosuspend/2` returns `false` meanwhile, and the sender
+/// goes on when `a` is thawed. erldist, with a limit of 256 KiB here,
+/// waits after about 100 (2 MiB of them in its writer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_sender_waits_on_a_busy_connection_and_goes_on_when_it_drains() {
+    if !require_erl() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    let node = Node::builder(&format!("{}@localhost", unique_name("rust")))
+        .cookie(COOKIE)
+        .epmd("localhost", epmd.port())
+        .embedded_epmd(false)
+        .dist_buf_busy_limit(256 * 1024)
+        .start()
+        .await
+        .expect("start the Rust node");
+    let mut slow = erl_with(epmd.port(), &[]);
+    let mut healthy = erl_with(epmd.port(), &[]);
+    eval(
+        &mut slow,
+        "register(counter, spawn(fun() -> C = fun Loop(N) -> receive {n, N, _} -> Loop(N + 1); {done, F} -> F ! {count, N - 1}; Other -> exit({out_of_order, N, Other}) end end, C(1) end)).",
+    );
+    eval(
+        &mut healthy,
+        "register(echo, spawn(fun L() -> receive {From, M} -> From ! {echo, M}, L() end end)).",
+    );
+    let counter = (Atom::from("counter"), Atom::from(slow.name()));
+    let nobody = (Atom::from("nobody"), Atom::from(slow.name()));
+    let echo = (Atom::from("echo"), Atom::from(healthy.name()));
+    assert!(node.ping(slow.name()).await);
+    let mut other = node.process();
+    assert!(other.send_nosuspend(nobody, term!(not_busy)));
+    let frozen = Frozen::new(slow.pid());
+
+    // 64 MiB in 64 KiB messages, paced.
+    const N: usize = 1024;
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut streamer = node.process();
+    let streamer_pid = streamer.pid();
+    let progress = sent.clone();
+    let stream = tokio::spawn(async move {
+        let chunk = Term::binary(vec![0u8; 64 * 1024]);
+        for i in 1..=N {
+            streamer
+                .send_paced(counter, term!({n, (i as i64), (chunk.clone())}))
+                .await;
+            progress.store(i, std::sync::atomic::Ordering::SeqCst);
+        }
+        streamer.send(counter, term!({done, (streamer_pid)}));
+        streamer.recv().await
+    });
+
+    // It stops: the sender waits.
+    let mut last = usize::MAX;
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = sent.load(std::sync::atomic::Ordering::SeqCst);
+        if now == last {
+            break;
+        }
+        assert!(started.elapsed() < T, "the paced sender never waits");
+        last = now;
+    }
+    // Sockets and the writer hold a few MiB; the queue no more than the
+    // limit and one message.
+    assert!(
+        last < N / 4,
+        "{last} of {N} 64 KiB messages sent to a frozen peer"
+    );
+    assert!(!stream.is_finished());
+    // Busy: nothing more is queued without waiting.
+    assert!(!other.send_nosuspend(nobody, term!(busy)));
+    // Another peer is served meanwhile, both ways.
+    for i in 0..5i64 {
+        assert!(other.send_nosuspend(echo, term!({(other.pid()), (i)})));
+        let m = tokio::time::timeout(T, other.recv())
+            .await
+            .expect("the healthy peer is blocked by the busy one")
+            .unwrap();
+        assert_eq!(m, term!({echo, (i)}));
+    }
+
+    // Thawed, the stream goes on and arrives whole, in order.
+    drop(frozen);
+    let count = tokio::time::timeout(Duration::from_secs(60), stream)
+        .await
+        .expect("the paced sender never went on")
+        .unwrap()
+        .unwrap();
+    assert_eq!(count, term!({count, (N as i64)}));
+    assert!(other.send_nosuspend(nobody, term!(not_busy)));
     node.shutdown().await;
 }

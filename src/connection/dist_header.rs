@@ -2243,6 +2243,15 @@ impl Prepared {
             .flatten()
     }
 
+    /// The message's encoded size: its bytes, and the binaries it shares.
+    pub(crate) fn size(&self) -> usize {
+        let shared = match &self.body {
+            PreparedBody::Long(l) => l.shared.iter().map(|(_, b)| b.len()).sum(),
+            _ => 0,
+        };
+        self.body.bytes().len() + shared
+    }
+
     /// Whether the message is long (cut into frames by the connection).
     pub(crate) fn is_long(&self) -> bool {
         matches!(self.body, PreparedBody::Long(_))

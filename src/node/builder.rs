@@ -81,7 +81,11 @@ pub struct NodeBuilder {
     max_frame_size: usize,
     max_handshakes: usize,
     limits: DecoderLimits,
+    dist_buf_busy_limit: usize,
 }
+
+/// BEAM's default distribution buffer busy limit (`+zdbbl 1024`, KiB).
+pub const DEFAULT_DIST_BUF_BUSY_LIMIT: usize = 1024 * 1024;
 
 /// The cookie as given to [`NodeBuilder::cookie`], checked when the node
 /// starts; its `Debug` hides it, so a logged builder does not show it.
@@ -120,6 +124,7 @@ impl Node {
             max_frame_size: DEFAULT_MAX_FRAME,
             max_handshakes: driver::DEFAULT_MAX_HANDSHAKES,
             limits: DecoderLimits::default(),
+            dist_buf_busy_limit: DEFAULT_DIST_BUF_BUSY_LIMIT,
         }
     }
 }
@@ -248,6 +253,20 @@ impl NodeBuilder {
         self
     }
 
+    /// The distribution buffer busy limit, in bytes (default 1 MiB,
+    /// [`DEFAULT_DIST_BUF_BUSY_LIMIT`], as BEAM's `+zdbbl`): once the
+    /// messages queued for one peer and not yet written to its socket
+    /// weigh this much, the connection is *busy*.
+    /// [`Process::send_paced`](crate::Process::send_paced) then waits
+    /// until it is not, as BEAM suspends a process sending on a busy
+    /// connection, and [`Process::send_nosuspend`](crate::Process::send_nosuspend)
+    /// refuses to queue. [`Process::send`](crate::Process::send) queues
+    /// whatever the size of the queue.
+    pub fn dist_buf_busy_limit(mut self, bytes: usize) -> NodeBuilder {
+        self.dist_buf_busy_limit = bytes;
+        self
+    }
+
     /// The limit for each handshake step (default 7 s, as OTP).
     pub fn handshake_timeout(mut self, t: Duration) -> NodeBuilder {
         self.handshake_timeout = t;
@@ -294,7 +313,7 @@ impl NodeBuilder {
         config.decoder_limits = self.limits;
         config.inline = true;
         config.epmd = EpmdClient::new().port(epmd_port);
-        let net = Arc::new(Net::new(config.clone()));
+        let net = Arc::new(Net::new(config.clone(), self.dist_buf_busy_limit));
         *net.registration.lock().unwrap_or_else(|e| e.into_inner()) =
             registration.map(|r| HeldRegistration::keep(r, client));
         *net.embedded_epmd.lock().unwrap_or_else(|e| e.into_inner()) = server;

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use futures_util::FutureExt;
 use tokio::task::AbortHandle;
 
-pub use builder::{NodeBuilder, NodeError};
+pub use builder::{NodeBuilder, NodeError, DEFAULT_DIST_BUF_BUSY_LIMIT};
 pub use gen_server::{CallError, GenServer};
 pub use group_leader::{GroupLeaderConfig, IoError, IoOutput, IoSink};
 pub use net::NodeEvent;
@@ -497,6 +497,34 @@ impl Node {
 
     pub(crate) fn net(&self) -> Option<Arc<Net>> {
         self.inner.net.clone()
+    }
+
+    /// The other node a message to `to` goes to; `None` if it stays here.
+    fn peer_of(&self, to: &Dest) -> Option<Atom> {
+        let node = match to {
+            Dest::Pid(p) => p.node,
+            Dest::Remote(_, node) => *node,
+            Dest::Alias(r) => r.node,
+            Dest::Name(_) => return None,
+        };
+        (node != self.inner.name).then_some(node)
+    }
+
+    /// Whether the connection a message to `to` would take is busy (see
+    /// [`NodeBuilder::dist_buf_busy_limit`]).
+    pub(crate) fn is_busy_to(&self, to: &Dest) -> bool {
+        match (self.peer_of(to), &self.inner.net) {
+            (Some(peer), Some(net)) => net.is_busy(peer),
+            _ => false,
+        }
+    }
+
+    /// Returns once the connection a message to `to` would take is not
+    /// busy: at once for a local destination.
+    pub(crate) async fn not_busy_to(&self, to: &Dest) {
+        if let (Some(peer), Some(net)) = (self.peer_of(to), &self.inner.net) {
+            net.not_busy(peer).await;
+        }
     }
 
     /// The PID that stands for the node itself where a sender is needed

@@ -56,6 +56,15 @@ pub(crate) enum Out {
     Waiter(oneshot::Sender<Result<(), String>>),
 }
 
+impl outq::Weighed for Out {
+    fn weight(&self) -> usize {
+        match self {
+            Out::Msg(m) => m.weight(),
+            _ => 0,
+        }
+    }
+}
+
 struct PeerCtl {
     id: u64,
     tx: outq::Sender<Out>,
@@ -76,10 +85,13 @@ pub(crate) struct Net {
     pub(crate) embedded_epmd: Mutex<Option<EpmdServer>>,
     pub(crate) shutdown: tokio::sync::Notify,
     pub(crate) unlink_ids: AtomicU64,
+    /// The weight at which a peer's queue is busy
+    /// ([`NodeBuilder::dist_buf_busy_limit`](super::NodeBuilder::dist_buf_busy_limit)).
+    pub(crate) busy_limit: usize,
 }
 
 impl Net {
-    pub(crate) fn new(config: LocalNodeConfig) -> Net {
+    pub(crate) fn new(config: LocalNodeConfig, busy_limit: usize) -> Net {
         Net {
             config,
             peers: RwLock::new(FastMap::default()),
@@ -89,6 +101,7 @@ impl Net {
             embedded_epmd: Mutex::new(None),
             shutdown: tokio::sync::Notify::new(),
             unlink_ids: AtomicU64::new(1),
+            busy_limit,
         }
     }
 
@@ -116,6 +129,20 @@ impl Net {
 
     pub(crate) fn is_up(&self, node: Atom) -> bool {
         self.peers_read().get(&node).is_some_and(|p| p.up)
+    }
+
+    /// Whether what is queued for `peer` weighs its busy limit or more.
+    pub(crate) fn is_busy(&self, peer: Atom) -> bool {
+        self.peers_read().get(&peer).is_some_and(|p| p.tx.is_busy())
+    }
+
+    /// Returns once the queue for `peer` is not busy (at once if there is
+    /// none, or once its task ends).
+    pub(crate) async fn not_busy(&self, peer: Atom) {
+        let wait = self.peers_read().get(&peer).map(|p| p.tx.not_busy());
+        if let Some(w) = wait {
+            w.wait().await;
+        }
     }
 
     /// Queues the message `control` and `payload` make for `peer`, as
@@ -199,7 +226,7 @@ impl Net {
             fail_queued(node, [out]);
             return;
         };
-        let (tx, rx) = outq::queue();
+        let (tx, rx) = outq::queue(self.busy_limit);
         let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
         let _ = tx.send(out);
         peers.insert(
@@ -549,15 +576,18 @@ async fn run_connection(
                 decoder: DistDecoder::new(flags).with_limits(net.config.decoder_limits),
                 sendq,
             };
+            let end = peer_state.run(link, rx).instrument(span).await;
             // Messages still in its send queue are lost with the
-            // connection.
-            peer_state.run(link, rx).instrument(span).await
+            // connection: they no longer count.
+            rx.release(peer_state.sendq.weight_left());
+            end
         }
         Err(conn) => {
             // The node's connections are handed over before they run
             // (`LocalNodeConfig::inline`); this one was not.
             warn!(peer = %peer, "connection already running elsewhere; closing it");
             conn.handle().close();
+            rx.release(sendq.weight_left());
             End::Down(DownReason::LocalShutdown)
         }
     };
@@ -640,7 +670,9 @@ impl PeerLink<'_> {
             if let Err(r) = self.deliver(rbuf, settings.max_frame) {
                 return End::Down(r);
             }
-            if let Err(r) = self.fill(&mut out) {
+            let filled = self.fill(&mut out);
+            rx.release(self.sendq.take_released());
+            if let Err(r) = filled {
                 return End::Down(r);
             }
             tokio::select! {

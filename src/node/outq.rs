@@ -6,6 +6,13 @@
 //! lock, and wakes the task only when the queue was empty (the task always
 //! empties it before it waits), and once more, to another worker, when a
 //! run of sends has filled it to [`LONG_RUN`] without the task taking it.
+//!
+//! It also keeps the distribution buffer's size, as BEAM's does for
+//! `dist_buf_busy_limit`: each item weighs about its encoded bytes
+//! ([`Weighed`]), counted when it is queued and released by the task when
+//! it is written out (or dropped). At or above the limit the queue is
+//! *busy*: a sender may wait until it is not ([`Sender::not_busy`]), as a
+//! BEAM process sending on a busy connection is suspended.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,15 +24,29 @@ use tokio::sync::Notify;
 /// may be waiting behind the sender on the sender's worker.
 const LONG_RUN: usize = 64;
 
+/// What a queued item weighs: about the bytes it will take on the wire.
+pub(crate) trait Weighed {
+    /// The item's weight; the same every time it is asked.
+    fn weight(&self) -> usize;
+}
+
 struct Shared<T> {
     state: Mutex<State<T>>,
     ready: Notify,
+    /// Woken when the queue stops being busy, or closes.
+    drained: Notify,
+    /// The weight at which the queue is busy.
+    busy_limit: usize,
 }
 
 struct State<T> {
     items: VecDeque<T>,
     /// The receiver closed, or the sender is gone.
     closed: bool,
+    /// The weight of what was queued and not yet released by the receiver.
+    pending: usize,
+    /// Whether a sender waits for the queue to stop being busy.
+    waited_on: bool,
 }
 
 impl<T> Shared<T> {
@@ -49,14 +70,18 @@ pub(crate) struct Receiver<T> {
     taken: VecDeque<T>,
 }
 
-/// A new queue.
-pub(crate) fn queue<T>() -> (Sender<T>, Receiver<T>) {
+/// A new queue, busy from `busy_limit` on.
+pub(crate) fn queue<T>(busy_limit: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
             closed: false,
+            pending: 0,
+            waited_on: false,
         }),
         ready: Notify::new(),
+        drained: Notify::new(),
+        busy_limit,
     });
     (
         Sender {
@@ -69,13 +94,15 @@ pub(crate) fn queue<T>() -> (Sender<T>, Receiver<T>) {
     )
 }
 
-impl<T> Sender<T> {
+impl<T: Weighed> Sender<T> {
     /// Queues `item`; gives it back if the receiver is closed.
     pub(crate) fn send(&self, item: T) -> Result<(), T> {
+        let weight = item.weight();
         let mut st = self.shared.lock();
         if st.closed {
             return Err(item);
         }
+        st.pending = st.pending.saturating_add(weight);
         let was_empty = st.items.is_empty();
         st.items.push_back(item);
         let long_run = st.items.len() == LONG_RUN;
@@ -86,6 +113,45 @@ impl<T> Sender<T> {
             super::sched::share_woken();
         }
         Ok(())
+    }
+}
+
+impl<T> Sender<T> {
+    /// Whether what is queued weighs the busy limit or more.
+    pub(crate) fn is_busy(&self) -> bool {
+        let st = self.shared.lock();
+        !st.closed && st.pending >= self.shared.busy_limit
+    }
+
+    /// Waits until the queue is not busy (or closed): a handle that can
+    /// wait without holding the sender (and the peer table it is in).
+    pub(crate) fn not_busy(&self) -> NotBusy<T> {
+        NotBusy {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// See [`Sender::not_busy`].
+pub(crate) struct NotBusy<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> NotBusy<T> {
+    /// Returns once the queue is below its busy limit, or closed.
+    pub(crate) async fn wait(self) {
+        loop {
+            // Registered before the check: a release in between wakes it.
+            let drained = self.shared.drained.notified();
+            {
+                let mut st = self.shared.lock();
+                if st.closed || st.pending < self.shared.busy_limit {
+                    return;
+                }
+                st.waited_on = true;
+            }
+            drained.await;
+        }
     }
 }
 
@@ -129,9 +195,27 @@ impl<T> Receiver<T> {
         self.taken.pop_front()
     }
 
-    /// Refuses further sends; what is queued can still be taken.
+    /// Releases `weight` of what was queued: written out, or dropped.
+    /// Wakes the senders waiting for the queue once it is below its busy
+    /// limit.
+    pub(crate) fn release(&mut self, weight: usize) {
+        if weight == 0 {
+            return;
+        }
+        let mut st = self.shared.lock();
+        st.pending = st.pending.saturating_sub(weight);
+        if st.waited_on && st.pending < self.shared.busy_limit {
+            st.waited_on = false;
+            drop(st);
+            self.shared.drained.notify_waiters();
+        }
+    }
+
+    /// Refuses further sends; what is queued can still be taken. Senders
+    /// waiting for the queue stop waiting.
     pub(crate) fn close(&mut self) {
         self.shared.lock().closed = true;
+        self.shared.drained.notify_waiters();
     }
 }
 
@@ -147,9 +231,69 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    impl Weighed for i32 {
+        fn weight(&self) -> usize {
+            usize::try_from(*self).unwrap_or(0)
+        }
+    }
+
+    impl Weighed for &str {
+        fn weight(&self) -> usize {
+            self.len()
+        }
+    }
+
+    /// The queue is busy from its limit on and stops being busy when the
+    /// receiver releases enough; a sender waiting meanwhile is woken then,
+    /// not before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn busy_from_the_limit_until_released_below_it() {
+        let (tx, mut rx) = queue(100);
+        tx.send(60).unwrap();
+        assert!(!tx.is_busy());
+        tx.send(40).unwrap();
+        assert!(tx.is_busy());
+        let waiter = tokio::spawn(tx.not_busy().wait());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "woken while busy");
+        // Taken by the receiver is not written out: still busy.
+        assert_eq!(rx.try_recv(), Some(60));
+        rx.release(0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "woken while busy");
+        rx.release(60);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("not woken once below the limit")
+            .unwrap();
+        assert!(!tx.is_busy());
+        // Not busy: waiting returns at once.
+        tokio::time::timeout(Duration::from_secs(5), tx.not_busy().wait())
+            .await
+            .unwrap();
+    }
+
+    /// A sender waiting on a busy queue stops waiting when the receiver
+    /// goes; a closed queue is never busy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_queue_ends_the_wait() {
+        let (tx, rx) = queue(10);
+        tx.send(10).unwrap();
+        assert!(tx.is_busy());
+        let waiter = tokio::spawn(tx.not_busy().wait());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("still waiting on a closed queue")
+            .unwrap();
+        assert!(!tx.is_busy());
+    }
+
     #[tokio::test]
     async fn items_come_in_order_and_the_end_after_them() {
-        let (tx, mut rx) = queue();
+        let (tx, mut rx) = queue(usize::MAX);
         for i in 0..10 {
             tx.send(i).unwrap();
         }
@@ -166,14 +310,14 @@ mod tests {
 
     #[test]
     fn a_dropped_receiver_gives_sends_back() {
-        let (tx, rx) = queue();
+        let (tx, rx) = queue(usize::MAX);
         drop(rx);
         assert_eq!(tx.send(1), Err(1));
     }
 
     #[tokio::test]
     async fn a_closed_queue_gives_sends_back_and_keeps_what_it_has() {
-        let (tx, mut rx) = queue();
+        let (tx, mut rx) = queue(usize::MAX);
         tx.send(1).unwrap();
         rx.close();
         assert_eq!(tx.send(2), Err(2));
@@ -185,7 +329,7 @@ mod tests {
     /// by the sender going away.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_receiver_is_woken() {
-        let (tx, mut rx) = queue();
+        let (tx, mut rx) = queue(usize::MAX);
         let task = tokio::spawn(async move {
             let first = rx.recv().await;
             let end = rx.recv().await;

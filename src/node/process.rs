@@ -80,6 +80,64 @@ impl Process {
         self.node.send_from(Some(self.pid()), to.into(), msg.into());
     }
 
+    /// Waits while the connection a message to `to` goes on is busy, then
+    /// sends `msg` as [`send`](Self::send) does, as BEAM suspends a process
+    /// sending on a busy connection until enough is written out.
+    ///
+    /// A process that streams to another node this way queues no more
+    /// than about
+    /// [`dist_buf_busy_limit`](crate::NodeBuilder::dist_buf_busy_limit)
+    /// (1 MiB by default) beyond what the sockets hold; with
+    /// [`send`](Self::send) the queue grows for as long as the process
+    /// sends faster than the peer reads.
+    ///
+    /// It does not wait for a destination on this node. If the
+    /// connection goes down while it waits, the message is sent as
+    /// [`send`](Self::send) would then send it (a new connection is
+    /// tried); what was queued for the old one is lost.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use erldist::{term, Node};
+    /// let node = Node::local("doc_send_paced@localhost");
+    /// let mut me = node.process();
+    /// me.send_paced(me.pid(), term!(hello)).await;
+    /// assert_eq!(me.recv().await.unwrap(), term!(hello));
+    /// # }
+    /// ```
+    pub async fn send_paced(&self, to: impl Into<Dest>, msg: impl Into<Term>) {
+        let to = to.into();
+        self.node.not_busy_to(&to).await;
+        self.node.send_from(Some(self.pid()), to, msg.into());
+    }
+
+    /// Sends `msg` to `to` unless the connection it goes on is busy, as
+    /// Erlang's `erlang:send_nosuspend/2`: `true` if the message was
+    /// queued (or stays on this node), `false` if it was not sent because
+    /// what is queued for that node weighs
+    /// [`dist_buf_busy_limit`](crate::NodeBuilder::dist_buf_busy_limit) or
+    /// more.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use erldist::{term, Node};
+    /// let node = Node::local("doc_send_nosuspend@localhost");
+    /// let mut me = node.process();
+    /// assert!(me.send_nosuspend(me.pid(), term!(hello)));
+    /// assert_eq!(me.recv().await.unwrap(), term!(hello));
+    /// # }
+    /// ```
+    pub fn send_nosuspend(&self, to: impl Into<Dest>, msg: impl Into<Term>) -> bool {
+        let to = to.into();
+        if self.node.is_busy_to(&to) {
+            return false;
+        }
+        self.node.send_from(Some(self.pid()), to, msg.into());
+        true
+    }
+
     /// Sends a copy of `msg`, as [`send`](Self::send) does, without
     /// cloning it when it goes to another node that is connected: it is
     /// encoded straight from `msg` (a term sent many times, or to many

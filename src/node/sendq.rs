@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use crate::connection::control::{ControlMessage, DistMessage};
 use crate::connection::dist_header::{DistEncoder, Prepared};
 use crate::connection::framing::OutFrame;
-use crate::term::{EncodeError, Pid};
+use crate::term::{EncodeError, Pid, Term};
 
 /// About how much of one large message is handed out per turn: its
 /// frames up to this many bytes (at least one frame).
@@ -56,12 +56,69 @@ pub(crate) enum Outgoing {
     Prepared(Prepared),
 }
 
+impl Outgoing {
+    /// About the bytes the message takes on the wire: exactly, once its
+    /// sender has encoded it; estimated before.
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            Outgoing::Prepared(p) => p.size(),
+            Outgoing::Msg(m) => 32 + m.payload().map_or(0, |t| approx_size(t, 0)),
+        }
+    }
+}
+
+/// About the bytes `t` takes encoded, without encoding it. Below
+/// [`APPROX_DEPTH`] levels each term counts as a few bytes.
+fn approx_size(t: &Term, depth: usize) -> usize {
+    const APPROX_DEPTH: usize = 32;
+    let inner = |elems: &[Term]| {
+        if depth < APPROX_DEPTH {
+            elems.iter().map(|e| approx_size(e, depth + 1)).sum()
+        } else {
+            elems.len() * 8
+        }
+    };
+    match t {
+        Term::Binary(b) => 5 + b.len(),
+        Term::ByteList(b) => 3 + b.len(),
+        Term::BitBinary(b) => 6 + b.bytes.len(),
+        Term::Tuple(v) | Term::List(v) => 5 + inner(v),
+        Term::ImproperList(l) => 5 + inner(&l.elems) + approx_size(&l.tail, depth + 1),
+        Term::Map(m) if depth < APPROX_DEPTH => {
+            5 + m
+                .iter()
+                .map(|(k, v)| approx_size(k, depth + 1) + approx_size(v, depth + 1))
+                .sum::<usize>()
+        }
+        Term::Map(m) => 5 + m.len() * 16,
+        Term::Pid(_) | Term::Port(_) | Term::Ref(_) | Term::Fun(_) | Term::BigInt(_) => 24,
+        _ => 8,
+    }
+}
+
 /// A large message going out, and what its sender sent after it.
 #[derive(Debug)]
 struct Stream {
     sender: Pid,
     frames: VecDeque<OutFrame>,
+    /// The part of the message's weight not yet released: released as
+    /// its frames are handed out, all of it with the last.
+    weight: usize,
     behind: VecDeque<Outgoing>,
+}
+
+impl Stream {
+    /// Takes what `handed` bytes just handed out release of the
+    /// message's weight: all that is left once its last frame has gone.
+    fn release(&mut self, handed: usize) -> usize {
+        let r = if self.frames.is_empty() {
+            self.weight
+        } else {
+            handed.min(self.weight)
+        };
+        self.weight -= r;
+        r
+    }
 }
 
 /// Messages waiting to go to one peer (see the module docs).
@@ -73,6 +130,10 @@ pub(crate) struct SendQueue {
     streams: VecDeque<Stream>,
     /// Behind a barrier: they go when every stream has ended.
     held: VecDeque<Outgoing>,
+    /// The [`Outgoing::weight`] of the messages not yet encoded.
+    weight: usize,
+    /// The weight of the messages encoded since [`SendQueue::take_released`].
+    released: usize,
 }
 
 /// The sender of a plain message, which may overtake others' large ones.
@@ -162,7 +223,28 @@ impl Chunk {
 impl SendQueue {
     /// Queues `m` behind everything queued so far.
     pub(crate) fn push(&mut self, m: Outgoing) {
+        self.weight += m.weight();
         self.ready.push_back(m);
+    }
+
+    /// The weight of the messages encoded (handed out, or rejected) since
+    /// the last call.
+    pub(crate) fn take_released(&mut self) -> usize {
+        std::mem::take(&mut self.released)
+    }
+
+    /// The weight of everything still queued, encoded or not: what is
+    /// released if the queue is dropped.
+    pub(crate) fn weight_left(&self) -> usize {
+        self.weight + self.released + self.streams.iter().map(|s| s.weight).sum::<usize>()
+    }
+
+    /// Takes `m`'s weight off the messages not yet encoded: it is about to
+    /// be.
+    fn leaving(&mut self, m: &Outgoing) -> usize {
+        let w = m.weight();
+        self.weight = self.weight.saturating_sub(w);
+        w
     }
 
     /// Whether nothing is left to send.
@@ -235,6 +317,7 @@ impl SendQueue {
         let Some(sender) = plain_sender(&m) else {
             if self.streams.is_empty() {
                 // Not sliced: a signal goes whole.
+                self.released += self.leaving(&m);
                 if let Err(e) = chunk.encode_whole(m, enc) {
                     rejected(e);
                 }
@@ -247,14 +330,24 @@ impl SendQueue {
             s.behind.push_back(m);
             return;
         }
+        let weight = self.leaving(&m);
+        let before = chunk.bytes;
         match chunk.encode(m, enc) {
-            Ok(Some(rest)) => self.streams.push_back(Stream {
-                sender,
-                frames: rest,
-                behind: VecDeque::new(),
-            }),
-            Ok(None) => {}
-            Err(e) => rejected(e),
+            Ok(Some(rest)) => {
+                let mut s = Stream {
+                    sender,
+                    frames: rest,
+                    weight,
+                    behind: VecDeque::new(),
+                };
+                self.released += s.release(chunk.bytes - before);
+                self.streams.push_back(s);
+            }
+            Ok(None) => self.released += weight,
+            Err(e) => {
+                self.released += weight;
+                rejected(e);
+            }
         }
     }
 
@@ -273,16 +366,21 @@ impl SendQueue {
                 return;
             };
             let n = slice_len(&s.frames);
+            let before = chunk.bytes;
             chunk.take(s.frames.drain(..n));
+            self.released += s.release(chunk.bytes - before);
             while s.frames.is_empty() {
                 let Some(m) = s.behind.pop_front() else {
                     break;
                 };
+                s.weight = self.leaving(&m);
+                let before = chunk.bytes;
                 match chunk.encode(m, enc) {
                     Ok(Some(rest)) => s.frames = rest,
                     Ok(None) => {}
                     Err(e) => rejected(e),
                 }
+                self.released += s.release(chunk.bytes - before);
             }
             if !s.frames.is_empty() || !s.behind.is_empty() {
                 self.streams.push_back(s);
@@ -370,6 +468,46 @@ mod tests {
             }
         }
         got
+    }
+
+    /// What is pushed is released, exactly, as it is handed out; a large
+    /// message a slice at a time; what is left is what was not handed out.
+    #[test]
+    fn weight_is_released_as_messages_are_handed_out() {
+        for big in FORMS {
+            let mut q = SendQueue::default();
+            let msgs = vec![
+                big(1, "big", 4 << 20),
+                send(2, "small", 10),
+                link(3),
+                send(1, "behind", 100),
+                big(4, "big2", 1 << 20),
+                queued(5, "queued", 50),
+            ];
+            let pushed: usize = msgs.iter().map(Outgoing::weight).sum();
+            for m in msgs {
+                q.push(m);
+            }
+            assert!(pushed > 5 << 20, "weighs {pushed}");
+            assert_eq!(q.weight_left(), pushed);
+            let mut enc = DistEncoder::new(FLAGS);
+            let mut released = 0;
+            let mut first = true;
+            while !q.is_empty() {
+                let frames = q.next_chunk(&mut enc, 256 << 10, &mut |e| panic!("{e}"));
+                let handed: usize = frames.iter().map(OutFrame::len).sum();
+                let r = q.take_released();
+                if first {
+                    // Not the whole 4 MiB for its first slice.
+                    assert!(r <= handed + 1024, "released {r} for {handed} handed out");
+                    first = false;
+                }
+                released += r;
+                assert_eq!(released + q.weight_left(), pushed);
+            }
+            assert_eq!(released, pushed);
+            assert_eq!(q.weight_left(), 0);
+        }
     }
 
     #[test]
