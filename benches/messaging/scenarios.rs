@@ -917,6 +917,92 @@ async fn edp_pingpong_run(
         .unwrap_or_else(|_| Err(format!("not done within {} s", edp::RUN_TIMEOUT.as_secs())))
 }
 
+/// Round trips of `{Self, ping}` from a process on `node` to `echo` (200
+/// untimed, then `rounds`): the median and the 99th percentile in ns.
+async fn rust_pingpong(node: &Node, echo: Pid, rounds: usize) -> (f64, f64) {
+    // In a task on the runtime's workers, as a process started with
+    // `node.spawn` runs (see `rust_stream`).
+    let mut p = node.process();
+    let mut ts = tokio::spawn(async move {
+        let mut ts = Vec::with_capacity(rounds);
+        for i in 0..rounds + 200 {
+            let t0 = Instant::now();
+            p.send(
+                echo,
+                Term::tuple(vec![Term::Pid(p.pid()), Term::atom("ping")]),
+            );
+            let m = p.recv().await.expect("alive");
+            debug_assert!(m.is_atom("ping"));
+            if i >= 200 {
+                ts.push(t0.elapsed().as_nanos() as f64);
+            }
+        }
+        ts
+    })
+    .await
+    .expect("the pingpong task");
+    ts.sort_by(f64::total_cmp);
+    (
+        ts[(rounds / 2).saturating_sub(1)],
+        ts[(rounds * 99 / 100).saturating_sub(1)],
+    )
+}
+
+/// `bench_peer:pingpong/2` on `node` to the echo process `echo_expr`: the
+/// median and the 99th percentile in ns.
+fn beam_pingpong(node: &mut ErlNode, echo_expr: &str, rounds: usize) -> (f64, f64) {
+    let r = parse(&eval(
+        node,
+        &format!("bench_peer:pingpong({echo_expr}, {rounds})."),
+    ));
+    let r = r.as_tuple().expect("{Median, P99}").to_vec();
+    (
+        r[0].as_i64().expect("ns") as f64,
+        r[1].as_i64().expect("ns") as f64,
+    )
+}
+
+/// `pingpong_rtt` between two nodes of one kind: r1 to an echo process on
+/// r2 (both erldist nodes in this process), against B to A's echo.
+async fn pingpong_rust_to_rust(env: &mut Env, rounds: usize, runs: usize) {
+    let echo = env.r2.spawn(|mut p| async move {
+        while let Ok(m) = p.recv().await {
+            if let Some([Term::Pid(from), body]) = m.as_tuple() {
+                p.send(*from, body.clone());
+            }
+        }
+    });
+    let a_echo = erl_expr(erl_pid(&mut env.a, "whereis(bench_echo)."));
+    let (mut rm, mut rp, mut bm, mut bp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (m, p99) = rust_pingpong(&env.r1, echo, rounds).await;
+        rm.push(m);
+        rp.push(p99);
+        let (m, p99) = beam_pingpong(&mut env.b, &a_echo, rounds);
+        bm.push(m);
+        bp.push(p99);
+    }
+    env.r2.kill(echo, Term::atom("kill"));
+    let (rp99, bp99) = (median(rp.clone()), median(bp.clone()));
+    println!(
+        "# pingpong_rust_to_rust p99: erldist runs [{}] beam runs [{}] ns",
+        fmt_runs(&rp),
+        fmt_runs(&bp),
+    );
+    report(
+        "pingpong_rust_to_rust",
+        "ns_median",
+        rm,
+        bm,
+        &Runs::NotApplicable("an edp_node node cannot accept a connection (see rust_to_rust)"),
+        false,
+        &format!(
+            " erldist_p99={rp99:.0} beam_p99={bp99:.0} ratio_p99={:.2} rounds={rounds} runs={runs}",
+            bp99 / rp99
+        ),
+    );
+}
+
 async fn pingpong(env: &mut Env, rounds: usize, runs: usize) {
     let echo = erl_pid(&mut env.a, "whereis(bench_echo).");
     let echo_expr = erl_expr(echo);
@@ -933,37 +1019,12 @@ async fn pingpong(env: &mut Env, rounds: usize, runs: usize) {
         Err(_) => None,
     };
     for _ in 0..runs {
-        // In a task on the runtime's workers, as a process started with
-        // `node.spawn` runs (see `rust_stream`).
-        let mut p = env.r1.process();
-        let mut ts = tokio::spawn(async move {
-            let mut ts = Vec::with_capacity(rounds);
-            for i in 0..rounds + 200 {
-                let t0 = Instant::now();
-                p.send(
-                    echo,
-                    Term::tuple(vec![Term::Pid(p.pid()), Term::atom("ping")]),
-                );
-                let m = p.recv().await.expect("alive");
-                debug_assert!(m.is_atom("ping"));
-                if i >= 200 {
-                    ts.push(t0.elapsed().as_nanos() as f64);
-                }
-            }
-            ts
-        })
-        .await
-        .expect("the pingpong task");
-        ts.sort_by(f64::total_cmp);
-        rm.push(ts[(rounds / 2).saturating_sub(1)]);
-        rp.push(ts[(rounds * 99 / 100).saturating_sub(1)]);
-        let r = parse(&eval(
-            &mut env.b,
-            &format!("bench_peer:pingpong({echo_expr}, {rounds})."),
-        ));
-        let r = r.as_tuple().expect("{Median, P99}").to_vec();
-        bm.push(r[0].as_i64().expect("ns") as f64);
-        bp.push(r[1].as_i64().expect("ns") as f64);
+        let (m, p99) = rust_pingpong(&env.r1, echo, rounds).await;
+        rm.push(m);
+        rp.push(p99);
+        let (m, p99) = beam_pingpong(&mut env.b, &echo_expr, rounds);
+        bm.push(m);
+        bp.push(p99);
         if let (Ok(e), Some(me)) = (&env.edp, edp_me.as_mut().filter(|_| edp.live())) {
             let r = edp_pingpong_run(e, me, rounds).await;
             if let Ok((_, p99, n)) = r {
@@ -1318,6 +1379,9 @@ pub async fn run(full: bool) {
     }
     if wanted("pingpong_rtt") {
         pingpong(&mut env, plan.rounds, plan.runs).await;
+    }
+    if wanted("pingpong_rust_to_rust") {
+        pingpong_rust_to_rust(&mut env, plan.rounds, plan.runs).await;
     }
     if wanted("large_terms") {
         let (bytes, rounds) = plan.large;
