@@ -88,6 +88,20 @@ impl Drop for Frozen {
     }
 }
 
+/// Registers `counter` on `slow`, which counts `{n, N, _}` in order
+/// (exiting on any other) and answers `{done, From}` with `{count, N}`, and
+/// `echo` on `healthy`, which answers `{From, M}` with `{echo, M}`.
+fn start_counter_and_echo(slow: &mut ErlNode, healthy: &mut ErlNode) {
+    eval(
+        slow,
+        "register(counter, spawn(fun() -> C = fun Loop(N) -> receive {n, N, _} -> Loop(N + 1); {done, F} -> F ! {count, N - 1}; Other -> exit({out_of_order, N, Other}) end end, C(1) end)).",
+    );
+    eval(
+        healthy,
+        "register(echo, spawn(fun L() -> receive {From, M} -> From ! {echo, M}, L() end end)).",
+    );
+}
+
 /// Waits for the `nodedown` of `peer` on `events`; its reason.
 async fn node_down(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>, peer: &str) -> String {
     let wait = async {
@@ -855,14 +869,7 @@ async fn a_slow_consumer_grows_its_mailbox_and_a_frozen_peer_blocks_nobody() {
     assert!(grown, "mailbox_len is {}", lazy.mailbox_len());
 
     // A counter on the slow node, and an echo on the healthy one.
-    eval(
-        &mut slow,
-        "register(counter, spawn(fun() -> C = fun Loop(N) -> receive {n, N, _} -> Loop(N + 1); {done, F} -> F ! {count, N - 1}; Other -> exit({out_of_order, N, Other}) end end, C(1) end)).",
-    );
-    eval(
-        &mut healthy,
-        "register(echo, spawn(fun L() -> receive {From, M} -> From ! {echo, M}, L() end end)).",
-    );
+    start_counter_and_echo(&mut slow, &mut healthy);
     let mut me_p = node.process();
     let counter = (Atom::from("counter"), Atom::from(slow.name()));
     let echo = (Atom::from("echo"), Atom::from(healthy.name()));
@@ -1003,14 +1010,7 @@ async fn a_paced_sender_waits_on_a_busy_connection_and_goes_on_when_it_drains() 
         .expect("start the Rust node");
     let mut slow = erl_with(epmd.port(), &[]);
     let mut healthy = erl_with(epmd.port(), &[]);
-    eval(
-        &mut slow,
-        "register(counter, spawn(fun() -> C = fun Loop(N) -> receive {n, N, _} -> Loop(N + 1); {done, F} -> F ! {count, N - 1}; Other -> exit({out_of_order, N, Other}) end end, C(1) end)).",
-    );
-    eval(
-        &mut healthy,
-        "register(echo, spawn(fun L() -> receive {From, M} -> From ! {echo, M}, L() end end)).",
-    );
+    start_counter_and_echo(&mut slow, &mut healthy);
     let counter = (Atom::from("counter"), Atom::from(slow.name()));
     let nobody = (Atom::from("nobody"), Atom::from(slow.name()));
     let echo = (Atom::from("echo"), Atom::from(healthy.name()));

@@ -255,8 +255,9 @@ impl NodeBuilder {
 
     /// The distribution buffer busy limit, in bytes (default 1 MiB,
     /// [`DEFAULT_DIST_BUF_BUSY_LIMIT`], as BEAM's `+zdbbl`): once the
-    /// messages queued for one peer and not yet written to its socket
-    /// weigh this much, the connection is *busy*.
+    /// messages queued for one peer weigh this much (about their encoded
+    /// bytes, not counting the up to 2 MiB handed to the connection's
+    /// writer and what its socket holds), the connection is *busy*.
     /// [`Process::send_paced`](crate::Process::send_paced) then waits
     /// until it is not, as BEAM suspends a process sending on a busy
     /// connection, and [`Process::send_nosuspend`](crate::Process::send_nosuspend)

@@ -10,7 +10,8 @@
 //! It also keeps the distribution buffer's size, as BEAM's does for
 //! `dist_buf_busy_limit`: each item weighs about its encoded bytes
 //! ([`Weighed`]), counted when it is queued and released by the task when
-//! it is written out (or dropped). At or above the limit the queue is
+//! it hands the item to the connection's writer (or drops it). At or
+//! above the limit the queue is
 //! *busy*: a sender may wait until it is not ([`Sender::not_busy`]), as a
 //! BEAM process sending on a busy connection is suspended.
 
@@ -195,7 +196,8 @@ impl<T> Receiver<T> {
         self.taken.pop_front()
     }
 
-    /// Releases `weight` of what was queued: written out, or dropped.
+    /// Releases `weight` of what was queued: handed to the writer, or
+    /// dropped.
     /// Wakes the senders waiting for the queue once it is below its busy
     /// limit.
     pub(crate) fn release(&mut self, weight: usize) {
