@@ -262,7 +262,8 @@ impl NodeBuilder {
     /// until it is not, as BEAM suspends a process sending on a busy
     /// connection, and [`Process::send_nosuspend`](crate::Process::send_nosuspend)
     /// refuses to queue. [`Process::send`](crate::Process::send) queues
-    /// whatever the size of the queue.
+    /// whatever the size of the queue. A limit of 0 is taken as 1: an
+    /// empty queue is never busy.
     pub fn dist_buf_busy_limit(mut self, bytes: usize) -> NodeBuilder {
         self.dist_buf_busy_limit = bytes;
         self

@@ -71,8 +71,10 @@ pub(crate) struct Receiver<T> {
     taken: VecDeque<T>,
 }
 
-/// A new queue, busy from `busy_limit` on.
+/// A new queue, busy from `busy_limit` on (at least 1: an empty queue is
+/// never busy).
 pub(crate) fn queue<T>(busy_limit: usize) -> (Sender<T>, Receiver<T>) {
+    let busy_limit = busy_limit.max(1);
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
@@ -273,6 +275,22 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), tx.not_busy().wait())
             .await
             .unwrap();
+    }
+
+    /// With a limit of 0, the queue is busy once anything is queued, and
+    /// not while it is empty (waiting then would never end).
+    #[tokio::test]
+    async fn an_empty_queue_is_never_busy() {
+        let (tx, mut rx) = queue(0);
+        assert!(!tx.is_busy());
+        tokio::time::timeout(Duration::from_secs(5), tx.not_busy().wait())
+            .await
+            .expect("waits on an empty queue");
+        tx.send(1).unwrap();
+        assert!(tx.is_busy());
+        assert_eq!(rx.try_recv(), Some(1));
+        rx.release(1);
+        assert!(!tx.is_busy());
     }
 
     /// A sender waiting on a busy queue stops waiting when the receiver
