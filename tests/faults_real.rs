@@ -1056,8 +1056,15 @@ async fn a_paced_sender_waits_on_a_busy_connection_and_goes_on_when_it_drains() 
         "{last} of {N} 64 KiB messages sent to a frozen peer"
     );
     assert!(!stream.is_finished());
-    // Busy: nothing more is queued without waiting.
+    // Busy: nothing more is queued without waiting, from a process or
+    // from the node.
     assert!(!other.send_nosuspend(nobody, term!(busy)));
+    assert!(!node.send_nosuspend(nobody, term!(busy)));
+    let waiting_node = node.clone();
+    let node_paced =
+        tokio::spawn(async move { waiting_node.send_paced(nobody, term!(paced)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!node_paced.is_finished(), "Node::send_paced did not wait");
     // Another peer is served meanwhile, both ways.
     for i in 0..5i64 {
         assert!(other.send_nosuspend(echo, term!({(other.pid()), (i)})));
@@ -1076,6 +1083,10 @@ async fn a_paced_sender_waits_on_a_busy_connection_and_goes_on_when_it_drains() 
         .unwrap()
         .unwrap();
     assert_eq!(count, term!({count, (N as i64)}));
+    tokio::time::timeout(T, node_paced)
+        .await
+        .expect("Node::send_paced never went on")
+        .unwrap();
     assert!(other.send_nosuspend(nobody, term!(not_busy)));
     node.shutdown().await;
 }

@@ -480,6 +480,19 @@ impl Node {
         self.send_from(None, to.into(), msg.into());
     }
 
+    /// Waits while the connection a message to `to` goes on is busy, then
+    /// sends `msg` from no process in particular: see
+    /// [`Process::send_paced`].
+    pub async fn send_paced(&self, to: impl Into<Dest>, msg: impl Into<Term>) {
+        self.paced_from(None, to.into(), msg.into()).await;
+    }
+
+    /// Sends `msg` from no process in particular unless the connection it
+    /// goes on is busy: see [`Process::send_nosuspend`].
+    pub fn send_nosuspend(&self, to: impl Into<Dest>, msg: impl Into<Term>) -> bool {
+        self.nosuspend_from(None, to.into(), msg.into())
+    }
+
     /// Sends a copy of `msg`, as [`send`](Self::send) does, without
     /// cloning it when it goes to another node that is connected: it is
     /// encoded straight from `msg`. For a term sent many times.
@@ -510,21 +523,23 @@ impl Node {
         (node != self.inner.name).then_some(node)
     }
 
-    /// Whether the connection a message to `to` would take is busy (see
-    /// [`NodeBuilder::dist_buf_busy_limit`]).
-    pub(crate) fn is_busy_to(&self, to: &Dest) -> bool {
-        match (self.peer_of(to), &self.inner.net) {
-            (Some(peer), Some(net)) => net.is_busy(peer),
-            _ => false,
-        }
-    }
-
-    /// Returns once the connection a message to `to` would take is not
-    /// busy: at once for a local destination.
-    pub(crate) async fn not_busy_to(&self, to: &Dest) {
-        if let (Some(peer), Some(net)) = (self.peer_of(to), &self.inner.net) {
+    /// [`send_paced`](Self::send_paced) from `from`.
+    pub(crate) async fn paced_from(&self, from: Option<Pid>, to: Dest, msg: Term) {
+        if let (Some(peer), Some(net)) = (self.peer_of(&to), &self.inner.net) {
             net.not_busy(peer).await;
         }
+        self.send_from(from, to, msg);
+    }
+
+    /// [`send_nosuspend`](Self::send_nosuspend) from `from`.
+    pub(crate) fn nosuspend_from(&self, from: Option<Pid>, to: Dest, msg: Term) -> bool {
+        if let (Some(peer), Some(net)) = (self.peer_of(&to), &self.inner.net) {
+            if net.is_busy(peer) {
+                return false;
+            }
+        }
+        self.send_from(from, to, msg);
+        true
     }
 
     /// The PID that stands for the node itself where a sender is needed

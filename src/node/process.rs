@@ -107,9 +107,9 @@ impl Process {
     /// # }
     /// ```
     pub async fn send_paced(&self, to: impl Into<Dest>, msg: impl Into<Term>) {
-        let to = to.into();
-        self.node.not_busy_to(&to).await;
-        self.node.send_from(Some(self.pid()), to, msg.into());
+        self.node
+            .paced_from(Some(self.pid()), to.into(), msg.into())
+            .await;
     }
 
     /// Sends `msg` to `to` unless the connection it goes on is busy, as
@@ -130,12 +130,8 @@ impl Process {
     /// # }
     /// ```
     pub fn send_nosuspend(&self, to: impl Into<Dest>, msg: impl Into<Term>) -> bool {
-        let to = to.into();
-        if self.node.is_busy_to(&to) {
-            return false;
-        }
-        self.node.send_from(Some(self.pid()), to, msg.into());
-        true
+        self.node
+            .nosuspend_from(Some(self.pid()), to.into(), msg.into())
     }
 
     /// Sends a copy of `msg`, as [`send`](Self::send) does, without
