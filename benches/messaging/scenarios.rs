@@ -962,6 +962,36 @@ fn beam_pingpong(node: &mut ErlNode, echo_expr: &str, rounds: usize) -> (f64, f6
     )
 }
 
+/// The median and 99th percentile of each run of a round-trip scenario,
+/// for each side.
+#[derive(Default)]
+struct RoundTrips {
+    rust: Vec<f64>,
+    rust_p99: Vec<f64>,
+    beam: Vec<f64>,
+    beam_p99: Vec<f64>,
+}
+
+impl RoundTrips {
+    /// One run of each side: [`rust_pingpong`] from `node` to `echo`, then
+    /// [`beam_pingpong`] from `erl` to `beam_echo`.
+    async fn run(
+        &mut self,
+        node: &Node,
+        echo: Pid,
+        erl: &mut ErlNode,
+        beam_echo: &str,
+        rounds: usize,
+    ) {
+        let (m, p99) = rust_pingpong(node, echo, rounds).await;
+        self.rust.push(m);
+        self.rust_p99.push(p99);
+        let (m, p99) = beam_pingpong(erl, beam_echo, rounds);
+        self.beam.push(m);
+        self.beam_p99.push(p99);
+    }
+}
+
 /// `pingpong_rtt` between two nodes of one kind: r1 to an echo process on
 /// r2 (both erldist nodes in this process), against B to A's echo.
 async fn pingpong_rust_to_rust(env: &mut Env, rounds: usize, runs: usize) {
@@ -973,27 +1003,22 @@ async fn pingpong_rust_to_rust(env: &mut Env, rounds: usize, runs: usize) {
         }
     });
     let a_echo = erl_expr(erl_pid(&mut env.a, "whereis(bench_echo)."));
-    let (mut rm, mut rp, mut bm, mut bp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut t = RoundTrips::default();
     for _ in 0..runs {
-        let (m, p99) = rust_pingpong(&env.r1, echo, rounds).await;
-        rm.push(m);
-        rp.push(p99);
-        let (m, p99) = beam_pingpong(&mut env.b, &a_echo, rounds);
-        bm.push(m);
-        bp.push(p99);
+        t.run(&env.r1, echo, &mut env.b, &a_echo, rounds).await;
     }
     env.r2.kill(echo, Term::atom("kill"));
-    let (rp99, bp99) = (median(rp.clone()), median(bp.clone()));
+    let (rp99, bp99) = (median(t.rust_p99.clone()), median(t.beam_p99.clone()));
     println!(
         "# pingpong_rust_to_rust p99: erldist runs [{}] beam runs [{}] ns",
-        fmt_runs(&rp),
-        fmt_runs(&bp),
+        fmt_runs(&t.rust_p99),
+        fmt_runs(&t.beam_p99),
     );
     report(
         "pingpong_rust_to_rust",
         "ns_median",
-        rm,
-        bm,
+        t.rust,
+        t.beam,
         &Runs::NotApplicable("an edp_node node cannot accept a connection (see rust_to_rust)"),
         false,
         &format!(
@@ -1006,7 +1031,7 @@ async fn pingpong_rust_to_rust(env: &mut Env, rounds: usize, runs: usize) {
 async fn pingpong(env: &mut Env, rounds: usize, runs: usize) {
     let echo = erl_pid(&mut env.a, "whereis(bench_echo).");
     let echo_expr = erl_expr(echo);
-    let (mut rm, mut rp, mut bm, mut bp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut t = RoundTrips::default();
     let (mut edp, mut ep, mut edp_rounds) = (edp_runs(env), Vec::new(), Vec::new());
     let mut edp_me = match &env.edp {
         Ok(e) => match edp::Mailbox::new(&e.node).await {
@@ -1019,12 +1044,7 @@ async fn pingpong(env: &mut Env, rounds: usize, runs: usize) {
         Err(_) => None,
     };
     for _ in 0..runs {
-        let (m, p99) = rust_pingpong(&env.r1, echo, rounds).await;
-        rm.push(m);
-        rp.push(p99);
-        let (m, p99) = beam_pingpong(&mut env.b, &echo_expr, rounds);
-        bm.push(m);
-        bp.push(p99);
+        t.run(&env.r1, echo, &mut env.b, &echo_expr, rounds).await;
         if let (Ok(e), Some(me)) = (&env.edp, edp_me.as_mut().filter(|_| edp.live())) {
             let r = edp_pingpong_run(e, me, rounds).await;
             if let Ok((_, p99, n)) = r {
@@ -1034,7 +1054,7 @@ async fn pingpong(env: &mut Env, rounds: usize, runs: usize) {
             edp.push(r.map(|(m, _, _)| m));
         }
     }
-    let (rp99, bp99) = (median(rp.clone()), median(bp.clone()));
+    let (rp99, bp99) = (median(t.rust_p99.clone()), median(t.beam_p99.clone()));
     let edp_p99 = match &edp {
         Runs::Ok(_) if !ep.is_empty() => format!(" edp_p99={:.0}", median(ep.clone())),
         Runs::Failed(..) => " edp_p99=failed".to_owned(),
@@ -1042,8 +1062,8 @@ async fn pingpong(env: &mut Env, rounds: usize, runs: usize) {
     };
     println!(
         "# pingpong_rtt p99: erldist runs [{}] beam runs [{}]{} ns",
-        fmt_runs(&rp),
-        fmt_runs(&bp),
+        fmt_runs(&t.rust_p99),
+        fmt_runs(&t.beam_p99),
         edp_runs_text(&Runs::Ok(ep))
     );
     if !edp_rounds.is_empty() {
@@ -1056,8 +1076,8 @@ async fn pingpong(env: &mut Env, rounds: usize, runs: usize) {
     report(
         "pingpong_rtt",
         "ns_median",
-        rm,
-        bm,
+        t.rust,
+        t.beam,
         &edp,
         false,
         &format!(

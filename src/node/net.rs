@@ -168,7 +168,7 @@ impl Net {
         let out = match prepared.filter(|_| usable) {
             Some(p) => Outgoing::Prepared(p),
             None => match DistMessage::new(control, payload.take().map(Cow::into_owned)) {
-                Ok(m) => Outgoing::Msg(Box::new(m)),
+                Ok(m) => Outgoing::unencoded(m),
                 Err(e) => {
                     warn!(error = %e, "internal error: bad control message");
                     return;
@@ -375,7 +375,7 @@ async fn keep_registered(
 fn fail_queued(node: &Node, outs: impl IntoIterator<Item = Out>) {
     for out in outs {
         let m = match out {
-            Out::Msg(Outgoing::Msg(m)) => m,
+            Out::Msg(Outgoing::Msg(m)) => m.msg,
             Out::Waiter(w) => {
                 let _ = w.send(Err("connection failed".into()));
                 continue;

@@ -51,24 +51,37 @@ fn slice_len<'a>(frames: impl IntoIterator<Item = &'a OutFrame>) -> usize {
 #[derive(Debug)]
 pub(crate) enum Outgoing {
     /// To be encoded by the connection (boxed: the queues stay small).
-    Msg(Box<DistMessage>),
+    Msg(Box<Unencoded>),
     /// Encoded by its sender.
     Prepared(Prepared),
 }
 
+/// A message the connection encodes, and its estimated weight.
+#[derive(Debug)]
+pub(crate) struct Unencoded {
+    pub(crate) msg: DistMessage,
+    weight: usize,
+}
+
 impl Outgoing {
+    /// `msg`, to be encoded by the connection.
+    pub(crate) fn unencoded(msg: DistMessage) -> Outgoing {
+        let weight = 32 + msg.payload().map_or(0, |t| approx_size(t, 0));
+        Outgoing::Msg(Box::new(Unencoded { msg, weight }))
+    }
+
     /// About the bytes the message takes on the wire: exactly, once its
-    /// sender has encoded it; estimated before.
+    /// sender has encoded it; estimated (once, when it was queued) before.
     pub(crate) fn weight(&self) -> usize {
         match self {
             Outgoing::Prepared(p) => p.size(),
-            Outgoing::Msg(m) => 32 + m.payload().map_or(0, |t| approx_size(t, 0)),
+            Outgoing::Msg(m) => m.weight,
         }
     }
 }
 
-/// About the bytes `t` takes encoded, without encoding it. Below
-/// [`APPROX_DEPTH`] levels each term counts as a few bytes.
+/// About the bytes `t` takes encoded, without encoding it. Below 32
+/// levels each term counts as a few bytes.
 fn approx_size(t: &Term, depth: usize) -> usize {
     const APPROX_DEPTH: usize = 32;
     let inner = |elems: &[Term]| {
@@ -139,7 +152,7 @@ pub(crate) struct SendQueue {
 /// The sender of a plain message, which may overtake others' large ones.
 fn plain_sender(m: &Outgoing) -> Option<Pid> {
     let m = match m {
-        Outgoing::Msg(m) => m,
+        Outgoing::Msg(m) => &m.msg,
         Outgoing::Prepared(p) => return p.sender(),
     };
     match m.control() {
@@ -199,7 +212,7 @@ impl Chunk {
     fn append(&mut self, m: Outgoing, enc: &mut DistEncoder) -> Result<(), EncodeError> {
         match m {
             Outgoing::Msg(m) => {
-                enc.encode_split_into(&m, &mut self.frames)?;
+                enc.encode_split_into(&m.msg, &mut self.frames)?;
             }
             Outgoing::Prepared(p) => {
                 if enc.encode_prepared(p, &mut self.frames).is_none() {
@@ -427,7 +440,7 @@ mod tests {
     /// The same message left to the connection to encode, as the node
     /// does with what is sent before the connection is up.
     fn queued(from: u32, tag: &str, len: usize) -> Outgoing {
-        Outgoing::Msg(Box::new(message(from, tag, len)))
+        Outgoing::unencoded(message(from, tag, len))
     }
 
     /// The two ways a large message reaches the queue.
@@ -440,7 +453,7 @@ mod tests {
         })
         .unwrap();
         assert!(Prepared::new(&m).is_none(), "a signal is not prepared");
-        Outgoing::Msg(Box::new(m))
+        Outgoing::unencoded(m)
     }
 
     /// Runs the queue to the end and decodes the wire: what the peer gets,
