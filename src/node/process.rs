@@ -87,7 +87,8 @@ impl Process {
     /// A process that streams to another node this way queues no more
     /// than about
     /// [`dist_buf_busy_limit`](crate::NodeBuilder::dist_buf_busy_limit)
-    /// (1 MiB by default) beyond what the sockets hold; with
+    /// (1 MiB by default) beyond what the connection's writer (up to
+    /// 2 MiB) and the sockets hold; with
     /// [`send`](Self::send) the queue grows for as long as the process
     /// sends faster than the peer reads.
     ///
