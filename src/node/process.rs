@@ -81,8 +81,9 @@ impl Process {
     }
 
     /// Waits while the connection a message to `to` goes on is busy, then
-    /// sends `msg` as [`send`](Self::send) does, as BEAM suspends a process
-    /// sending on a busy connection until enough is written out.
+    /// sends `msg` as [`send`](Self::send) does. BEAM does the same to a
+    /// process sending on a busy connection: it suspends it until enough
+    /// is written out.
     ///
     /// A process that streams to another node this way queues no more
     /// than about
