@@ -139,7 +139,12 @@ impl Net {
     /// Returns once the queue for `peer` is not busy (at once if there is
     /// none, or once its task ends).
     pub(crate) async fn not_busy(&self, peer: Atom) {
-        let wait = self.peers_read().get(&peer).map(|p| p.tx.not_busy());
+        // The queue is shared (and waited on) only when it is busy.
+        let wait = self
+            .peers_read()
+            .get(&peer)
+            .filter(|p| p.tx.is_busy())
+            .map(|p| p.tx.not_busy());
         if let Some(w) = wait {
             w.wait().await;
         }

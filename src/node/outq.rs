@@ -16,6 +16,7 @@
 //! BEAM process sending on a busy connection is suspended.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -38,6 +39,10 @@ struct Shared<T> {
     drained: Notify,
     /// The weight at which the queue is busy.
     busy_limit: usize,
+    /// Whether it is: `pending` at or above the limit, and not closed.
+    /// Written under the lock, when it changes; read without it, so that a
+    /// sender that only asks costs no lock.
+    busy: AtomicBool,
 }
 
 struct State<T> {
@@ -55,6 +60,14 @@ impl<T> Shared<T> {
         // Every update is a single push or pop: poisoning leaves no broken
         // state behind.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets [`Shared::busy`] (under the lock); writes only on a change, so
+    /// that a stream of sends to a busy queue does not keep writing it.
+    fn set_busy(&self, busy: bool) {
+        if self.busy.load(Ordering::Relaxed) != busy {
+            self.busy.store(busy, Ordering::Relaxed);
+        }
     }
 }
 
@@ -85,6 +98,7 @@ pub(crate) fn queue<T>(busy_limit: usize) -> (Sender<T>, Receiver<T>) {
         ready: Notify::new(),
         drained: Notify::new(),
         busy_limit,
+        busy: AtomicBool::new(false),
     });
     (
         Sender {
@@ -106,6 +120,9 @@ impl<T: Weighed> Sender<T> {
             return Err(item);
         }
         st.pending = st.pending.saturating_add(weight);
+        if st.pending >= self.shared.busy_limit {
+            self.shared.set_busy(true);
+        }
         let was_empty = st.items.is_empty();
         st.items.push_back(item);
         let long_run = st.items.len() == LONG_RUN;
@@ -120,10 +137,10 @@ impl<T: Weighed> Sender<T> {
 }
 
 impl<T> Sender<T> {
-    /// Whether what is queued weighs the busy limit or more.
+    /// Whether what is queued weighs the busy limit or more (without
+    /// taking the queue's lock: it may be a send behind).
     pub(crate) fn is_busy(&self) -> bool {
-        let st = self.shared.lock();
-        !st.closed && st.pending >= self.shared.busy_limit
+        self.shared.busy.load(Ordering::Relaxed)
     }
 
     /// Waits until the queue is not busy (or closed): a handle that can
@@ -208,6 +225,9 @@ impl<T> Receiver<T> {
         }
         let mut st = self.shared.lock();
         st.pending = st.pending.saturating_sub(weight);
+        if st.pending < self.shared.busy_limit {
+            self.shared.set_busy(false);
+        }
         if st.waited_on && st.pending < self.shared.busy_limit {
             st.waited_on = false;
             drop(st);
@@ -218,7 +238,10 @@ impl<T> Receiver<T> {
     /// Refuses further sends; what is queued can still be taken. Senders
     /// waiting for the queue stop waiting.
     pub(crate) fn close(&mut self) {
-        self.shared.lock().closed = true;
+        let mut st = self.shared.lock();
+        st.closed = true;
+        self.shared.set_busy(false);
+        drop(st);
         self.shared.drained.notify_waiters();
     }
 }
