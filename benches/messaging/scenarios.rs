@@ -948,6 +948,49 @@ async fn rust_pingpong(node: &Node, echo: Pid, rounds: usize) -> (f64, f64) {
     )
 }
 
+/// The floor under a round trip in this process: two tokio tasks echoing
+/// 64 bytes (about the size of erldist's frames in `pingpong_rtt`) over a
+/// loopback TCP connection, with no codec and no mailbox, timed as
+/// [`rust_pingpong`] times erldist's (200 untimed, then `rounds`): the
+/// median in ns.
+async fn tokio_echo_floor(rounds: usize) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        s.set_nodelay(true).expect("nodelay");
+        let mut buf = [0u8; 64];
+        // Ends when the client's side closes.
+        while s.read_exact(&mut buf).await.is_ok() {
+            if s.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    c.set_nodelay(true).expect("nodelay");
+    let mut ts = tokio::spawn(async move {
+        let mut ts = Vec::with_capacity(rounds);
+        let mut buf = [7u8; 64];
+        for i in 0..rounds + 200 {
+            let t0 = Instant::now();
+            c.write_all(&buf).await.expect("write");
+            c.read_exact(&mut buf).await.expect("read");
+            if i >= 200 {
+                ts.push(t0.elapsed().as_nanos() as f64);
+            }
+        }
+        ts
+    })
+    .await
+    .expect("the floor task");
+    ts.sort_by(f64::total_cmp);
+    ts[(rounds / 2).saturating_sub(1)]
+}
+
 /// `bench_peer:pingpong/2` on `node` to the echo process `echo_expr`: the
 /// median and the 99th percentile in ns.
 fn beam_pingpong(node: &mut ErlNode, echo_expr: &str, rounds: usize) -> (f64, f64) {
@@ -1004,8 +1047,10 @@ async fn pingpong_rust_to_rust(env: &mut Env, rounds: usize, runs: usize) {
     });
     let a_echo = erl_expr(erl_pid(&mut env.a, "whereis(bench_echo)."));
     let mut t = RoundTrips::default();
+    let mut floor = Vec::new();
     for _ in 0..runs {
         t.run(&env.r1, echo, &mut env.b, &a_echo, rounds).await;
+        floor.push(tokio_echo_floor(rounds).await);
     }
     env.r2.kill(echo, Term::atom("kill"));
     let (rp99, bp99) = (median(t.rust_p99.clone()), median(t.beam_p99.clone()));
@@ -1013,6 +1058,11 @@ async fn pingpong_rust_to_rust(env: &mut Env, rounds: usize, runs: usize) {
         "# pingpong_rust_to_rust p99: erldist runs [{}] beam runs [{}] ns",
         fmt_runs(&t.rust_p99),
         fmt_runs(&t.beam_p99),
+    );
+    println!(
+        "# pingpong_rust_to_rust floor: tokio_echo runs [{}] ns_median \
+         (two tokio tasks echoing 64 bytes over loopback TCP: no codec, no mailbox)",
+        fmt_runs(&floor),
     );
     report(
         "pingpong_rust_to_rust",
