@@ -133,6 +133,42 @@ fn nested(depth: usize) -> Vec<u8> {
     v
 }
 
+/// A term of nested one-entry maps, `#{1 => #{1 => ... 1}}`.
+fn nested_maps(depth: usize) -> Vec<u8> {
+    let mut v = vec![131];
+    for _ in 0..depth {
+        v.extend_from_slice(&[116, 0, 0, 0, 1, 97, 1]);
+    }
+    v.extend_from_slice(&[97, 1]);
+    v
+}
+
+/// A term of nested one-element lists, `[[[... a]]]`.
+fn nested_lists(depth: usize) -> Vec<u8> {
+    let mut v = vec![131];
+    for _ in 0..depth {
+        v.extend_from_slice(&[108, 0, 0, 0, 1]);
+    }
+    v.extend_from_slice(&[119, 1, b'a']);
+    v.resize(v.len() + depth, 106);
+    v
+}
+
+#[test]
+fn terms_of_the_default_depth_drop_on_a_small_stack() {
+    // Dropping is plain recursion; maps take the most stack a level.
+    on_small_stack(|| {
+        let deepest = erldist::term::DEFAULT_MAX_DEPTH;
+        for bytes in [nested_maps(deepest), nested_lists(deepest)] {
+            let t = Term::decode(&bytes).unwrap();
+            assert_eq!(t.encode().unwrap(), bytes);
+            drop(t);
+        }
+        let e = Term::decode(&nested_maps(deepest + 1)).unwrap_err();
+        assert_eq!(e.kind, DecodeErrorKind::TooDeep(deepest));
+    });
+}
+
 #[test]
 fn nesting_is_bounded_and_safe_at_the_default_depth() {
     on_small_stack(|| {

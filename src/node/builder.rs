@@ -227,7 +227,12 @@ impl NodeBuilder {
     }
 
     /// The deepest nesting of tuples, lists, maps and funs accepted in a
-    /// term from a peer (default 4096).
+    /// term from a peer (default 4096). Dropping a term takes stack in
+    /// proportion to its depth, and a 2 MiB stack holds about twice the
+    /// default in a debug build (see
+    /// [`DecodeOptions::max_depth`](crate::term::DecodeOptions::max_depth)):
+    /// a peer could make a node with a much higher limit overflow a
+    /// stack, and abort.
     pub fn max_nesting_depth(mut self, depth: usize) -> NodeBuilder {
         self.limits.max_depth = depth;
         self
