@@ -120,3 +120,53 @@ async fn nodes_with_a_small_frame_limit_exchange_large_messages() {
         b.shutdown().await;
     }
 }
+
+/// While one process streams a large binary to another node, another
+/// process's round trip to that node goes between its fragments: the reply
+/// comes back before the large message has been delivered, every time.
+/// (Before the connection tasks gave other tasks a turn, the reply waited
+/// for the whole large message in about one round trip of four: the
+/// process it woke sat in a worker's next-task slot, behind a task that
+/// never had to wait.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_round_trip_is_not_held_up_by_a_large_message() {
+    let epmd = RealEpmd::start().expect("epmd");
+    let (a, b) = common::connected_rust_pair(&epmd).await;
+    let echo = b.spawn(|mut p| async move {
+        while let Ok(m) = p.recv().await {
+            if let Some([Term::Pid(from), body]) = m.as_tuple() {
+                p.send(*from, body.clone());
+            }
+        }
+    });
+    let sink = b.spawn(|mut p| async move {
+        while let Ok(m) = p.recv().await {
+            if let Some([Term::Pid(from), Term::Binary(b)]) = m.as_tuple() {
+                p.send(*from, Term::from(b.len() as i64));
+            }
+        }
+    });
+    let large = Term::binary(vec![1u8; 32 << 20]);
+    let mut streamer = a.process();
+    let mut pinger = a.process();
+    let (s, me) = (streamer.pid(), pinger.pid());
+    // In tasks on the workers, as node.spawn runs processes.
+    tokio::spawn(async move {
+        for round in 0..10 {
+            streamer.send(sink, Term::tuple(vec![Term::Pid(s), large.clone()]));
+            pinger.send(echo, Term::tuple(vec![Term::Pid(me), Term::from(round)]));
+            let reply = pinger.recv().await.expect("the echo's reply");
+            assert_eq!(reply, Term::from(round));
+            // The large message is not there yet.
+            let early = streamer.recv_timeout(Duration::ZERO).await.expect("alive");
+            assert_eq!(
+                early, None,
+                "round {round}: the reply waited for the large message"
+            );
+            let size = streamer.recv().await.expect("the sink's answer");
+            assert_eq!(size, Term::from(32i64 << 20));
+        }
+    })
+    .await
+    .expect("the rounds");
+}

@@ -1580,18 +1580,53 @@ const READ_BLOCK: usize = 8 * 1024;
 /// The least room a read is given.
 const READ_MIN: usize = 4096;
 
-/// Reads what the socket has into `rbuf`.
+/// Reads what the socket has into `rbuf`; returns how many bytes.
 pub(crate) async fn read_some(
     rd: &mut tokio::net::tcp::ReadHalf<'_>,
     rbuf: &mut BytesMut,
-) -> Result<(), DownReason> {
+) -> Result<usize, DownReason> {
     if rbuf.capacity() - rbuf.len() < READ_MIN {
         rbuf.reserve(READ_BLOCK);
     }
     match rd.read_buf(rbuf).await {
         Ok(0) => Err(DownReason::ClosedByPeer),
-        Ok(_) => Ok(()),
+        Ok(n) => Ok(n),
         Err(e) => Err(DownReason::Io(e.to_string())),
+    }
+}
+
+/// How many bytes a connection's task reads and writes before it lets
+/// other tasks run ([`Turns`]).
+const TURN_BYTES: usize = 1 << 20;
+
+/// Makes a connection's task give other tasks a turn after every
+/// [`TURN_BYTES`] it reads or writes.
+///
+/// While a large message streams in or out, the socket is always ready,
+/// so the task never waits, and tokio switches tasks only when one waits
+/// or has used its budget of 128 socket operations (128 large reads or
+/// writes can be hundreds of megabytes). A process the task woke
+/// meanwhile (to take a small message that came between fragments, or
+/// the reply to one) goes to the worker's next-task slot, which other
+/// workers do not steal from. Without these turns such a process often
+/// waited for the whole large message (`tests/large_sends.rs`).
+#[derive(Debug, Default)]
+pub(crate) struct Turns {
+    moved: usize,
+}
+
+impl Turns {
+    /// Counts `n` bytes read or written.
+    pub(crate) fn moved(&mut self, n: usize) {
+        self.moved = self.moved.saturating_add(n);
+    }
+
+    /// Yields if the task has moved [`TURN_BYTES`] since it last did.
+    pub(crate) async fn take(&mut self) {
+        if self.moved >= TURN_BYTES {
+            self.moved = 0;
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -1738,10 +1773,12 @@ async fn run_inner(
     let mut received: VecDeque<Bytes> = VecDeque::new();
     let mut ticks = Ticks::new(&s);
     let mut cmds_open = true;
+    let mut turns = Turns::default();
     if rbuf.capacity() < 8192 {
         rbuf.reserve(8192);
     }
     loop {
+        turns.take().await;
         cut_frame_run(rbuf, s.max_frame, |run, start, end| {
             received.push_back(run.slice(start..end));
             Ok(())
@@ -1768,11 +1805,11 @@ async fn run_inner(
                 }
             },
             r = out.write_to(&mut wr), if !out.is_empty() => {
-                r?;
+                turns.moved(r?);
                 ticks.wrote();
             },
             r = read_some(&mut rd, rbuf), if reading => {
-                r?;
+                turns.moved(r?);
                 ticks.read();
             },
             cmd = cmds.recv(), if cmds_open && !out.is_full() => {

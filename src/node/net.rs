@@ -27,7 +27,7 @@ use crate::connection::control::{ControlMessage, DistMessage, ProcRef};
 use crate::connection::dist_header::{DistDecoder, DistEncoder, Incoming, Prepared};
 use crate::connection::driver::{
     self, cut_frame_run, read_some, Command, Connection, DownReason, Link, LocalNodeConfig,
-    RunSettings, Ticks, WriteQueue,
+    RunSettings, Ticks, Turns, WriteQueue,
 };
 use crate::epmd::{EpmdClient, EpmdServer, Registration};
 use crate::flags::DistFlags;
@@ -671,7 +671,9 @@ impl PeerLink<'_> {
         let mut out = WriteQueue::default();
         let mut ticks = Ticks::new(&settings);
         let mut cmds_open = true;
+        let mut turns = Turns::default();
         loop {
+            turns.take().await;
             if let Err(r) = self.deliver(rbuf, settings.max_frame) {
                 return End::Down(r);
             }
@@ -683,11 +685,17 @@ impl PeerLink<'_> {
             tokio::select! {
                 _ = shutdown.notified() => return End::Down(DownReason::LocalShutdown),
                 r = out.write_to(&mut wr), if !out.is_empty() => match r {
-                    Ok(_) => ticks.wrote(),
+                    Ok(n) => {
+                        turns.moved(n);
+                        ticks.wrote()
+                    }
                     Err(r) => return End::Down(r),
                 },
                 r = read_some(&mut rd, rbuf) => match r {
-                    Ok(()) => ticks.read(),
+                    Ok(n) => {
+                        turns.moved(n);
+                        ticks.read()
+                    }
                     Err(r) => return End::Down(r),
                 },
                 o = rx.recv() => {
