@@ -169,4 +169,6 @@ async fn a_small_round_trip_is_not_held_up_by_a_large_message() {
     })
     .await
     .expect("the rounds");
+    a.shutdown().await;
+    b.shutdown().await;
 }
