@@ -904,13 +904,9 @@ async fn edp_pingpong_run(
             let d = edp::rtt(&e.node, me, &e.echo).await?;
             ts.push(d.as_nanos() as f64);
         }
-        ts.sort_by(f64::total_cmp);
         let n = ts.len();
-        Ok((
-            ts[(n / 2).saturating_sub(1)],
-            ts[(n * 99 / 100).saturating_sub(1)],
-            n,
-        ))
+        let (median, p99) = median_and_p99(ts);
+        Ok((median, p99, n))
     };
     tokio::time::timeout(edp::RUN_TIMEOUT, run)
         .await
@@ -923,7 +919,7 @@ async fn rust_pingpong(node: &Node, echo: Pid, rounds: usize) -> (f64, f64) {
     // In a task on the runtime's workers, as a process started with
     // `node.spawn` runs (see `rust_stream`).
     let mut p = node.process();
-    let mut ts = tokio::spawn(async move {
+    let ts = tokio::spawn(async move {
         let mut ts = Vec::with_capacity(rounds);
         for i in 0..rounds + 200 {
             let t0 = Instant::now();
@@ -941,10 +937,17 @@ async fn rust_pingpong(node: &Node, echo: Pid, rounds: usize) -> (f64, f64) {
     })
     .await
     .expect("the pingpong task");
+    median_and_p99(ts)
+}
+
+/// The median and the 99th percentile of round-trip times, picked alike
+/// for every side of the pingpong scenarios.
+fn median_and_p99(mut ts: Vec<f64>) -> (f64, f64) {
     ts.sort_by(f64::total_cmp);
+    let n = ts.len();
     (
-        ts[(rounds / 2).saturating_sub(1)],
-        ts[(rounds * 99 / 100).saturating_sub(1)],
+        ts[(n / 2).saturating_sub(1)],
+        ts[(n * 99 / 100).saturating_sub(1)],
     )
 }
 
@@ -972,7 +975,7 @@ async fn tokio_echo_floor(rounds: usize) -> f64 {
     });
     let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
     c.set_nodelay(true).expect("nodelay");
-    let mut ts = tokio::spawn(async move {
+    let ts = tokio::spawn(async move {
         let mut ts = Vec::with_capacity(rounds);
         let mut buf = [7u8; 64];
         for i in 0..rounds + 200 {
@@ -987,8 +990,7 @@ async fn tokio_echo_floor(rounds: usize) -> f64 {
     })
     .await
     .expect("the floor task");
-    ts.sort_by(f64::total_cmp);
-    ts[(rounds / 2).saturating_sub(1)]
+    median_and_p99(ts).0
 }
 
 /// `bench_peer:pingpong/2` on `node` to the echo process `echo_expr`: the
