@@ -1608,7 +1608,9 @@ const TURN_BYTES: usize = 1 << 20;
 /// writes can be hundreds of megabytes). A process the task woke
 /// meanwhile (to take a small message that came between fragments, or
 /// the reply to one) goes to the worker's next-task slot, which other
-/// workers do not steal from. Without these turns such a process often
+/// workers do not steal from (tokio's `multi_thread/worker.rs`: "except
+/// for the task in the lifo_slot, all tasks can be stolen"). Without
+/// these turns such a process often
 /// waited for the whole large message (`tests/large_sends.rs`).
 #[derive(Debug, Default)]
 pub(crate) struct Turns {
