@@ -317,10 +317,16 @@ fn interleaved(s: &Scenario, peers: &Peers) -> Vec<String> {
         lines.push(line("decode", r));
     }
     if peers.eetf.encodes() {
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        // One output buffer for both, as criterion's routines share one:
+        // copying a long byte string runs at half speed or less when
+        // source and destination sit at unlucky distances apart in memory
+        // (seen at one page offset of the output in 16), so each side
+        // writing its own buffer could turn on where the allocator put
+        // the two.
+        let out = std::cell::RefCell::new(Vec::new());
         let r = alternate(
-            || erldist_encode(s, &mut ours),
-            || eetf_encode(&peers.eetf_terms, &mut theirs),
+            || erldist_encode(s, &mut out.borrow_mut()),
+            || eetf_encode(&peers.eetf_terms, &mut out.borrow_mut()),
         );
         lines.push(line("encode", r));
     }
