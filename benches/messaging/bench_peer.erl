@@ -10,6 +10,7 @@
 -export([sink/1, start_sink/1, echo/0, start_echo/0,
          stream/3, stream_to_new_sink/4, stream_terms_to_new_sink/4,
          stream_async/4, stream_k_to_new_sink/5, pingpong/2, large_terms/3, large_term/1,
+         small_behind_large/4,
          start_servers/1, calls/3, connect/1, process_memory/1,
          lag_sink/2, stream_stamped/4, stream_stamped_to_new_sink/4]).
 -export([init/1, handle_call/3, handle_cast/2]).
@@ -209,6 +210,36 @@ large_terms(Echo, Bytes, Rounds) ->
         Self ! {self(), lists:nth(Rounds div 2 + 1, Ts)}
     end),
     receive {P, R} -> R end.
+
+%% Rounds of a small round trip to Echo ({From, M} -> From ! M) made while
+%% another process sends a Bytes-byte binary to Sink (the sink protocol,
+%% N = 1), from a fresh process, one untimed round first. Returns
+%% {RttUs, DeliveryUs}: the medians of the round trip and of the time
+%% until Sink has the binary.
+small_behind_large(Echo, Sink, Bytes, Rounds) ->
+    Self = self(),
+    P = spawn(fun() ->
+        Big = binary:copy(<<1>>, Bytes),
+        [_ | Rs] = [behind_large(Echo, Sink, Big) || _ <- lists:seq(0, Rounds)],
+        {Rtts, Dels} = lists:unzip(Rs),
+        Self ! {self(), {middle(Rtts), middle(Dels)}}
+    end),
+    receive {P, R} -> R end.
+
+%% One round: start, then the binary from another process; once that
+%% process is sending, the round trip.
+behind_large(Echo, Sink, Big) ->
+    Self = self(),
+    T0 = erlang:monotonic_time(),
+    Sink ! {start, Self},
+    spawn(fun() -> Self ! sending, Sink ! Big end),
+    receive sending -> ok end,
+    Rtt = rtt(Echo),
+    receive {done, Sink} -> ok end,
+    Us = erlang:convert_time_unit(erlang:monotonic_time() - T0, native, microsecond),
+    {Rtt div 1000, Us}.
+
+middle(L) -> lists:nth(length(L) div 2 + 1, lists:sort(L)).
 
 %% K gen_servers registered as bench_gs_1 .. bench_gs_K.
 start_servers(K) ->

@@ -35,6 +35,9 @@ struct Plan {
     procs: usize,
     /// `large_terms`: the message's size in bytes, and round trips per run.
     large: (usize, usize),
+    /// `small_behind_large`: the large binary's size in bytes, and rounds
+    /// per run.
+    behind: (usize, usize),
 }
 
 const FULL: Plan = Plan {
@@ -49,6 +52,7 @@ const FULL: Plan = Plan {
     connects: 7,
     procs: 100_000,
     large: (1 << 20, 20),
+    behind: (64 << 20, 5),
 };
 
 const SMOKE: Plan = Plan {
@@ -63,6 +67,7 @@ const SMOKE: Plan = Plan {
     connects: 1,
     procs: 1_000,
     large: (64 << 10, 3),
+    behind: (1 << 20, 2),
 };
 
 struct Env {
@@ -880,6 +885,124 @@ async fn large_terms(env: &mut Env, bytes: usize, rounds: usize, runs: usize) {
     );
 }
 
+/// Rounds of a small round trip from a process on `node` to `echo`, each
+/// made while another process on `node` sends `big` (a binary) to `sink`
+/// (the sink protocol, `n` = 1), one untimed round first, in a task on the
+/// runtime's workers: the medians, in microseconds, of the round trip and
+/// of the time until the sink has `big` (`bench_peer:small_behind_large/4`
+/// is the BEAM side).
+async fn rust_behind_large(
+    node: &Node,
+    echo: Pid,
+    sink: Pid,
+    big: &Term,
+    rounds: usize,
+) -> (f64, f64) {
+    let (mut p, q, big) = (node.process(), node.process(), big.clone());
+    tokio::spawn(async move {
+        let (mut rtts, mut dels) = (Vec::new(), Vec::new());
+        for i in 0..=rounds {
+            let t0 = Instant::now();
+            q.send(
+                sink,
+                Term::tuple(vec![Term::atom("start"), Term::Pid(p.pid())]),
+            );
+            q.send_ref(sink, &big);
+            let t1 = Instant::now();
+            p.send(
+                echo,
+                Term::tuple(vec![Term::Pid(p.pid()), Term::atom("ping")]),
+            );
+            let (mut rtt, mut del) = (None, None);
+            while rtt.is_none() || del.is_none() {
+                let m = p.recv().await.expect("alive");
+                if m.is_atom("ping") {
+                    rtt = Some(t1.elapsed());
+                } else if matches!(m.as_tuple(), Some([t, _]) if t.is_atom("done")) {
+                    del = Some(t0.elapsed());
+                }
+            }
+            if i > 0 {
+                rtts.extend(rtt.map(|d| d.as_secs_f64() * 1e6));
+                dels.extend(del.map(|d| d.as_secs_f64() * 1e6));
+            }
+        }
+        (median(rtts), median(dels))
+    })
+    .await
+    .expect("the small_behind_large task")
+}
+
+/// A small round trip while a large binary goes to the same node:
+/// erldist->A against B->A (a process sends the binary to a sink on A, and
+/// another makes the round trip to A's echo), and erldist->erldist (r1 to
+/// r2) on the same line. Large messages go in fragments, and the small one
+/// need not wait for all of them.
+async fn small_behind_large(env: &mut Env, bytes: usize, rounds: usize, runs: usize) {
+    let beam_echo = erl_pid(&mut env.a, "whereis(bench_echo).");
+    let beam_echo_expr = erl_expr(beam_echo);
+    let rust_echo = crate::round_trip::echo(&env.r2);
+    let rust_sink = rust_sink(&env.r2, 1);
+    let big = Term::binary(vec![1u8; bytes]);
+    let (mut rust, mut beam, mut r2r) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rust_del, mut beam_del, mut r2r_del) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let sink = fresh_sink(env, 1);
+        let (rtt, del) = rust_behind_large(&env.r1, beam_echo, sink, &big, rounds).await;
+        rust.push(rtt);
+        rust_del.push(del);
+        end_sink(env, sink);
+        let sink = fresh_sink(env, 1);
+        let r = erl_term(
+            &mut env.b,
+            &format!(
+                "bench_peer:small_behind_large({beam_echo_expr}, {}, {bytes}, {rounds}).",
+                erl_expr(sink)
+            ),
+        );
+        let r = r.as_tuple().expect("{RttUs, DeliveryUs}").to_vec();
+        beam.push(r[0].as_i64().expect("us") as f64);
+        beam_del.push(r[1].as_i64().expect("us") as f64);
+        end_sink(env, sink);
+        let (rtt, del) = rust_behind_large(&env.r1, rust_echo, rust_sink, &big, rounds).await;
+        r2r.push(rtt);
+        r2r_del.push(del);
+    }
+    env.r2.kill(rust_echo, Term::atom("kill"));
+    env.r2.kill(rust_sink, Term::atom("kill"));
+    println!(
+        "# small_behind_large: erldist->erldist runs [{}] us_median",
+        fmt_runs(&r2r)
+    );
+    println!(
+        "# small_behind_large delivery: erldist runs [{}] beam runs [{}] erldist->erldist runs [{}] us_median",
+        fmt_runs(&rust_del),
+        fmt_runs(&beam_del),
+        fmt_runs(&r2r_del)
+    );
+    let extra = format!(
+        " erldist_to_erldist={:.0} erldist_delivery_us={:.0} beam_delivery_us={:.0} \
+         erldist_to_erldist_delivery_us={:.0} bytes={bytes} rounds={rounds} runs={runs}",
+        median(r2r),
+        median(rust_del),
+        median(beam_del),
+        median(r2r_del)
+    );
+    report(
+        "small_behind_large",
+        "us_median",
+        rust,
+        beam,
+        &Runs::NotApplicable(
+            "not measured for edp: a small round trip through edp takes about 44 ms \
+             even on an idle connection (see pingpong_rtt), longer than the large \
+             message takes to deliver",
+        ),
+        false,
+        &extra,
+    );
+}
+
 /// How long an edp pingpong run may take: its round trips are slow (about
 /// 40 ms: see the report), so a run stops after this long, short of
 /// `rounds` if need be.
@@ -1458,6 +1581,10 @@ pub async fn run(full: bool) {
     if wanted("large_terms") {
         let (bytes, rounds) = plan.large;
         large_terms(&mut env, bytes, rounds, plan.runs).await;
+    }
+    if wanted("small_behind_large") {
+        let (bytes, rounds) = plan.behind;
+        small_behind_large(&mut env, bytes, rounds, plan.runs).await;
     }
     if wanted("genserver_calls") {
         genserver_calls(&mut env, plan.servers, plan.call_ms, plan.runs).await;
