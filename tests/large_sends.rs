@@ -79,8 +79,8 @@ async fn a_large_message_sent_by_value_arrives_and_is_not_kept() {
 
 /// Nodes that accept frames of at most `max_frame_size` send each other
 /// messages larger than that: the sender cuts them into fragments that
-/// fit (half its own limit), not into the 2 MiB frames it sends by
-/// default, which the receiver would refuse by closing the connection.
+/// fit (half its own limit), not into the frames of up to 2 MiB it sends
+/// by default, which the receiver would refuse by closing the connection.
 /// With a 256 KiB limit, a 1 MiB binary (its bytes shared with the frames);
 /// with 48 KiB, a list of binaries encoded into one buffer of 60 KiB
 /// (no binary large enough to be shared).

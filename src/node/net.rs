@@ -521,19 +521,25 @@ async fn connect_or_adopt(
 /// come between.
 const FLUSH_BYTES: usize = 256 * 1024;
 
-/// The largest fragment this node cuts its own messages into (when the
-/// peer takes fragments): a message up to this size goes in one frame.
-/// BEAM cuts at 64 KiB; a real node receives a 1 MiB binary about twice
-/// as fast in one frame as in 17 (the messaging bench's `send_1mb`).
-/// Small messages of other processes still come between the fragments of
-/// larger ones, a fragment at a time.
-const MAX_FRAGMENT: usize = 2 * 1024 * 1024;
+/// The largest message this node sends in one frame (when the peer takes
+/// fragments). BEAM cuts at 64 KiB; a real node receives a 1 MiB binary
+/// about twice as fast in one frame as in 17 (the messaging bench's
+/// `send_1mb`).
+const MAX_ONE_FRAME: usize = 2 * 1024 * 1024;
 
-/// The fragment size for a node that accepts frames of up to `max_frame`
-/// bytes: [`MAX_FRAGMENT`], or half that limit if smaller (so that nodes
+/// The fragments that longer messages are cut into. Small messages of
+/// other processes come between the fragments of larger ones, so they
+/// wait behind one fragment (and what the sockets hold), not the whole
+/// message: the messaging bench's `small_behind_large`.
+const MAX_FRAGMENT: usize = 512 * 1024;
+
+/// The one-frame limit and the fragment size for a node that accepts
+/// frames of up to `max_frame` bytes: [`MAX_ONE_FRAME`] and
+/// [`MAX_FRAGMENT`], or half that limit if smaller (so that nodes
 /// configured alike accept each other's frames), and at least 1 KiB.
-fn fragment_size(max_frame: usize) -> usize {
-    MAX_FRAGMENT.min(max_frame / 2).max(1024)
+fn fragment_sizes(max_frame: usize) -> (usize, usize) {
+    let limit = (max_frame / 2).max(1024);
+    (MAX_ONE_FRAME.min(limit), MAX_FRAGMENT.min(limit))
 }
 
 /// How many messages the peer task takes from its queue in a row.
@@ -573,11 +579,13 @@ async fn run_connection(
     let end = match conn.into_link() {
         Ok((_handle, link)) => {
             let span = link.span.clone();
-            let fragments = fragment_size(link.settings.max_frame);
+            let (one_frame, fragments) = fragment_sizes(link.settings.max_frame);
             let mut peer_state = PeerLink {
                 node,
                 peer,
-                encoder: DistEncoder::new(flags).fragment_size(fragments),
+                encoder: DistEncoder::new(flags)
+                    .fragment_size(fragments)
+                    .one_frame_up_to(one_frame),
                 decoder: DistDecoder::new(flags).with_limits(net.config.decoder_limits),
                 sendq,
             };
