@@ -159,3 +159,61 @@ async fn finds_a_real_node_registered_with_real_epmd() {
     let names = client.names().await.unwrap();
     assert!(names.entries.iter().any(|e| e.name == node.alive_name()));
 }
+
+/// EPMD keeps about a thousand connections at once and closes any beyond
+/// that as soon as it accepts them. A node connecting while EPMD is that
+/// busy (a burst of connects in a large cluster) tries its lookup again
+/// after a short pause instead of failing the connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_waits_out_epmd_at_its_connection_limit() {
+    if !require_erl() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    let node = |prefix: &str| {
+        erldist::Node::builder(&format!("{}@localhost", unique_name(prefix)))
+            .cookie("limit_cookie")
+            .epmd("localhost", epmd.port())
+            .start()
+    };
+    let (a, b) = (node("lim_a").await.unwrap(), node("lim_b").await.unwrap());
+    // Fill EPMD up: hold connections until it closes new ones at once.
+    let mut held = Vec::new();
+    let full = loop {
+        let s = std::net::TcpStream::connect(("127.0.0.1", epmd.port())).unwrap();
+        if held.len() % 100 == 99 && held.len() > 1000 && closed_by_peer(&s) {
+            break true;
+        }
+        held.push(s);
+        if held.len() > 4000 {
+            break false;
+        }
+    };
+    assert!(full, "EPMD took 4,000 connections without closing any");
+    // Empty it a little later, while the connect is trying.
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        drop(held);
+    });
+    let connected = tokio::time::timeout(Duration::from_secs(10), a.connect(b.name().as_ref()))
+        .await
+        .expect("connect in time");
+    release.await.unwrap();
+    connected.expect("the connect waits until EPMD answers");
+    assert!(a.ping(b.name().as_ref()).await);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Whether the peer closes `s` without a word (within 100 ms).
+fn closed_by_peer(s: &std::net::TcpStream) -> bool {
+    use std::io::{ErrorKind, Read};
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    match (&*s).read(&mut byte) {
+        Ok(0) => true,
+        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        Ok(_) => false,
+    }
+}

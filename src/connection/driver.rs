@@ -1017,7 +1017,7 @@ async fn lookup(
     let mut unreachable = None;
     for ip in ips {
         let epmd = local.epmd.clone().host(ip.to_string());
-        match epmd.port_please(peer.alive()).await {
+        match port_please_again(&epmd, peer.alive()).await {
             Ok(info) => return Ok((ip, info)),
             Err(e @ EpmdError::Unreachable { .. }) => unreachable = Some(e),
             Err(EpmdError::NoSuchNode { addr, .. }) => {
@@ -1036,6 +1036,39 @@ async fn lookup(
             source: io::Error::new(io::ErrorKind::NotFound, "host has no addresses"),
         }
     })))
+}
+
+/// How many times a lookup that EPMD closed unanswered is tried again.
+/// EPMD keeps about a thousand connections at once and closes any beyond
+/// that as soon as it accepts them (OTP 25's `epmd`, observed: of 1,500
+/// connections held open, 481 closed at once), so a burst of connects to
+/// one host (a mesh of 100 nodes makes 4,950) can meet such closes. After
+/// pauses of about 10, 20, 40 and 80 ms (each up to twice that, at
+/// random, so that a burst does not come back at once) the lookup fails
+/// as before. OTP's `erl_epmd` does not try again: the connect fails.
+const EPMD_LOOKUP_RETRIES: u32 = 4;
+
+/// `PORT_PLEASE2_REQ`, tried again (see [`EPMD_LOOKUP_RETRIES`]) when EPMD
+/// closes the connection or it breaks before the answer.
+async fn port_please_again(
+    epmd: &EpmdClient,
+    alive: &str,
+) -> Result<crate::epmd::NodeInfo, EpmdError> {
+    let mut tried = 0;
+    loop {
+        match epmd.port_please(alive).await {
+            Err(e @ (EpmdError::Closed { .. } | EpmdError::Io { .. }))
+                if tried < EPMD_LOOKUP_RETRIES =>
+            {
+                let base = 10u64 << tried;
+                let jitter = getrandom::u32().map_or(0, |r| u64::from(r) % base);
+                debug!(error = %e, "EPMD lookup cut short; trying again");
+                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+                tried += 1;
+            }
+            r => return r,
+        }
+    }
 }
 
 async fn connect_inner(
