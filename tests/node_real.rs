@@ -707,7 +707,7 @@ async fn a_small_message_overtakes_another_process_large_one() {
     assert_eq!(eval(&mut e, ORDER_PROBE), "ok");
     let probe = Dest::Remote(Atom::from("probe"), Atom::from(e.name()));
     node.connect(e.name()).await.unwrap();
-    // The 64 MiB message goes out in fragments of 512 KiB; the small one, sent
+    // The 64 MiB message goes out in fragments of 256 KiB; the small one, sent
     // just after by another process, need not wait for all of them.
     let big = node.process();
     let small = node.process();

@@ -97,11 +97,11 @@ const COALESCE_LIMIT: usize = 16 * 1024;
 const WRITE_HIGH_WATER: usize = 2 * 1024 * 1024;
 
 /// ... or this many, while a fragment of a large message is among them:
-/// the fragment is written before more of the message is taken, so that
-/// another process's small message waits behind one fragment, not four.
-/// (Whole messages of up to 2 MiB still go two at a time: a real node
-/// takes 1 MiB binaries fastest that way.)
-const FRAGMENT_HIGH_WATER: usize = 512 * 1024;
+/// the fragment (the node cuts 256 KiB ones) is written before more of
+/// the message is taken, so that another process's small message waits
+/// behind one fragment, not eight. (Whole messages of up to 2 MiB still
+/// go two at a time: a real node takes 1 MiB binaries fastest that way.)
+const FRAGMENT_HIGH_WATER: usize = 256 * 1024;
 
 /// The local node's settings for its connections.
 #[derive(Clone, Debug)]
@@ -1970,7 +1970,7 @@ mod tests {
     }
 
     /// The writer takes whole frames until 2 MiB wait, but stops at
-    /// 512 KiB while a fragment of a large message waits, so that a small
+    /// 256 KiB while a fragment of a large message waits, so that a small
     /// message from another process is not queued behind several.
     #[tokio::test]
     async fn the_write_queue_holds_less_while_a_fragment_waits() {
@@ -1989,19 +1989,19 @@ mod tests {
         while !q.is_empty() {
             q.write_to(&mut w).await.unwrap();
         }
-        q.push_out(frame(FrameTag::DIST_FRAG_HEADER, 300_000))
+        q.push_out(frame(FrameTag::DIST_FRAG_HEADER, 200_000))
             .unwrap();
         assert!(!q.is_full());
         q.push_out(frame(FrameTag::DIST_HEADER, 400_000)).unwrap();
-        assert!(q.is_full(), "700 KB with a fragment among them");
+        assert!(q.is_full(), "600 KB with a fragment among them");
         // Written past the fragment, not to the end: whole frames count
         // as before.
         let mut w = CountingWriter {
-            limit: Some(350_000),
+            limit: Some(250_000),
             ..CountingWriter::default()
         };
         q.write_to(&mut w).await.unwrap();
-        assert_eq!(w.written.len(), 350_000);
+        assert_eq!(w.written.len(), 250_000);
         assert!(!q.is_full());
         q.push_out(frame(FrameTag::DIST_HEADER, 300_000)).unwrap();
         assert!(!q.is_full(), "650 KB of whole frames");

@@ -194,7 +194,7 @@ impl NodeBuilder {
     ///
     /// It also bounds the frames this node sends to peers that take
     /// fragments: a message goes in one frame up to 2 MiB, and in
-    /// fragments of 512 KiB beyond (both at most half this limit, so that
+    /// fragments of 256 KiB beyond (both at most half this limit, so that
     /// nodes configured alike accept each other's frames). BEAM cuts at
     /// 64 KiB; a real node takes a 1 MiB binary faster in one frame, while
     /// fragments of a huge message let other processes' small messages
