@@ -27,6 +27,8 @@ struct Plan {
     small: usize,
     kb: usize,
     mb: usize,
+    /// `send_16mb`: binaries of 16 MiB per run.
+    mb16: usize,
     mixed: usize,
     rounds: usize,
     servers: usize,
@@ -45,6 +47,7 @@ const FULL: Plan = Plan {
     small: 1_000_000,
     kb: 100_000,
     mb: 1_000,
+    mb16: 25,
     mixed: 100_000,
     rounds: 10_000,
     servers: 120,
@@ -60,6 +63,7 @@ const SMOKE: Plan = Plan {
     small: 1_000,
     kb: 100,
     mb: 2,
+    mb16: 1,
     mixed: 3_000,
     rounds: 100,
     servers: 120,
@@ -1565,6 +1569,21 @@ pub async fn run(full: bool) {
             "bytes/s",
             load(plan.mb, 1 << 20, 1),
             mb,
+            plan.runs,
+        )
+        .await;
+    }
+    if wanted("send_16mb") {
+        let big = (
+            Term::binary(vec![0u8; 16 << 20]),
+            "binary:copy(<<0>>, 16777216)",
+        );
+        send_scenario(
+            &mut env,
+            "send_16mb",
+            "bytes/s",
+            load(plan.mb16, 16 << 20, 1),
+            big,
             plan.runs,
         )
         .await;
