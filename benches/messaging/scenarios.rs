@@ -1546,47 +1546,18 @@ pub async fn run(full: bool) {
     if wanted("rust_to_rust") {
         rust_to_rust(&mut env, plan.small, plan.runs).await;
     }
-    if wanted("send_1kb") {
-        let kb = (Term::binary(vec![0u8; 1024]), "binary:copy(<<0>>, 1024)");
-        send_scenario(
-            &mut env,
-            "send_1kb",
-            "bytes/s",
-            load(plan.kb, 1024, 1),
-            kb,
-            plan.runs,
-        )
-        .await;
-    }
-    if wanted("send_1mb") {
-        let mb = (
-            Term::binary(vec![0u8; 1 << 20]),
-            "binary:copy(<<0>>, 1048576)",
-        );
-        send_scenario(
-            &mut env,
-            "send_1mb",
-            "bytes/s",
-            load(plan.mb, 1 << 20, 1),
-            mb,
-            plan.runs,
-        )
-        .await;
-    }
-    if wanted("send_16mb") {
-        let big = (
-            Term::binary(vec![0u8; 16 << 20]),
-            "binary:copy(<<0>>, 16777216)",
-        );
-        send_scenario(
-            &mut env,
-            "send_16mb",
-            "bytes/s",
-            load(plan.mb16, 16 << 20, 1),
-            big,
-            plan.runs,
-        )
-        .await;
+    // Binaries: 1 KiB, 1 MiB (one frame) and 16 MiB (in fragments).
+    let binaries = [
+        ("send_1kb", 1 << 10, plan.kb),
+        ("send_1mb", 1 << 20, plan.mb),
+        ("send_16mb", 16 << 20, plan.mb16),
+    ];
+    for (name, size, n) in binaries {
+        if wanted(name) {
+            let erl = format!("binary:copy(<<0>>, {size})");
+            let msg = (Term::binary(vec![0u8; size]), erl.as_str());
+            send_scenario(&mut env, name, "bytes/s", load(n, size, 1), msg, plan.runs).await;
+        }
     }
     if wanted("mixed_terms") {
         mixed_terms(&mut env, plan.mixed, plan.runs).await;
