@@ -671,6 +671,36 @@ async fn recv_small(env: &mut Env, n: usize, runs: usize) {
 
 /// The wall clock in nanoseconds since 1970, as `os:system_time(nanosecond)`
 /// reads it on the Erlang nodes of this machine.
+/// A real node (A) streams `n` binaries of `size` bytes to an erldist sink
+/// on r1, against the same stream to an Erlang sink on B; payload bytes
+/// per second. Binaries over 64 KiB come in BEAM's fragments.
+async fn recv_binaries(env: &mut Env, name: &str, size: usize, n: usize, runs: usize) {
+    let sink = rust_sink(&env.r1, n);
+    let b_name = env.b.name().to_owned();
+    let msg = format!("binary:copy(<<0>>, {size})");
+    let bytes = (n * size) as f64;
+    let (mut rust, mut beam) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let us = eval_i64(
+            &mut env.a,
+            &format!("bench_peer:stream({}, {n}, {msg}).", erl_expr(sink)),
+        );
+        rust.push(bytes / (us as f64 / 1e6));
+        let d = beam_stream(&mut env.a, &b_name, n, &msg, 1);
+        beam.push(bytes / d.as_secs_f64());
+    }
+    env.r1.kill(sink, Term::atom("kill"));
+    report(
+        name,
+        "bytes/s",
+        rust,
+        beam,
+        &Runs::NotApplicable("not measured for edp (recv_small has its receiving side)"),
+        true,
+        &format!(" n={n} runs={runs}"),
+    );
+}
+
 fn wall_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1534,6 +1564,9 @@ pub async fn run(full: bool) {
     }
     if wanted("recv_small") {
         recv_small(&mut env, plan.small, plan.runs).await;
+    }
+    if wanted("recv_16mb") {
+        recv_binaries(&mut env, "recv_16mb", 16 << 20, plan.mb16, plan.runs).await;
     }
     if wanted("recv_lag") {
         recv_lag(&mut env, "recv_lag", plan.small, 0, plan.runs).await;
