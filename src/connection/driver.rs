@@ -97,11 +97,12 @@ const COALESCE_LIMIT: usize = 16 * 1024;
 const WRITE_HIGH_WATER: usize = 2 * 1024 * 1024;
 
 /// ... or this many, while a fragment of a large message is among them:
-/// the fragment (the node cuts 256 KiB ones) is written before more of
-/// the message is taken, so that another process's small message waits
-/// behind one fragment, not eight. (Whole messages of up to 2 MiB still
-/// go two at a time: a real node takes 1 MiB binaries fastest that way.)
-const FRAGMENT_HIGH_WATER: usize = 256 * 1024;
+/// one fragment as the node cuts them (the node takes its fragment size
+/// from here), written before more of the message is taken, so that
+/// another process's small message waits behind one fragment, not eight.
+/// (Whole messages of up to 2 MiB still go two at a time: a real node
+/// takes 1 MiB binaries fastest that way.)
+pub(crate) const FRAGMENT_HIGH_WATER: usize = 256 * 1024;
 
 /// The local node's settings for its connections.
 #[derive(Clone, Debug)]

@@ -533,7 +533,9 @@ const MAX_ONE_FRAME: usize = 2 * 1024 * 1024;
 /// message: the messaging bench's `small_behind_large`. A real node (OTP
 /// 25) takes 16 and 64 MiB binaries faster in fragments of this size than
 /// of 2 MiB, and far slower in fragments of 512 KiB (BENCHMARKS, *Scale*).
-const MAX_FRAGMENT: usize = 256 * 1024;
+/// The same size as the writer's limit while a fragment waits, so that it
+/// holds one fragment at a time.
+const MAX_FRAGMENT: usize = driver::FRAGMENT_HIGH_WATER;
 
 /// The one-frame limit and the fragment size for a node that accepts
 /// frames of up to `max_frame` bytes: [`MAX_ONE_FRAME`] and
