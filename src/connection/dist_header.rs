@@ -51,9 +51,9 @@
 //!   an unknown sequence, and a FragmentId out of order are errors (OTP
 //!   drops the connection). FragmentId 0 is an error too.
 //!
-//! Reassembly keeps the fragments as [`Bytes`] slices of the frames and
-//! joins them once, when the last one arrives; [`ReassemblyLimits`] bounds
-//! what a peer can make it hold.
+//! Reassembly copies each fragment into one buffer for its message as it
+//! arrives, and uses such buffers again once their messages are dropped;
+//! [`ReassemblyLimits`] bounds what a peer can make it hold.
 //!
 //! # Sending
 //!
@@ -710,25 +710,50 @@ impl Default for ReassemblyLimits {
     }
 }
 
+/// How many buffers a [`Reassembler`] keeps for joining messages: the one
+/// a message was last joined into and the one before, which its receiver
+/// has more likely dropped by the time the next message begins.
+const SPARE_BUFFERS: usize = 2;
+
 /// Collects fragmented messages, keyed by SequenceId.
 ///
 /// `T` is what the first fragment says about the whole message (for
 /// [`DistDecoder`], its control message and header atoms); it comes back
-/// with the joined bytes when the last fragment arrives. Fragments are
-/// kept as the [`Bytes`] they arrived in and copied once, into one buffer,
-/// at the end.
+/// with the joined bytes when the last fragment arrives. Each fragment is
+/// copied into the message's buffer as it arrives (a message in one
+/// fragment is not copied), so the memory it was read into is free again
+/// at once. The buffer is sized from the first fragment: the number of
+/// fragments times its size (OTP's fragments and erldist's are all one
+/// size but the last), within the limits.
+///
+/// The buffers the last two messages were joined into are kept, and one
+/// is used again for a later message once every part of its own has been
+/// dropped, if it is the right size (at most twice the message). A fresh
+/// buffer of many megabytes costs more than the copy itself: the
+/// allocator maps it anew and the kernel clears each page as it is first
+/// written. Kept buffers are given back by
+/// [`release_idle`](Self::release_idle).
 #[derive(Debug)]
 pub struct Reassembler<T> {
     pending: HashMap<u64, Pending<T>>,
     buffered: usize,
+    /// The room the pending sequences were given at first, in all.
+    reserved: usize,
     limits: ReassemblyLimits,
+    /// The last messages joined (shared with whoever took them), whose
+    /// buffers may be used again ([`SPARE_BUFFERS`] at most).
+    spare: Vec<Bytes>,
+    /// Whether a message was joined since the last `release_idle`.
+    joined: bool,
 }
 
 #[derive(Debug)]
 struct Pending<T> {
     state: T,
-    chunks: Vec<Bytes>,
-    size: usize,
+    /// The fragments so far, joined.
+    joined: BytesMut,
+    /// The room `joined` was given at first.
+    reserved: usize,
     next: u64,
 }
 
@@ -744,7 +769,10 @@ impl<T> Reassembler<T> {
         Reassembler {
             pending: HashMap::new(),
             buffered: 0,
+            reserved: 0,
             limits,
+            spare: Vec::new(),
+            joined: false,
         }
     }
 
@@ -763,10 +791,30 @@ impl<T> Reassembler<T> {
         self.buffered
     }
 
-    /// Drops every pending sequence.
+    /// Drops every pending sequence, and the buffers kept for joining.
     pub fn clear(&mut self) {
         self.pending.clear();
         self.buffered = 0;
+        self.reserved = 0;
+        self.spare.clear();
+    }
+
+    /// Gives back the buffers kept for joining messages unless a message
+    /// was joined since the last call; returns whether it gave any back.
+    /// A connection calls it at intervals (the node at every tick), so
+    /// that the buffers outlive the last fragmented message by at most
+    /// two intervals.
+    pub fn release_idle(&mut self) -> bool {
+        if std::mem::take(&mut self.joined) || self.spare.is_empty() {
+            return false;
+        }
+        self.spare.clear();
+        true
+    }
+
+    /// How many buffers are kept for joining messages (at most 2).
+    pub fn kept_buffers(&self) -> usize {
+        self.spare.len()
     }
 
     /// Takes the first fragment of a sequence (`fragment_id` = the number
@@ -806,17 +854,28 @@ impl<T> Reassembler<T> {
             });
         }
         self.buffered += chunk.len();
-        let size = chunk.len();
-        let mut chunks = Vec::new();
-        if !chunk.is_empty() {
-            chunks.push(chunk);
-        }
+        // Room for the whole message if every fragment is this size, but
+        // no more than the limits leave: the room given to all pending
+        // sequences stays within the bound on the bytes they may hold.
+        let room = self
+            .limits
+            .max_message_size
+            .min(self.limits.max_buffered.saturating_sub(self.reserved));
+        let size = usize::try_from(fragment_id)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(chunk.len())
+            .min(room)
+            .max(chunk.len());
+        let mut joined = self.buffer(size);
+        joined.extend_from_slice(&chunk);
+        let reserved = joined.capacity();
+        self.reserved = self.reserved.saturating_add(reserved);
         self.pending.insert(
             sequence_id,
             Pending {
                 state,
-                chunks,
-                size,
+                joined,
+                reserved,
                 next: fragment_id - 1,
             },
         );
@@ -841,7 +900,7 @@ impl<T> Reassembler<T> {
                 fragment_id,
             });
         };
-        let (expected, size) = (p.next, p.size);
+        let (expected, size) = (p.next, p.joined.len());
         let checked = if fragment_id != expected {
             Err(FragmentError::OutOfOrder {
                 sequence_id,
@@ -857,18 +916,40 @@ impl<T> Reassembler<T> {
         }
         self.buffered += chunk.len();
         if let Some(p) = self.pending.get_mut(&sequence_id) {
-            p.size += chunk.len();
             p.next -= 1;
-            if !chunk.is_empty() {
-                p.chunks.push(chunk);
-            }
+            p.joined.extend_from_slice(&chunk);
         }
         if fragment_id > 1 {
             return Ok(None);
         }
-        Ok(self
-            .remove(sequence_id)
-            .map(|p| (p.state, join(p.chunks, p.size))))
+        let Some(p) = self.remove(sequence_id) else {
+            return Ok(None);
+        };
+        let joined = p.joined.freeze();
+        if self.spare.len() < SPARE_BUFFERS {
+            self.spare.push(joined.clone());
+        }
+        self.joined = true;
+        Ok(Some((p.state, joined)))
+    }
+
+    /// An empty buffer for a message of about `size` bytes: a kept one
+    /// whose message has been dropped and that is the right size, else a
+    /// new one. Kept buffers found free but of the wrong size are given
+    /// back.
+    fn buffer(&mut self, size: usize) -> BytesMut {
+        let (free, busy): (Vec<Bytes>, Vec<Bytes>) = std::mem::take(&mut self.spare)
+            .into_iter()
+            .partition(Bytes::is_unique);
+        self.spare = busy;
+        free.into_iter()
+            .filter_map(|b| b.try_into_mut().ok())
+            .find(|b| b.capacity() >= size && b.capacity() / 2 <= size)
+            .map(|mut b| {
+                b.clear();
+                b
+            })
+            .unwrap_or_else(|| BytesMut::with_capacity(size))
     }
 
     fn check_size(&self, sequence_id: u64, have: usize, more: usize) -> Result<(), FragmentError> {
@@ -893,21 +974,10 @@ impl<T> Reassembler<T> {
 
     fn remove(&mut self, sequence_id: u64) -> Option<Pending<T>> {
         let p = self.pending.remove(&sequence_id)?;
-        self.buffered -= p.size;
+        self.buffered -= p.joined.len();
+        self.reserved = self.reserved.saturating_sub(p.reserved);
         Some(p)
     }
-}
-
-/// Joins chunks with one copy (none for a single chunk).
-fn join(mut chunks: Vec<Bytes>, size: usize) -> Bytes {
-    if chunks.len() <= 1 {
-        return chunks.pop().unwrap_or_default();
-    }
-    let mut out = BytesMut::with_capacity(size);
-    for c in &chunks {
-        out.extend_from_slice(c);
-    }
-    out.freeze()
 }
 
 // ---------------------------------------------------------------------------
@@ -1026,6 +1096,14 @@ impl DistDecoder {
     /// The fragmented messages pending.
     pub fn pending_fragments(&self) -> usize {
         self.fragments.pending()
+    }
+
+    /// Gives back the buffers kept for joining fragmented messages unless
+    /// one was joined since the last call
+    /// ([`Reassembler::release_idle`]); call it at intervals, as the node
+    /// does at every tick. Returns whether it gave any back.
+    pub fn release_idle(&mut self) -> bool {
+        self.fragments.release_idle()
     }
 
     /// Reads one frame (a packet's payload, without its length). Returns
@@ -2975,6 +3053,89 @@ mod tests {
         let done = r.continuation(7, 1, Bytes::from_static(b"e")).unwrap();
         assert_eq!(done, Some(("x", Bytes::from_static(b"abcde"))));
         assert_eq!((r.pending(), r.buffered()), (0, 0));
+    }
+
+    /// Joins `parts` as one sequence and returns the message.
+    fn reassemble(r: &mut Reassembler<()>, seq: u64, parts: &[&'static [u8]]) -> Bytes {
+        let n = parts.len() as u64;
+        let mut done = r.first(seq, n, (), Bytes::from_static(parts[0])).unwrap();
+        for (i, p) in parts.iter().enumerate().skip(1) {
+            done = r
+                .continuation(seq, n - i as u64, Bytes::from_static(p))
+                .unwrap();
+        }
+        done.unwrap().1
+    }
+
+    #[test]
+    fn reassembler_joins_into_buffers_its_receivers_have_dropped() {
+        let mut r: Reassembler<()> = Reassembler::default();
+        let parts: [&[u8]; 3] = [b"abcd", b"efgh", b"ij"];
+        let first = reassemble(&mut r, 1, &parts);
+        let at = first.as_ptr();
+        // Still held: the next message gets a buffer of its own.
+        let second = reassemble(&mut r, 2, &parts);
+        assert_ne!(second.as_ptr(), at);
+        assert_eq!(
+            (&first[..], &second[..]),
+            (&b"abcdefghij"[..], &b"abcdefghij"[..])
+        );
+        drop(first);
+        // Nine bytes, from three of three: a new buffer would have room
+        // for nine, the first message's has room for twelve.
+        assert_eq!(r.first(3, 3, (), Bytes::from_static(b"abc")), Ok(None));
+        let room = r.pending.get(&3).map(|p| p.joined.capacity());
+        assert_eq!(room, Some(12), "the dropped message's buffer is used again");
+        assert_eq!(r.continuation(3, 2, Bytes::from_static(b"def")), Ok(None));
+        let third = r.continuation(3, 1, Bytes::from_static(b"gh")).unwrap();
+        let third = third.map(|(_, b)| b).unwrap_or_default();
+        assert_eq!((third.as_ptr(), &third[..]), (at, &b"abcdefgh"[..]));
+        drop((second, third));
+        // Twelve bytes are too many for a message of two: a new buffer.
+        assert_eq!(r.first(4, 2, (), Bytes::from_static(b"a")), Ok(None));
+        let room = r.pending.get(&4).map(|p| p.joined.capacity());
+        assert_eq!(room, Some(2));
+        let small = r.continuation(4, 1, Bytes::from_static(b"b")).unwrap();
+        assert_eq!(small.map(|(_, b)| b), Some(Bytes::from_static(b"ab")));
+        assert!(r.kept_buffers() <= SPARE_BUFFERS);
+    }
+
+    #[test]
+    fn reassembler_gives_kept_buffers_back_when_idle() {
+        let mut r: Reassembler<()> = Reassembler::default();
+        drop(reassemble(&mut r, 1, &[b"ab", b"cd"]));
+        assert_eq!(r.kept_buffers(), 1);
+        assert!(
+            !r.release_idle(),
+            "a message was joined since the last call"
+        );
+        assert_eq!(r.kept_buffers(), 1);
+        assert!(r.release_idle());
+        assert_eq!(r.kept_buffers(), 0);
+        assert!(!r.release_idle());
+    }
+
+    #[test]
+    fn a_claimed_fragment_count_reserves_no_more_than_the_limits() {
+        let mut r: Reassembler<()> = Reassembler::new(ReassemblyLimits {
+            max_pending: 8,
+            max_message_size: 64,
+            max_buffered: 100,
+        });
+        let chunk = Bytes::from_static(b"0123456789");
+        for seq in 0..4 {
+            assert_eq!(r.first(seq, u64::MAX, (), chunk.clone()), Ok(None));
+            let cap = r
+                .pending
+                .get(&seq)
+                .map(|p| p.joined.capacity())
+                .unwrap_or(0);
+            assert!((10..=64).contains(&cap), "sequence {seq}: room {cap}");
+        }
+        // 64 + 36, then the chunks alone.
+        assert_eq!(r.reserved, 120);
+        r.clear();
+        assert_eq!(r.reserved, 0);
     }
 
     #[test]

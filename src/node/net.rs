@@ -738,6 +738,7 @@ impl PeerLink<'_> {
                     }
                 },
                 _ = ticks.tick() => {
+                    self.decoder.release_idle();
                     if let Err(r) = ticks.interval(true, &mut out) {
                         return End::Down(r);
                     }
