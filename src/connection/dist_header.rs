@@ -741,8 +741,9 @@ pub struct Reassembler<T> {
     reserved: usize,
     limits: ReassemblyLimits,
     /// The last messages joined (shared with whoever took them), whose
-    /// buffers may be used again ([`SPARE_BUFFERS`] at most).
-    spare: Vec<Bytes>,
+    /// buffers may be used again, with the room of each buffer
+    /// ([`SPARE_BUFFERS`] at most).
+    spare: Vec<(Bytes, usize)>,
     /// Whether a message was joined since the last `release_idle`.
     joined: bool,
 }
@@ -925,9 +926,10 @@ impl<T> Reassembler<T> {
         let Some(p) = self.remove(sequence_id) else {
             return Ok(None);
         };
+        let room = p.joined.capacity();
         let joined = p.joined.freeze();
         if self.spare.len() < SPARE_BUFFERS {
-            self.spare.push(joined.clone());
+            self.spare.push((joined.clone(), room));
         }
         self.joined = true;
         Ok(Some((p.state, joined)))
@@ -938,18 +940,17 @@ impl<T> Reassembler<T> {
     /// new one. Kept buffers found free but of the wrong size are given
     /// back.
     fn buffer(&mut self, size: usize) -> BytesMut {
-        let (free, busy): (Vec<Bytes>, Vec<Bytes>) = std::mem::take(&mut self.spare)
-            .into_iter()
-            .partition(Bytes::is_unique);
-        self.spare = busy;
-        free.into_iter()
-            .filter_map(|b| b.try_into_mut().ok())
-            .find(|b| b.capacity() >= size && b.capacity() / 2 <= size)
-            .map(|mut b| {
+        let fits = |room: usize| room >= size && room / 2 <= size;
+        self.spare.retain(|(b, room)| !b.is_unique() || fits(*room));
+        let free = self.spare.iter().position(|(b, _)| b.is_unique());
+        let taken = free.map(|i| self.spare.swap_remove(i).0.try_into_mut());
+        match taken {
+            Some(Ok(mut b)) => {
                 b.clear();
                 b
-            })
-            .unwrap_or_else(|| BytesMut::with_capacity(size))
+            }
+            _ => BytesMut::with_capacity(size),
+        }
     }
 
     fn check_size(&self, sequence_id: u64, have: usize, more: usize) -> Result<(), FragmentError> {
@@ -3098,6 +3099,24 @@ mod tests {
         let small = r.continuation(4, 1, Bytes::from_static(b"b")).unwrap();
         assert_eq!(small.map(|(_, b)| b), Some(Bytes::from_static(b"ab")));
         assert!(r.kept_buffers() <= SPARE_BUFFERS);
+    }
+
+    #[test]
+    fn reassembler_keeps_a_free_buffer_it_did_not_take() {
+        let mut r: Reassembler<()> = Reassembler::default();
+        let parts: [&[u8]; 2] = [b"abcd", b"efgh"];
+        let (one, two) = (reassemble(&mut r, 1, &parts), reassemble(&mut r, 2, &parts));
+        let kept = [one.as_ptr(), two.as_ptr()];
+        drop((one, two));
+        assert_eq!(r.first(3, 2, (), Bytes::from_static(b"abcd")), Ok(None));
+        assert_eq!(r.kept_buffers(), 1, "one taken, the other still kept");
+        let three = r.continuation(3, 1, Bytes::from_static(b"efgh")).unwrap();
+        let three = three.map(|(_, b)| b).unwrap_or_default();
+        assert!(kept.contains(&three.as_ptr()));
+        assert_eq!(r.kept_buffers(), 2);
+        let four = reassemble(&mut r, 4, &parts);
+        assert!(kept.contains(&four.as_ptr()));
+        assert_ne!(three.as_ptr(), four.as_ptr());
     }
 
     #[test]
