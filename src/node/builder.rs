@@ -221,7 +221,8 @@ impl NodeBuilder {
     }
 
     /// How many bytes of incomplete fragmented messages one peer may make
-    /// the node hold (default 512 MiB).
+    /// the node hold (default 512 MiB), and how much room their buffers
+    /// (sized from each message's first fragment) may take at first.
     pub fn max_buffered_fragments(mut self, bytes: usize) -> NodeBuilder {
         self.limits.reassembly.max_buffered = bytes;
         self
