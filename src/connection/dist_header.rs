@@ -928,7 +928,7 @@ impl<T> Reassembler<T> {
         };
         let room = p.joined.capacity();
         let joined = p.joined.freeze();
-        if self.spare.len() < SPARE_BUFFERS {
+        if self.spare.len() < SPARE_BUFFERS && room <= self.limits.max_message_size {
             self.spare.push((joined.clone(), room));
         }
         self.joined = true;
@@ -3117,6 +3117,20 @@ mod tests {
         let four = reassemble(&mut r, 4, &parts);
         assert!(kept.contains(&four.as_ptr()));
         assert_ne!(three.as_ptr(), four.as_ptr());
+    }
+
+    #[test]
+    fn reassembler_keeps_no_buffer_larger_than_a_message_may_be() {
+        let mut r: Reassembler<()> = Reassembler::new(ReassemblyLimits {
+            max_message_size: 10,
+            ..ReassemblyLimits::default()
+        });
+        // Room for six at first; the second fragment makes it grow past ten.
+        let whole = reassemble(&mut r, 1, &[b"abc", b"defghij"]);
+        assert_eq!(&whole[..], b"abcdefghij");
+        assert_eq!(r.kept_buffers(), 0);
+        drop(reassemble(&mut r, 2, &[b"abcde", b"fghij"]));
+        assert_eq!(r.kept_buffers(), 1);
     }
 
     #[test]
