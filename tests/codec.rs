@@ -386,6 +386,45 @@ fn references_of_every_length_decode_and_longer_ones_are_errors() {
     assert!(matches!(e.kind, DecodeErrorKind::BadReference(6)), "{e}");
 }
 
+/// Terms 60,000 levels deep whose nested term is last in its list at
+/// every level but one in sixteen, where it is in the middle, in every
+/// phase: the encoder loops over the first kind and calls itself for the
+/// second, so each phase puts the calls at other depths. None may run out
+/// of a 256 KiB stack.
+#[test]
+fn terms_nested_last_and_in_the_middle_encode_in_every_phase_on_a_small_stack() {
+    std::thread::Builder::new()
+        .stack_size(512 << 20)
+        .spawn(|| {
+            for phase in 0..16 {
+                let mut t = term!(bottom);
+                for level in 0..60_000usize {
+                    t = if level % 16 == phase {
+                        Term::list(vec![t, term!(x)])
+                    } else {
+                        Term::list(vec![t])
+                    };
+                }
+                let bytes = std::thread::scope(|s| {
+                    std::thread::Builder::new()
+                        .stack_size(256 << 10)
+                        .spawn_scoped(s, || t.encode().unwrap())
+                        .unwrap()
+                        .join()
+                        .unwrap()
+                });
+                let deep = Decoder::new().options(DecodeOptions {
+                    max_depth: 70_000,
+                    ..DecodeOptions::default()
+                });
+                assert!(deep.decode(&bytes).unwrap().exact_eq(&t), "phase {phase}");
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
 /// A term `depth` levels deep, the nested term in every position: last
 /// in a tuple or a list, in the middle of a list, a map's value.
 fn mixed_nesting(depth: usize) -> Term {

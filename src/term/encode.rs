@@ -812,8 +812,74 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         super::deep(|| self.other_at(at, t, depth))
     }
 
+    /// Writes `t`, a term that [`Writer::term`] does not write inline.
+    ///
+    /// A tuple or proper list whose last element is itself a tuple or list
+    /// is written without a call for that element: the loop goes on with
+    /// it, and the `NIL_EXT` that ends each such list is written once the
+    /// innermost term is done (they all follow it). Nested terms are
+    /// usually in that place (`{tag, Value, Rest}`, `[Rest]`), and a
+    /// return per level costs more than the level itself once they nest
+    /// deeper than the processor predicts returns.
+    ///
+    /// At every level 16 *k* + 15 the loop goes on by a call to
+    /// [`Writer::other`] instead, which checks the stack there; as every
+    /// call goes at least one level deeper, no more than 16 calls come
+    /// between two checks, however the term mixes the two ways.
     #[inline(always)]
     fn other_at(&mut self, at: usize, t: &Term, depth: usize) -> Step {
+        let (mut at, mut t, mut depth) = (at, t, depth);
+        let mut nils = 0usize;
+        loop {
+            let last = match t {
+                Term::Tuple(v) if v.len() < 256 && v.last().is_some_and(is_nested) => {
+                    at = self.out.put_array(at, [SMALL_TUPLE_EXT, v.len() as u8]);
+                    let d = self.inner(depth)?;
+                    let Some((last, init)) = v.split_last() else {
+                        break;
+                    };
+                    for e in init {
+                        at = self.term(at, e, d)?;
+                    }
+                    last
+                }
+                Term::List(v) if v.last().is_some_and(is_nested) => {
+                    let n = len32(v.len(), "list")?.to_be_bytes();
+                    at = self.out.put_array(at, [LIST_EXT, n[0], n[1], n[2], n[3]]);
+                    let d = self.inner(depth)?;
+                    let Some((last, init)) = v.split_last() else {
+                        break;
+                    };
+                    at = self.list_items(at, init, d)?;
+                    nils += 1;
+                    last
+                }
+                _ => break,
+            };
+            t = last;
+            depth += 1;
+            if depth % 16 == 15 {
+                at = self.other(at, t, depth)?;
+                return Ok(self.nils(at, nils));
+            }
+        }
+        let at = self.other_one(at, t, depth)?;
+        Ok(self.nils(at, nils))
+    }
+
+    /// `n` times `NIL_EXT`.
+    #[inline(always)]
+    fn nils(&mut self, at: usize, n: usize) -> usize {
+        let mut at = at;
+        for _ in 0..n {
+            at = self.out.put_array(at, [NIL_EXT]);
+        }
+        at
+    }
+
+    /// [`Writer::other_at`] for one term.
+    #[inline(always)]
+    fn other_one(&mut self, at: usize, t: &Term, depth: usize) -> Step {
         match t {
             Term::Tuple(v) => self.tuple(at, v, depth),
             Term::List(v) => self.list(at, v, None, depth),
@@ -1231,8 +1297,19 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
             return Ok(at);
         }
         let n = len32(elems.len(), "list")?.to_be_bytes();
-        let mut at = self.out.put_array(at, [LIST_EXT, n[0], n[1], n[2], n[3]]);
+        let at = self.out.put_array(at, [LIST_EXT, n[0], n[1], n[2], n[3]]);
         let d = self.inner(depth)?;
+        let at = self.list_items(at, elems, d)?;
+        match tail {
+            None => Ok(self.out.put_array(at, [NIL_EXT])),
+            Some(t) => self.term(at, t, d),
+        }
+    }
+
+    /// Writes a list's elements, at nesting `d`.
+    #[inline(always)]
+    fn list_items(&mut self, at: usize, elems: &[Term], d: usize) -> Step {
+        let mut at = at;
         let mut rest = elems;
         while let Some((e, more)) = rest.split_first() {
             if let (Term::Int(_), Some(Term::Int(_))) = (e, more.first()) {
@@ -1245,10 +1322,7 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
                 rest = more;
             }
         }
-        match tail {
-            None => Ok(self.out.put_array(at, [NIL_EXT])),
-            Some(t) => self.term(at, t, d),
-        }
+        Ok(at)
     }
 
     fn map(&mut self, at: usize, m: &Map, depth: usize) -> Step {
@@ -1302,6 +1376,11 @@ fn key_cmp(a: &Term, b: &Term) -> Ordering {
 #[inline(never)]
 fn too_long(a: Atom) -> Box<EncodeError> {
     fail(EncodeError::AtomTooLong(a.as_str().chars().count()))
+}
+
+/// Whether `t` is a tuple or a list of terms.
+fn is_nested(t: &Term) -> bool {
+    matches!(t, Term::Tuple(_) | Term::List(_))
 }
 
 fn is_byte(t: &Term) -> bool {
