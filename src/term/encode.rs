@@ -831,31 +831,30 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         let (mut at, mut t, mut depth) = (at, t, depth);
         let mut nils = 0usize;
         loop {
-            let last = match t {
-                Term::Tuple(v) if v.len() < 256 && v.last().is_some_and(is_nested) => {
-                    at = self.out.put_array(at, [SMALL_TUPLE_EXT, v.len() as u8]);
-                    let d = self.inner(depth)?;
-                    let Some((last, init)) = v.split_last() else {
-                        break;
-                    };
-                    for e in init {
-                        at = self.term(at, e, d)?;
-                    }
-                    last
-                }
-                Term::List(v) if v.last().is_some_and(is_nested) => {
-                    let n = len32(v.len(), "list")?.to_be_bytes();
-                    at = self.out.put_array(at, [LIST_EXT, n[0], n[1], n[2], n[3]]);
-                    let d = self.inner(depth)?;
-                    let Some((last, init)) = v.split_last() else {
-                        break;
-                    };
-                    at = self.list_items(at, init, d)?;
-                    nils += 1;
-                    last
-                }
+            let (list, v, last, init) = match t {
+                Term::Tuple(v) if v.len() < 256 => match v.split_last() {
+                    Some((last, init)) if is_nested(last) => (false, v, last, init),
+                    _ => break,
+                },
+                Term::List(v) => match v.split_last() {
+                    Some((last, init)) if is_nested(last) => (true, v, last, init),
+                    _ => break,
+                },
                 _ => break,
             };
+            if list {
+                let n = len32(v.len(), "list")?.to_be_bytes();
+                at = self.out.put_array(at, [LIST_EXT, n[0], n[1], n[2], n[3]]);
+                let d = self.inner(depth)?;
+                at = self.list_items(at, init, d)?;
+                nils += 1;
+            } else {
+                at = self.out.put_array(at, [SMALL_TUPLE_EXT, v.len() as u8]);
+                let d = self.inner(depth)?;
+                for e in init {
+                    at = self.term(at, e, d)?;
+                }
+            }
             t = last;
             depth += 1;
             if depth % 16 == 15 {
