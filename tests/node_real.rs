@@ -438,6 +438,55 @@ async fn large_and_atom_heavy_messages_cross_intact() {
 /// process) reaches a BEAM process by pid, by registered name and from the
 /// node itself, with atoms past those a sender-encoded message references,
 /// in order with messages sent by value.
+/// A real node sends binaries of 2 MiB (in its 64 KiB fragments), one at
+/// a time, each of one byte value; the receiver keeps every other one
+/// and drops the rest at once. The node joins each message into a buffer
+/// it may use again once the message is dropped: the binaries kept must
+/// come through unchanged by the messages joined after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binaries_kept_by_their_receiver_are_not_overwritten_by_later_ones() {
+    if !require_erl() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    let (node, mut e) = connected(&epmd).await;
+    let mut me = node.process();
+    let size = 2 << 20;
+    let sender = format!(
+        "spawn(fun() -> L = fun F(I) when I > 16 -> ok; \
+         F(I) -> {to} ! {{self(), I, binary:copy(<<I>>, {size})}}, \
+         receive {{ack, I}} -> F(I + 1) end end, L(1) end).",
+        to = erl_expr(me.pid()),
+    );
+    eval(&mut e, &sender);
+    let mut kept = Vec::new();
+    for i in 1..=16u8 {
+        let m = tokio::time::timeout(T, me.recv()).await.unwrap().unwrap();
+        let Some([Term::Pid(from), n, Term::Binary(b)]) = m.as_tuple() else {
+            panic!("message {i}: {m}");
+        };
+        assert_eq!(n, &Term::from(i64::from(i)));
+        assert!(
+            b.len() == size && b.iter().all(|&x| x == i),
+            "message {i} arrived changed"
+        );
+        if i % 2 == 1 {
+            kept.push((i, b.clone()));
+        }
+        me.send(
+            *from,
+            Term::tuple(vec![atom("ack"), Term::from(i64::from(i))]),
+        );
+    }
+    for (i, b) in &kept {
+        assert!(
+            b.iter().all(|x| x == i),
+            "binary {i} was changed after it arrived"
+        );
+    }
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_sent_by_reference_reach_beam_intact() {
     if !require_erl() {
