@@ -434,10 +434,6 @@ async fn large_and_atom_heavy_messages_cross_intact() {
     node.shutdown().await;
 }
 
-/// `send_ref` (a message encoded from a borrowed term, by the sending
-/// process) reaches a BEAM process by pid, by registered name and from the
-/// node itself, with atoms past those a sender-encoded message references,
-/// in order with messages sent by value.
 /// A real node sends binaries of 2 MiB (in its 64 KiB fragments), one at
 /// a time, each of one byte value; the receiver keeps every other one
 /// and drops the rest at once. The node joins each message into a buffer
@@ -487,6 +483,10 @@ async fn binaries_kept_by_their_receiver_are_not_overwritten_by_later_ones() {
     node.shutdown().await;
 }
 
+/// `send_ref` (a message encoded from a borrowed term, by the sending
+/// process) reaches a BEAM process by pid, by registered name and from the
+/// node itself, with atoms past those a sender-encoded message references,
+/// in order with messages sent by value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_sent_by_reference_reach_beam_intact() {
     if !require_erl() {
