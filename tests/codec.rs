@@ -433,6 +433,43 @@ fn terms_nested_last_and_in_the_middle_encode_in_every_phase_on_a_small_stack() 
         .unwrap();
 }
 
+/// The decoder grows its stack as it goes too: terms 60,000 levels deep,
+/// nested as tuples and lists (maps and funs take another path), decode
+/// on a 256 KiB stack when the limit allows it. (They are built and
+/// dropped on a large stack.)
+#[test]
+fn terms_far_deeper_than_the_default_decode_on_a_small_stack() {
+    std::thread::Builder::new()
+        .stack_size(512 << 20)
+        .spawn(|| {
+            let mut t = term!(bottom);
+            for level in 0..60_000 {
+                t = match level % 3 {
+                    0 => Term::tuple(vec![term!(node), Term::Int(level), t]),
+                    1 => Term::list(vec![t]),
+                    _ => Term::list(vec![Term::Int(level), t, term!(x)]),
+                };
+            }
+            let bytes = t.encode().unwrap();
+            let deep = Decoder::new().options(DecodeOptions {
+                max_depth: 70_000,
+                ..DecodeOptions::default()
+            });
+            let back = std::thread::scope(|s| {
+                std::thread::Builder::new()
+                    .stack_size(256 << 10)
+                    .spawn_scoped(s, || deep.decode(&bytes).unwrap())
+                    .unwrap()
+                    .join()
+                    .unwrap()
+            });
+            assert!(back.exact_eq(&t));
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
 /// A term `depth` levels deep, the nested term in every position: last
 /// in a tuple or a list, in the middle of a list, a map's value.
 fn mixed_nesting(depth: usize) -> Term {

@@ -562,6 +562,12 @@ impl State<'_, '_> {
     /// [`inner`](Self::inner)) with `f`. Nesting is bounded by
     /// `max_depth`, and every 16 levels the stack grows if it runs low, so
     /// no input can overflow it.
+    ///
+    /// Tuples and lists, the hot cases, spell the same test out instead:
+    /// given to this function as a closure, their loop over elements was
+    /// compiled as a function of its own, one more call and return at
+    /// every level, and deeper than the processor's return stack each
+    /// return is mispredicted.
     #[inline(always)]
     fn nested(
         &mut self,
@@ -673,7 +679,11 @@ impl State<'_, '_> {
         }
         let mut items = self.reserve(n, 1, "tuple")?;
         let d = self.inner(depth)?;
-        self.nested(d, |st| st.elems(&mut items, n, d))?;
+        if d % 16 == 0 {
+            super::deep(|| self.elems(&mut items, n, d))?;
+        } else {
+            self.elems(&mut items, n, d)?;
+        }
         out.put_with(|| Term::Tuple(items));
         Ok(())
     }
@@ -686,20 +696,34 @@ impl State<'_, '_> {
         let d = self.inner(depth)?;
         // The tail, unless it is `[]` (a proper list).
         let mut tail: Option<Term> = None;
-        self.nested(d, |st| {
-            st.list_elems(&mut items, n, d)?;
-            if st.r.data.get(st.r.pos) == Some(&NIL_EXT) {
-                st.r.pos += 1;
-                return Ok(());
-            }
-            st.push_term(d, &mut tail)
-        })?;
+        if d % 16 == 0 {
+            super::deep(|| self.list_body(&mut items, n, d, &mut tail))?;
+        } else {
+            self.list_body(&mut items, n, d, &mut tail)?;
+        }
         match tail {
             None if n == 0 => out.put_with(|| Term::NIL),
             None => out.put_with(|| Term::List(items)),
             Some(tail) => out.put(Term::list_with_tail(items, tail)),
         }
         Ok(())
+    }
+
+    /// A list's `n` elements and its tail (left `None` when it is `[]`).
+    #[inline(always)]
+    fn list_body(
+        &mut self,
+        items: &mut Vec<Term>,
+        n: usize,
+        d: usize,
+        tail: &mut Option<Term>,
+    ) -> Result<(), Fail> {
+        self.list_elems(items, n, d)?;
+        if self.r.data.get(self.r.pos) == Some(&NIL_EXT) {
+            self.r.pos += 1;
+            return Ok(());
+        }
+        self.push_term(d, tail)
     }
 
     #[inline(never)]
