@@ -1142,7 +1142,7 @@ impl State<'_, '_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn atom_after(&mut self, tag: u8, at: usize) -> Result<Atom, Fail> {
         let len = match tag {
             SMALL_ATOM_UTF8_EXT => usize::from(self.r.u8()?),
