@@ -483,6 +483,69 @@ async fn binaries_kept_by_their_receiver_are_not_overwritten_by_later_ones() {
     node.shutdown().await;
 }
 
+/// The buffer a connection joined a fragmented message in is kept for
+/// later messages while more come, and given back once the connection
+/// has gone two ticks without one: a binary that arrived in fragments is
+/// then its receiver's alone (`Bytes::is_unique`, so it could become a
+/// `BytesMut` without a copy), and the node holds no memory for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffers_kept_for_joining_fragments_are_given_back_when_idle() {
+    if !require_erl() {
+        return;
+    }
+    let epmd = RealEpmd::start().unwrap();
+    // Ticks every two seconds on both sides.
+    let node = Node::builder(&format!("{}@localhost", unique_name("rust")))
+        .cookie(COOKIE)
+        .epmd("localhost", epmd.port())
+        .embedded_epmd(false)
+        .net_ticktime(Duration::from_secs(8))
+        .start()
+        .await
+        .expect("start the Rust node");
+    let mut e = tokio::task::block_in_place(|| {
+        ErlNode::start_with(
+            "erl",
+            epmd.port(),
+            COOKIE,
+            &["-kernel", "net_ticktime", "8"],
+        )
+    })
+    .expect("start erl");
+    assert!(node.ping(e.name()).await);
+    let mut me = node.process();
+    let size = 1 << 20;
+    // One 1 MiB binary, which BEAM sends in 64 KiB fragments.
+    eval(
+        &mut e,
+        &format!("{} ! binary:copy(<<9>>, {size}).", erl_expr(me.pid())),
+    );
+    let m = tokio::time::timeout(T, me.recv()).await.unwrap().unwrap();
+    let Term::Binary(b) = &m else {
+        panic!("not a binary: {m}");
+    };
+    assert!(b.len() == size && b.iter().all(|&x| x == 9));
+    let bytes = b.to_bytes();
+    drop(m);
+    // The node holds the buffer the fragments were joined in (until its
+    // second tick, two seconds from now at the earliest)...
+    assert!(
+        !bytes.is_unique(),
+        "the connection keeps the buffer for the next message"
+    );
+    // ...and gives it back after two ticks without a fragmented message.
+    let t0 = std::time::Instant::now();
+    while !bytes.is_unique() {
+        assert!(
+            t0.elapsed() < T,
+            "the buffer is still held {:?} after the message",
+            t0.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.shutdown().await;
+}
+
 /// `send_ref` (a message encoded from a borrowed term, by the sending
 /// process) reaches a BEAM process by pid, by registered name and from the
 /// node itself, with atoms past those a sender-encoded message references,
