@@ -8,16 +8,21 @@ use erl_eval::{erl_term, eval};
 use std::time::Duration;
 
 use erldist::testing::{require_erl, unique_name, ErlNode, RealEpmd};
-use erldist::{term, Atom, Dest, Node, NodeEvent, Pid, Term};
+use erldist::{term, Atom, Dest, Node, NodeBuilder, NodeEvent, Pid, Term};
 
 const COOKIE: &str = "secret_token";
 const T: Duration = Duration::from_secs(10);
 
-async fn rust_node(epmd: &RealEpmd) -> Node {
+/// A Rust node with a unique name, to be registered with `epmd`.
+fn rust_builder(epmd: &RealEpmd) -> NodeBuilder {
     Node::builder(&format!("{}@localhost", unique_name("rust")))
         .cookie(COOKIE)
         .epmd("localhost", epmd.port())
         .embedded_epmd(false)
+}
+
+async fn rust_node(epmd: &RealEpmd) -> Node {
+    rust_builder(epmd)
         .start()
         .await
         .expect("start the Rust node")
@@ -495,10 +500,7 @@ async fn buffers_kept_for_joining_fragments_are_given_back_when_idle() {
     }
     let epmd = RealEpmd::start().unwrap();
     // Ticks every two seconds on both sides.
-    let node = Node::builder(&format!("{}@localhost", unique_name("rust")))
-        .cookie(COOKIE)
-        .epmd("localhost", epmd.port())
-        .embedded_epmd(false)
+    let node = rust_builder(&epmd)
         .net_ticktime(Duration::from_secs(8))
         .start()
         .await
