@@ -71,7 +71,7 @@ use std::str::FromStr;
 
 use bytes::Bytes;
 use num_bigint::BigInt;
-use num_traits::{One, ToPrimitive};
+use num_traits::ToPrimitive;
 
 use super::{Atom, Fun, LocalFun, Map, Pid, Port, Reference, Term};
 
@@ -1482,56 +1482,75 @@ struct BitWriter {
 }
 
 impl BitWriter {
-    /// Appends the low `n` bits (at most 64) of `v`.
+    /// Appends the low `n` bits (at most 64) of `v`, a byte at a time.
     fn push_bits(&mut self, v: u64, n: u32) {
-        if self.bits % 8 == 0 && n % 8 == 0 {
-            for i in (0..n / 8).rev() {
-                self.bytes.push((v >> (i * 8)) as u8);
-            }
-            self.bits += u64::from(n);
-            return;
-        }
-        for i in (0..n).rev() {
-            let bit = (v >> i) & 1;
+        let mut left = n.min(64);
+        while left > 0 {
             let used = (self.bits % 8) as u32;
             if used == 0 {
                 self.bytes.push(0);
             }
-            if bit == 1 {
-                if let Some(last) = self.bytes.last_mut() {
-                    *last |= 0x80 >> used;
-                }
+            let room = 8 - used;
+            let take = room.min(left);
+            // The next `take` of the `left` bits still to write.
+            let chunk = ((v >> (left - take)) & ((1u64 << take) - 1)) as u8;
+            if let Some(last) = self.bytes.last_mut() {
+                *last |= chunk << (room - take);
             }
-            self.bits += 1;
+            self.bits += u64::from(take);
+            left -= take;
         }
     }
 
-    /// Appends the integer `v` in `n` bits, truncated as Erlang does.
+    /// Appends `n` bits, all ones or all zeros.
+    fn push_fill(&mut self, ones: bool, n: u64) {
+        let mut n = n;
+        let lead = ((8 - self.bits % 8) % 8).min(n);
+        self.push_bits(if ones { u64::MAX } else { 0 }, lead as u32);
+        n -= lead;
+        let whole = n / 8;
+        let len = self.bytes.len().saturating_add(whole as usize);
+        self.bytes.resize(len, if ones { 0xff } else { 0 });
+        self.bits += whole * 8;
+        self.push_bits(if ones { u64::MAX } else { 0 }, (n % 8) as u32);
+    }
+
+    /// Appends the integer `v` in `n` bits, as Erlang does: its two's
+    /// complement, cut to the low `n` bits or extended by its sign.
     fn push_int(&mut self, v: &Term, n: u64) {
         match v {
             Term::Int(i) if n <= 64 => self.push_bits(*i as u64, n as u32),
-            _ => {
-                let big = match v {
-                    Term::Int(i) => BigInt::from(*i),
-                    Term::BigInt(b) => (**b).clone(),
-                    _ => BigInt::default(),
+            Term::Int(i) => {
+                self.push_fill(*i < 0, n - 64);
+                self.push_bits(*i as u64, 64);
+            }
+            Term::BigInt(b) => {
+                let bytes = b.to_signed_bytes_be();
+                let negative = b.sign() == num_bigint::Sign::Minus;
+                let have = 8 * bytes.len() as u64;
+                let kept = if n >= have {
+                    self.push_fill(negative, n - have);
+                    &bytes[..]
+                } else {
+                    // The low n bits: the last ceil(n / 8) bytes, the
+                    // first of them cut to what is left over.
+                    let k = n.div_ceil(8) as usize;
+                    let tail = bytes
+                        .get(bytes.len().saturating_sub(k)..)
+                        .unwrap_or_default();
+                    match tail.split_first() {
+                        Some((&first, rest)) => {
+                            self.push_bits(u64::from(first), (n - 8 * (k as u64 - 1)) as u32);
+                            rest
+                        }
+                        None => &[],
+                    }
                 };
-                let mask: BigInt = (BigInt::one() << n) - 1;
-                let masked: BigInt = big & mask;
-                let (_, bytes) = masked.to_bytes_be();
-                let len = n.div_ceil(8) as usize;
-                // Leading zero bytes, then the value's bytes.
-                let mut all = vec![0u8; len.saturating_sub(bytes.len())];
-                all.extend_from_slice(&bytes);
-                let first_bits = (n - 8 * (len as u64 - 1)) as u32;
-                let mut it = all.into_iter();
-                if let Some(first) = it.next() {
-                    self.push_bits(u64::from(first), first_bits);
-                }
-                for b in it {
-                    self.push_bits(u64::from(b), 8);
+                for &byte in kept {
+                    self.push_bits(u64::from(byte), 8);
                 }
             }
+            _ => self.push_fill(false, n),
         }
     }
 }
@@ -2446,5 +2465,78 @@ mod tests {
             })
             .unwrap();
         handle.join().unwrap();
+    }
+
+    /// The bits Erlang puts in a bitstring for integer segments, one by
+    /// one: each value modulo 2^size, most significant bit first.
+    fn segment_bits(segments: &[(BigInt, u64)]) -> Term {
+        let mut bits = Vec::new();
+        for (v, n) in segments {
+            let m = BigInt::from(1) << *n;
+            let (_, r) = (((v % &m) + &m) % &m).into_parts();
+            bits.extend((0..*n).rev().map(|i| r.bit(i)));
+        }
+        let mut bytes = vec![0u8; bits.len().div_ceil(8)];
+        for (i, _) in bits.iter().enumerate().filter(|(_, b)| **b) {
+            bytes[i / 8] |= 0x80 >> (i % 8);
+        }
+        let last = match bits.len() % 8 {
+            0 => 8,
+            n => n as u8,
+        };
+        Term::bitstring(bytes, last).unwrap()
+    }
+
+    fn segments_text(segments: &[(BigInt, u64)]) -> String {
+        let parts: Vec<String> = segments.iter().map(|(v, n)| format!("{v}:{n}")).collect();
+        format!("<<{}>>", parts.join(","))
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn integer_segments_hold_their_value_modulo_two_to_the_size(
+            segments in proptest::collection::vec(
+                (
+                    prop_oneof![
+                        any::<i8>().prop_map(BigInt::from),
+                        any::<i64>().prop_map(BigInt::from),
+                        (any::<i128>(), 0u32..120).prop_map(|(x, k)| BigInt::from(x) << k),
+                    ],
+                    0u64..300,
+                ),
+                1..6,
+            )
+        ) {
+            let text = segments_text(&segments);
+            let t = parse(&text);
+            prop_assert!(t.exact_eq(&segment_bits(&segments)), "{text} -> {t}");
+        }
+    }
+
+    #[test]
+    fn long_segments_are_filled_by_sign_and_cut_like_short_ones() {
+        let cases: Vec<(BigInt, u64)> = vec![
+            (BigInt::from(1), 3),
+            (BigInt::from(-1), 100_003),
+            (BigInt::from(5), 7),
+            (BigInt::from(-2), 90_001),
+            (BigInt::from(u64::MAX) * 3 - 7, 2_000_011),
+            (-(BigInt::from(u64::MAX) << 70usize), 130),
+            // No bits of a large integer (which once underflowed).
+            (BigInt::from(u64::MAX) * 1000, 0),
+        ];
+        let text = segments_text(&cases);
+        assert!(parse(&text).exact_eq(&segment_bits(&cases)));
+        // What a fuzzer found slow: one segment of 400 million bits is
+        // built at memory speed, as zeros and then the value.
+        let t = parse("<<1:399999999>>");
+        let Term::BitBinary(b) = &t else {
+            panic!("not a bitstring")
+        };
+        assert_eq!((b.bytes.len(), b.bits), (50_000_000, 7));
+        assert_eq!(b.bytes.last(), Some(&0b10));
+        assert!(b.bytes[..49_999_999].iter().all(|&x| x == 0));
     }
 }
