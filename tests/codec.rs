@@ -113,15 +113,30 @@ fn nested_lists_cannot_reserve_more_than_the_input() {
     assert!(Term::decode(&input).is_err());
 }
 
+/// Runs `f` on a thread with a stack of `size` bytes; its result.
+fn on_stack<R: Send>(size: usize, f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(size)
+            .spawn_scoped(s, f)
+            .unwrap()
+            .join()
+            .unwrap()
+    })
+}
+
 /// Drops, prints, compares and encodes a term of the given depth on a
 /// thread with a 2 MiB stack (what tokio gives its workers).
-fn on_small_stack(f: impl FnOnce() + Send + 'static) {
-    std::thread::Builder::new()
-        .stack_size(2 << 20)
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap();
+fn on_small_stack(f: impl FnOnce() + Send) {
+    on_stack(2 << 20, f)
+}
+
+/// A decoder for terms up to 70,000 levels deep.
+fn deep_decoder() -> Decoder<'static> {
+    Decoder::new().options(DecodeOptions {
+        max_depth: 70_000,
+        ..DecodeOptions::default()
+    })
 }
 
 fn nested(depth: usize) -> Vec<u8> {
@@ -391,19 +406,10 @@ fn references_of_every_length_decode_and_longer_ones_are_errors() {
 /// Call it on a large stack: the term is decoded and dropped there, and
 /// dropping is plain recursion.
 fn encodes_on_a_small_stack(t: &Term) -> bool {
-    let bytes = std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .stack_size(256 << 10)
-            .spawn_scoped(s, || t.encode().unwrap())
-            .unwrap()
-            .join()
-            .unwrap()
-    });
-    let deep = Decoder::new().options(DecodeOptions {
-        max_depth: 70_000,
-        ..DecodeOptions::default()
-    });
-    deep.decode(&bytes).is_ok_and(|back| back.exact_eq(t))
+    let bytes = on_stack(256 << 10, || t.encode().unwrap());
+    deep_decoder()
+        .decode(&bytes)
+        .is_ok_and(|back| back.exact_eq(t))
 }
 
 /// Terms 60,000 levels deep whose nested term is last in its list at
@@ -413,24 +419,19 @@ fn encodes_on_a_small_stack(t: &Term) -> bool {
 /// of a 256 KiB stack.
 #[test]
 fn terms_nested_last_and_in_the_middle_encode_in_every_phase_on_a_small_stack() {
-    std::thread::Builder::new()
-        .stack_size(512 << 20)
-        .spawn(|| {
-            for phase in 0..16 {
-                let mut t = term!(bottom);
-                for level in 0..60_000usize {
-                    t = if level % 16 == phase {
-                        Term::list(vec![t, term!(x)])
-                    } else {
-                        Term::list(vec![t])
-                    };
-                }
-                assert!(encodes_on_a_small_stack(&t), "phase {phase}");
+    on_stack(512 << 20, || {
+        for phase in 0..16 {
+            let mut t = term!(bottom);
+            for level in 0..60_000usize {
+                t = if level % 16 == phase {
+                    Term::list(vec![t, term!(x)])
+                } else {
+                    Term::list(vec![t])
+                };
             }
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+            assert!(encodes_on_a_small_stack(&t), "phase {phase}");
+        }
+    });
 }
 
 /// The decoder grows its stack as it goes too: terms 60,000 levels deep,
@@ -439,35 +440,19 @@ fn terms_nested_last_and_in_the_middle_encode_in_every_phase_on_a_small_stack() 
 /// dropped on a large stack.)
 #[test]
 fn terms_far_deeper_than_the_default_decode_on_a_small_stack() {
-    std::thread::Builder::new()
-        .stack_size(512 << 20)
-        .spawn(|| {
-            let mut t = term!(bottom);
-            for level in 0..60_000 {
-                t = match level % 3 {
-                    0 => Term::tuple(vec![term!(node), Term::Int(level), t]),
-                    1 => Term::list(vec![t]),
-                    _ => Term::list(vec![Term::Int(level), t, term!(x)]),
-                };
-            }
-            let bytes = t.encode().unwrap();
-            let deep = Decoder::new().options(DecodeOptions {
-                max_depth: 70_000,
-                ..DecodeOptions::default()
-            });
-            let back = std::thread::scope(|s| {
-                std::thread::Builder::new()
-                    .stack_size(256 << 10)
-                    .spawn_scoped(s, || deep.decode(&bytes).unwrap())
-                    .unwrap()
-                    .join()
-                    .unwrap()
-            });
-            assert!(back.exact_eq(&t));
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+    on_stack(512 << 20, || {
+        let mut t = term!(bottom);
+        for level in 0..60_000 {
+            t = match level % 3 {
+                0 => Term::tuple(vec![term!(node), Term::Int(level), t]),
+                1 => Term::list(vec![t]),
+                _ => Term::list(vec![Term::Int(level), t, term!(x)]),
+            };
+        }
+        let bytes = t.encode().unwrap();
+        let back = on_stack(256 << 10, || deep_decoder().decode(&bytes).unwrap());
+        assert!(back.exact_eq(&t));
+    });
 }
 
 /// A term `depth` levels deep, the nested term in every position: last
@@ -506,14 +491,9 @@ fn terms_nested_in_every_position_encode_at_the_default_depth_on_a_small_stack()
     // Far deeper, encoded on a 256 KiB stack: the encoder grows its stack
     // as it goes. (The term is built, decoded and dropped on a large
     // stack: dropping is plain recursion.)
-    std::thread::Builder::new()
-        .stack_size(512 << 20)
-        .spawn(|| {
-            assert!(encodes_on_a_small_stack(&mixed_nesting(30_000)));
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+    on_stack(512 << 20, || {
+        assert!(encodes_on_a_small_stack(&mixed_nesting(30_000)));
+    });
     // The depth limit counts tuples and lists alike.
     let nested_tuples = (0..5).fold(term!(a), |t, _| Term::tuple(vec![t]));
     let enc = |d| erldist::Encoder::new().max_depth(d).encode(&nested_tuples);

@@ -1,6 +1,6 @@
 //! Arbitrary UTF-8 into `str::parse::<Term>()`; whatever parses must print
 //! (`Display`, `~w`) as text that parses back to an `exact_eq` term.
-//! Terms over 1 MiB in the external format are not printed: a dozen bytes
+//! Terms over 1 MiB in the external format are not printed: fifteen bytes
 //! of text can ask for a 64 MiB bitstring (`<<1:536870911>>`), and
 //! printing and parsing that back takes time in proportion to its size,
 //! which the fuzzer would report as a timeout.
