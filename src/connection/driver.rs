@@ -40,6 +40,8 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use super::reader::Reader;
 use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -1632,29 +1634,6 @@ impl WriteQueue {
     }
 }
 
-/// The read buffer grows by this much when less than [`READ_MIN`] is left.
-/// Frames are cut out of it without copying, so a block is freed when the
-/// last frame read into it is dropped.
-const READ_BLOCK: usize = 8 * 1024;
-
-/// The least room a read is given.
-const READ_MIN: usize = 4096;
-
-/// Reads what the socket has into `rbuf`; returns how many bytes.
-pub(crate) async fn read_some(
-    rd: &mut tokio::net::tcp::ReadHalf<'_>,
-    rbuf: &mut BytesMut,
-) -> Result<usize, DownReason> {
-    if rbuf.capacity() - rbuf.len() < READ_MIN {
-        rbuf.reserve(READ_BLOCK);
-    }
-    match rd.read_buf(rbuf).await {
-        Ok(0) => Err(DownReason::ClosedByPeer),
-        Ok(n) => Ok(n),
-        Err(e) => Err(DownReason::Io(e.to_string())),
-    }
-}
-
 /// How many bytes a connection's task reads and writes before it lets
 /// other tasks run ([`Turns`]).
 const TURN_BYTES: usize = 1 << 20;
@@ -1830,6 +1809,9 @@ async fn run_inner(
     budget: &Semaphore,
     s: RunSettings,
 ) -> Result<(), DownReason> {
+    let mut reader = Reader::new(stream);
+    // Whether this side wrote since the last read (`Reader::read`).
+    let mut wrote = false;
     let (mut rd, mut wr) = stream.split();
     let mut out = WriteQueue::default();
     let mut received: VecDeque<Bytes> = VecDeque::new();
@@ -1868,10 +1850,12 @@ async fn run_inner(
             },
             r = out.write_to(&mut wr), if !out.is_empty() => {
                 turns.moved(r?);
+                wrote = true;
                 ticks.wrote();
             },
-            r = read_some(&mut rd, rbuf), if reading => {
+            r = reader.read(&mut rd, rbuf, wrote), if reading => {
                 turns.moved(r?);
+                wrote = false;
                 ticks.read();
             },
             cmd = cmds.recv(), if cmds_open && !out.is_full() => {

@@ -26,9 +26,10 @@ use super::{Dest, ExitKind, FastMap, Node, Watched};
 use crate::connection::control::{ControlMessage, DistMessage, ProcRef};
 use crate::connection::dist_header::{DistDecoder, DistEncoder, Incoming, Prepared};
 use crate::connection::driver::{
-    self, cut_frame_run, read_some, Command, Connection, DownReason, Link, LocalNodeConfig,
-    RunSettings, Ticks, Turns, WriteQueue,
+    self, cut_frame_run, Command, Connection, DownReason, Link, LocalNodeConfig, RunSettings,
+    Ticks, Turns, WriteQueue,
 };
+use crate::connection::reader::Reader;
 use crate::epmd::{EpmdClient, EpmdServer, Registration};
 use crate::flags::DistFlags;
 use crate::handshake::NodeName;
@@ -679,6 +680,9 @@ impl PeerLink<'_> {
         settings: RunSettings,
         rx: &mut outq::Receiver<Out>,
     ) -> End {
+        let mut reader = Reader::new(stream);
+        // Whether this side wrote since the last read (`Reader::read`).
+        let mut wrote = false;
         let (mut rd, mut wr) = stream.split();
         let mut out = WriteQueue::default();
         let mut ticks = Ticks::new(&settings);
@@ -699,13 +703,15 @@ impl PeerLink<'_> {
                 r = out.write_to(&mut wr), if !out.is_empty() => match r {
                     Ok(n) => {
                         turns.moved(n);
+                        wrote = true;
                         ticks.wrote()
                     }
                     Err(r) => return End::Down(r),
                 },
-                r = read_some(&mut rd, rbuf) => match r {
+                r = reader.read(&mut rd, rbuf, wrote) => match r {
                     Ok(n) => {
                         turns.moved(n);
+                        wrote = false;
                         ticks.read()
                     }
                     Err(r) => return End::Down(r),
