@@ -40,14 +40,13 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-use super::reader::Reader;
 use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::dist_header::DecoderLimits;
 use super::framing::{frame_header, whole_frames, OutFrame, DEFAULT_MAX_FRAME, TICK};
+use super::reader::Reader;
 use crate::epmd::{EpmdClient, EpmdError};
 use crate::flags::DistFlags;
 use crate::handshake::{
@@ -1810,8 +1809,6 @@ async fn run_inner(
     s: RunSettings,
 ) -> Result<(), DownReason> {
     let mut reader = Reader::new(stream);
-    // Whether this side wrote since the last read (`Reader::read`).
-    let mut wrote = false;
     let (mut rd, mut wr) = stream.split();
     let mut out = WriteQueue::default();
     let mut received: VecDeque<Bytes> = VecDeque::new();
@@ -1850,12 +1847,11 @@ async fn run_inner(
             },
             r = out.write_to(&mut wr), if !out.is_empty() => {
                 turns.moved(r?);
-                wrote = true;
+                reader.wrote();
                 ticks.wrote();
             },
-            r = reader.read(&mut rd, rbuf, wrote), if reading => {
+            r = reader.read(&mut rd, rbuf), if reading => {
                 turns.moved(r?);
-                wrote = false;
                 ticks.read();
             },
             cmd = cmds.recv(), if cmds_open && !out.is_full() => {

@@ -164,6 +164,8 @@ impl Hold {
 #[derive(Debug)]
 pub(crate) struct Reader {
     peek: Option<Box<Peeker>>,
+    /// Whether this side wrote to the socket since the last read.
+    wrote: bool,
 }
 
 /// The peeking reader's state.
@@ -190,22 +192,27 @@ impl Reader {
     pub(crate) fn new(stream: &TcpStream) -> Reader {
         Reader {
             peek: Peeker::new(stream).map(Box::new),
+            wrote: false,
         }
     }
 
+    /// Tells the reader that this side wrote to the socket.
+    pub(crate) fn wrote(&mut self) {
+        self.wrote = true;
+    }
+
     /// Reads what the socket has into `rbuf`; returns how many new bytes.
-    /// `wrote` tells whether this side wrote to the socket since the last
-    /// read.
     pub(crate) async fn read(
         &mut self,
         rd: &mut ReadHalf<'_>,
         rbuf: &mut BytesMut,
-        wrote: bool,
     ) -> Result<usize, DownReason> {
-        match self.peek.as_deref_mut() {
-            Some(p) => p.read(rd.as_ref(), rbuf, wrote).await,
+        let r = match self.peek.as_deref_mut() {
+            Some(p) => p.read(rd.as_ref(), rbuf, self.wrote).await,
             None => read_plain(rd, rbuf).await,
-        }
+        };
+        self.wrote = false;
+        r
     }
 
     /// How many delivered bytes it has left in the socket.
@@ -482,13 +489,11 @@ mod tests {
             // still holds it.
             let mut got = 0;
             while got < 7 {
-                got += tokio::time::timeout(
-                    Duration::from_secs(5),
-                    reader.read(&mut rd, &mut rbuf, false),
-                )
-                .await
-                .expect("a write arrives at once")
-                .unwrap();
+                got +=
+                    tokio::time::timeout(Duration::from_secs(5), reader.read(&mut rd, &mut rbuf))
+                        .await
+                        .expect("a write arrives at once")
+                        .unwrap();
             }
             assert_eq!(&rbuf[..], &msg);
             rbuf.clear();
@@ -496,17 +501,41 @@ mod tests {
         assert!(reader.held() > 0, "the last bytes stay in the socket");
         // With nothing new, the held bytes are taken out within a tick or
         // two of tokio's timer, and nothing is delivered twice.
-        let r = tokio::time::timeout(
-            Duration::from_millis(50),
-            reader.read(&mut rd, &mut rbuf, false),
-        )
-        .await;
+        let r =
+            tokio::time::timeout(Duration::from_millis(50), reader.read(&mut rd, &mut rbuf)).await;
         assert!(r.is_err(), "nothing new to read");
         assert_eq!(reader.held(), 0);
         assert!(rbuf.is_empty());
         w.write_all(b"end").await.unwrap();
-        reader.read(&mut rd, &mut rbuf, false).await.unwrap();
+        reader.read(&mut rd, &mut rbuf).await.unwrap();
         assert_eq!(&rbuf[..], b"end");
+    }
+
+    #[tokio::test]
+    async fn after_this_side_writes_the_reader_holds_nothing() {
+        use tokio::io::AsyncWriteExt;
+        let (mut w, mut r) = pair().await;
+        let mut reader = Reader::new(&r);
+        let (mut rd, _wr) = r.split();
+        let mut rbuf = BytesMut::new();
+        w.write_all(b"ping").await.unwrap();
+        reader.read(&mut rd, &mut rbuf).await.unwrap();
+        assert_eq!(reader.held(), 4, "a streaming peer's bytes are held");
+        // A reply went out: the next read takes everything, the held
+        // bytes unseen and the new ones delivered.
+        reader.wrote();
+        w.write_all(b"pong").await.unwrap();
+        let mut got = 0;
+        while got < 4 {
+            got += reader.read(&mut rd, &mut rbuf).await.unwrap();
+        }
+        assert_eq!(&rbuf[..], b"pingpong");
+        assert_eq!(reader.held(), 0);
+        // With no write since, bytes are held again.
+        w.write_all(b"!").await.unwrap();
+        reader.read(&mut rd, &mut rbuf).await.unwrap();
+        assert_eq!(&rbuf[..], b"pingpong!");
+        assert_eq!(reader.held(), 1);
     }
 
     #[tokio::test]
@@ -551,12 +580,9 @@ mod tests {
         let (mut rd, _wr) = r.split();
         let mut rbuf = BytesMut::new();
         let end = loop {
-            match tokio::time::timeout(
-                Duration::from_secs(10),
-                reader.read(&mut rd, &mut rbuf, false),
-            )
-            .await
-            .expect("no stall")
+            match tokio::time::timeout(Duration::from_secs(10), reader.read(&mut rd, &mut rbuf))
+                .await
+                .expect("no stall")
             {
                 Ok(_) => {}
                 Err(e) => break e,

@@ -681,8 +681,6 @@ impl PeerLink<'_> {
         rx: &mut outq::Receiver<Out>,
     ) -> End {
         let mut reader = Reader::new(stream);
-        // Whether this side wrote since the last read (`Reader::read`).
-        let mut wrote = false;
         let (mut rd, mut wr) = stream.split();
         let mut out = WriteQueue::default();
         let mut ticks = Ticks::new(&settings);
@@ -703,15 +701,14 @@ impl PeerLink<'_> {
                 r = out.write_to(&mut wr), if !out.is_empty() => match r {
                     Ok(n) => {
                         turns.moved(n);
-                        wrote = true;
+                        reader.wrote();
                         ticks.wrote()
                     }
                     Err(r) => return End::Down(r),
                 },
-                r = reader.read(&mut rd, rbuf, wrote) => match r {
+                r = reader.read(&mut rd, rbuf) => match r {
                     Ok(n) => {
                         turns.moved(n);
-                        wrote = false;
                         ticks.read()
                     }
                     Err(r) => return End::Down(r),
