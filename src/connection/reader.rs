@@ -36,17 +36,18 @@
 //! timer (tens of milliseconds).
 //!
 //! The decisions are [`Hold`]'s, over byte counts only; [`Reader`] does the
-//! socket calls. Elsewhere than Linux, or if the socket cannot be opened a
-//! second time (one more descriptor per connection), it always reads the
-//! plain way.
+//! socket calls. Elsewhere than Linux it always reads the plain way.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, Interest};
+use futures_util::task::noop_waker_ref;
+use tokio::io::{AsyncReadExt, Interest, ReadBuf};
 use tokio::net::tcp::ReadHalf;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -171,11 +172,6 @@ pub(crate) struct Reader {
 /// The peeking reader's state.
 #[derive(Debug)]
 struct Peeker {
-    /// The same socket opened a second time: std's `peek` reads into
-    /// initialised memory, which needs no `unsafe`. Held bytes are taken
-    /// out through it too, since tokio's reads refuse while the socket is
-    /// marked not ready.
-    socket: std::net::TcpStream,
     hold: Hold,
     /// Fires when held bytes are to be given back, if nothing new came.
     /// Kept across reads: pushing its deadline later costs little.
@@ -184,7 +180,7 @@ struct Peeker {
     /// ready (it had seen everything queued).
     delivered: Option<usize>,
     /// Where peeks land, and held bytes when they are taken out.
-    scratch: Box<[u8; PEEK]>,
+    scratch: Box<[MaybeUninit<u8>; PEEK]>,
 }
 
 impl Reader {
@@ -244,15 +240,12 @@ fn io_down(e: io::Error) -> DownReason {
 
 impl Peeker {
     #[cfg(target_os = "linux")]
-    fn new(stream: &TcpStream) -> Option<Peeker> {
-        use std::os::fd::AsFd;
-        let fd = stream.as_fd().try_clone_to_owned().ok()?;
+    fn new(_: &TcpStream) -> Option<Peeker> {
         Some(Peeker {
-            socket: std::net::TcpStream::from(fd),
             hold: Hold::default(),
             release: Box::pin(tokio::time::sleep(HOLD)),
             delivered: None,
-            scratch: Box::new([0; PEEK]),
+            scratch: Box::new([MaybeUninit::uninit(); PEEK]),
         })
     }
 
@@ -277,7 +270,7 @@ impl Peeker {
                     Some(r) => r,
                     None => {
                         let n = self.hold.release();
-                        self.take_out(n).map_err(io_down)?;
+                        self.take_out(s, n).map_err(io_down)?;
                         continue;
                     }
                 }
@@ -310,17 +303,29 @@ impl Peeker {
         } else if let Some(step) = self.hold.next() {
             step
         } else {
-            let queued = self.socket.peek(&mut self.scratch[..])?;
+            // tokio's `poll_peek`, in the `try_io` the caller runs this in:
+            // it marks the socket not ready itself if nothing is there. Its
+            // waker is a no-op one; the caller waits with `ready`, whose
+            // waiters are apart from the one `poll_peek` would set.
+            let mut cx = Context::from_waker(noop_waker_ref());
+            let mut peeked = ReadBuf::uninit(&mut self.scratch[..]);
+            let queued = match s.poll_peek(&mut cx, &mut peeked) {
+                Poll::Ready(r) => r?,
+                Poll::Pending => return Err(io::ErrorKind::WouldBlock.into()),
+            };
             if queued == 0 {
                 return Ok(0);
             }
-            self.hold.after_peek(queued)
+            let step = self.hold.after_peek(queued);
+            if let Step::Deliver { new, .. } = &step {
+                rbuf.extend_from_slice(peeked.filled().get(new.clone()).unwrap_or_default());
+            }
+            step
         };
         match step {
             Step::Wait => Err(io::ErrorKind::WouldBlock.into()),
             Step::Deliver { new, take } => {
-                rbuf.extend_from_slice(self.scratch.get(new.clone()).unwrap_or_default());
-                self.take_out(take)?;
+                self.take_out(s, take)?;
                 if self.hold.held > 0 {
                     self.release.as_mut().reset(Instant::now() + HOLD);
                 }
@@ -331,7 +336,7 @@ impl Peeker {
                 Err(io::ErrorKind::WouldBlock.into())
             }
             Step::Read { skip } => {
-                self.take_out(skip)?;
+                self.take_out(s, skip)?;
                 make_room(rbuf);
                 let room = rbuf.capacity() - rbuf.len();
                 let n = s.try_read_buf(rbuf)?;
@@ -348,11 +353,13 @@ impl Peeker {
     }
 
     /// Takes `n` bytes the reader has already delivered out of the socket.
-    fn take_out(&mut self, mut n: usize) -> io::Result<()> {
-        use std::io::Read;
+    /// A plain `recv` (socket2's, into uninitialised memory that is never
+    /// looked at): tokio's reads refuse while the socket is marked not
+    /// ready, as it is when the timer gives held bytes back.
+    fn take_out(&mut self, s: &TcpStream, mut n: usize) -> io::Result<()> {
+        let socket = socket2::SockRef::from(s);
         while n > 0 {
-            let chunk = n.min(PEEK);
-            let got = (&self.socket).read(&mut self.scratch[..chunk])?;
+            let got = socket.recv(&mut self.scratch[..n.min(PEEK)])?;
             if got == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
