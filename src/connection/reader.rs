@@ -21,8 +21,11 @@
 //!
 //! It reads the plain way (everything, at once) when holding cannot help
 //! or must not happen:
+//! - when the peer is not streaming: the bytes before came more than
+//!   [`STREAM_GAP`] earlier (a lone message, a tick);
 //! - when this side has written since the last read: its segments carry
-//!   the acknowledgement anyway (request and reply traffic);
+//!   the acknowledgement anyway (request and reply traffic), and what is
+//!   held then goes back at once;
 //! - during a large stream (a peek would see [`PEEK`] bytes or more): the
 //!   sender's segments are full already;
 //! - when the peer has closed the socket: its last bytes must be read.
@@ -77,6 +80,10 @@ const PEEK: usize = 1024;
 /// timer rounds up to its next tick, so this is "at the next millisecond".
 const HOLD: Duration = Duration::from_micros(1);
 
+/// Bytes are held only while a peer streams: when the bytes before came
+/// less than this long before.
+const STREAM_GAP: Duration = Duration::from_millis(1);
+
 /// What the reader has left in the socket, counted in bytes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Hold {
@@ -116,8 +123,10 @@ impl Hold {
     }
 
     /// Decides what to do when a peek of [`PEEK`] bytes saw `queued`
-    /// (never 0: that is the end of the stream).
-    fn after_peek(&mut self, queued: usize) -> Step {
+    /// (never 0: that is the end of the stream). `streaming`: the last
+    /// bytes came less than [`STREAM_GAP`] before these; if not, nothing
+    /// is held (a lone message, a tick: no stream to join up).
+    fn after_peek(&mut self, queued: usize, streaming: bool) -> Step {
         if queued >= PEEK {
             let skip = std::mem::take(&mut self.held);
             // The plain read may leave part of a large buffer behind;
@@ -131,7 +140,7 @@ impl Hold {
         let new = self.held..queued;
         let mut keep = queued.min(TAIL);
         self.taken += queued - keep;
-        if self.taken >= DRAIN {
+        if self.taken >= DRAIN || !streaming {
             keep = 0;
             self.taken = 0;
         }
@@ -173,8 +182,15 @@ pub(crate) struct Reader {
 #[derive(Debug)]
 struct Peeker {
     hold: Hold,
-    /// Fires when held bytes are to be given back, if nothing new came.
-    /// Kept across reads: pushing its deadline later costs little.
+    /// When held bytes are given back if nothing new came.
+    release_at: Instant,
+    /// When the last bytes were delivered.
+    last: Instant,
+    /// [`STREAM_GAP`] (tests lengthen it, to hold whatever their pace).
+    gap: Duration,
+    /// The timer for `release_at`, set only when the reader waits with
+    /// bytes held. Kept across reads: pushing its deadline later costs
+    /// little.
     release: Pin<Box<Sleep>>,
     /// What the last step delivered, when it also marked the socket not
     /// ready (it had seen everything queued).
@@ -243,6 +259,9 @@ impl Peeker {
     fn new(_: &TcpStream) -> Option<Peeker> {
         Some(Peeker {
             hold: Hold::default(),
+            release_at: Instant::now(),
+            last: Instant::now(),
+            gap: STREAM_GAP,
             release: Box::pin(tokio::time::sleep(HOLD)),
             delivered: None,
             scratch: Box::new([MaybeUninit::uninit(); PEEK]),
@@ -260,8 +279,17 @@ impl Peeker {
         rbuf: &mut BytesMut,
         wrote: bool,
     ) -> Result<usize, DownReason> {
+        if wrote && self.hold.held > 0 {
+            // This side replied: what is held goes back now, without
+            // the timer (whose wake would be wasted).
+            let n = self.hold.release();
+            self.take_out(s, n).map_err(io_down)?;
+        }
         loop {
             let ready = if self.hold.held > 0 {
+                if self.release.deadline() != self.release_at {
+                    self.release.as_mut().reset(self.release_at);
+                }
                 let ready = tokio::select! {
                     r = s.ready(Interest::READABLE) => Some(r),
                     _ = self.release.as_mut() => None,
@@ -316,7 +344,13 @@ impl Peeker {
             if queued == 0 {
                 return Ok(0);
             }
-            let step = self.hold.after_peek(queued);
+            let now = Instant::now();
+            let streaming = now.duration_since(self.last) < self.gap;
+            let step = self.hold.after_peek(queued, streaming);
+            if let Step::Deliver { .. } = step {
+                self.last = now;
+                self.release_at = now + HOLD;
+            }
             if let Step::Deliver { new, .. } = &step {
                 rbuf.extend_from_slice(peeked.filled().get(new.clone()).unwrap_or_default());
             }
@@ -326,9 +360,6 @@ impl Peeker {
             Step::Wait => Err(io::ErrorKind::WouldBlock.into()),
             Step::Deliver { new, take } => {
                 self.take_out(s, take)?;
-                if self.hold.held > 0 {
-                    self.release.as_mut().reset(Instant::now() + HOLD);
-                }
                 // The peek saw everything queued: the socket can be marked
                 // not ready now, as tokio's own reads do after a short read,
                 // instead of peeking again to find nothing.
@@ -378,7 +409,7 @@ mod tests {
         let mut h = Hold::default();
         // 100 bytes: all delivered, none taken out.
         assert_eq!(
-            h.after_peek(100),
+            h.after_peek(100, true),
             Step::Deliver {
                 new: 0..100,
                 take: 0
@@ -386,7 +417,7 @@ mod tests {
         );
         // 200 more: only the new ones delivered; 44 taken, 256 left.
         assert_eq!(
-            h.after_peek(300),
+            h.after_peek(300, true),
             Step::Deliver {
                 new: 100..300,
                 take: 44
@@ -394,10 +425,10 @@ mod tests {
         );
         assert_eq!(h.held, TAIL);
         // A wake with nothing new delivers nothing.
-        assert_eq!(h.after_peek(TAIL), Step::Wait);
+        assert_eq!(h.after_peek(TAIL, true), Step::Wait);
         // Past DRAIN bytes taken, the socket is emptied.
         assert_eq!(
-            h.after_peek(TAIL + 300),
+            h.after_peek(TAIL + 300, true),
             Step::Deliver {
                 new: TAIL..TAIL + 300,
                 take: TAIL + 300
@@ -411,52 +442,78 @@ mod tests {
         // Peeks of every size after every state: the delivered ranges
         // continue each other, and what is taken out never passes what
         // was delivered.
-        for first in 1..PEEK + 10 {
-            for second in 1..PEEK + 10 {
-                let mut h = Hold::default();
-                let (mut delivered, mut taken_out) = (0usize, 0usize);
-                for queued_new in [first, second] {
-                    let queued = h.held + queued_new;
-                    match h.after_peek(queued) {
-                        Step::Deliver { new, take } => {
-                            // The new bytes start right after the held ones.
-                            assert_eq!(new.start, delivered - taken_out);
-                            assert_eq!(new.end, queued);
-                            delivered += new.len();
-                            taken_out += take;
-                        }
-                        Step::Read { skip } => {
-                            taken_out += skip;
-                            assert_eq!(taken_out, delivered, "skips exactly the held bytes");
-                            // The plain read takes the rest.
-                            delivered += queued - skip;
-                            taken_out += queued - skip;
-                        }
-                        Step::Wait => panic!("{queued_new} new bytes came"),
+        for (first, second, streaming) in (1..PEEK + 10)
+            .flat_map(|a| (1..PEEK + 10).map(move |b| (a, b)))
+            .flat_map(|(a, b)| [[true, true], [true, false], [false, true]].map(|f| (a, b, f)))
+        {
+            let mut h = Hold::default();
+            let (mut delivered, mut taken_out) = (0usize, 0usize);
+            for (queued_new, streaming) in [first, second].into_iter().zip(streaming) {
+                let queued = h.held + queued_new;
+                match h.after_peek(queued, streaming) {
+                    Step::Deliver { new, take } => {
+                        // The new bytes start right after the held ones.
+                        assert_eq!(new.start, delivered - taken_out);
+                        assert_eq!(new.end, queued);
+                        delivered += new.len();
+                        taken_out += take;
                     }
-                    assert!(taken_out <= delivered);
-                    assert_eq!(delivered - taken_out, h.held);
-                    assert!(h.held <= TAIL);
+                    Step::Read { skip } => {
+                        taken_out += skip;
+                        assert_eq!(taken_out, delivered, "skips exactly the held bytes");
+                        // The plain read takes the rest.
+                        delivered += queued - skip;
+                        taken_out += queued - skip;
+                    }
+                    Step::Wait => panic!("{queued_new} new bytes came"),
                 }
+                assert!(taken_out <= delivered);
+                assert_eq!(delivered - taken_out, h.held);
+                assert!(h.held <= TAIL);
             }
         }
     }
 
     #[test]
+    fn a_lone_message_is_not_held() {
+        let mut h = Hold::default();
+        assert_eq!(
+            h.after_peek(30, false),
+            Step::Deliver {
+                new: 0..30,
+                take: 30
+            }
+        );
+        assert_eq!(h, Hold::default());
+        // Within a stream it would be.
+        h.after_peek(30, true);
+        assert_eq!(h.held, 30);
+        // A late one takes the held bytes out with it.
+        assert_eq!(
+            h.after_peek(40, false),
+            Step::Deliver {
+                new: 30..40,
+                take: 40
+            }
+        );
+        assert_eq!(h, Hold::default());
+    }
+
+    #[test]
     fn a_large_read_and_a_close_leave_nothing_held() {
         let mut h = Hold::default();
-        h.after_peek(10);
-        assert_eq!(h.after_peek(PEEK), Step::Read { skip: 10 });
+        h.after_peek(10, true);
+        assert_eq!(h.after_peek(PEEK, true), Step::Read { skip: 10 });
         assert_eq!(h.held, 0);
         // After a large read the next small one empties the socket.
         assert_eq!(
-            h.after_peek(20),
+            h.after_peek(20, true),
             Step::Deliver {
                 new: 0..20,
                 take: 20
             }
         );
-        h.after_peek(10);
+        h.after_peek(10, true);
         assert_eq!(h.plainly(), Step::Read { skip: 10 });
         assert_eq!(h, Hold::default());
     }
@@ -465,11 +522,21 @@ mod tests {
     fn a_large_stream_is_read_plainly_until_a_short_read() {
         let mut h = Hold::default();
         assert_eq!(h.next(), None, "peeks first");
-        assert_eq!(h.after_peek(PEEK), Step::Read { skip: 0 });
+        assert_eq!(h.after_peek(PEEK, true), Step::Read { skip: 0 });
         h.after_read(64 * 1024);
         assert_eq!(h.next(), Some(Step::Read { skip: 0 }), "no peek mid-stream");
         h.after_read(PEEK - 1);
         assert_eq!(h.next(), None, "peeks again after a short read");
+    }
+
+    /// A reader that takes any pace for a stream, so the tests do not
+    /// turn on the machine's speed.
+    fn streaming_reader(s: &TcpStream) -> Reader {
+        let mut r = Reader::new(s);
+        if let Some(p) = r.peek.as_mut() {
+            p.gap = Duration::from_secs(3600);
+        }
+        r
     }
 
     /// A connected pair of sockets on the loopback: (writer, reader).
@@ -485,7 +552,7 @@ mod tests {
     async fn small_writes_arrive_at_once_and_the_held_tail_is_given_back() {
         use tokio::io::AsyncWriteExt;
         let (mut w, mut r) = pair().await;
-        let mut reader = Reader::new(&r);
+        let mut reader = streaming_reader(&r);
         assert!(reader.peek.is_some(), "peeks on Linux");
         let (mut rd, _wr) = r.split();
         let mut rbuf = BytesMut::new();
@@ -522,7 +589,7 @@ mod tests {
     async fn after_this_side_writes_the_reader_holds_nothing() {
         use tokio::io::AsyncWriteExt;
         let (mut w, mut r) = pair().await;
-        let mut reader = Reader::new(&r);
+        let mut reader = streaming_reader(&r);
         let (mut rd, _wr) = r.split();
         let mut rbuf = BytesMut::new();
         w.write_all(b"ping").await.unwrap();
@@ -583,7 +650,7 @@ mod tests {
             // Closing with the last bytes held: the reader must still see
             // them and then the end.
         });
-        let mut reader = Reader::new(&r);
+        let mut reader = streaming_reader(&r);
         let (mut rd, _wr) = r.split();
         let mut rbuf = BytesMut::new();
         let end = loop {
