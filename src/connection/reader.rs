@@ -404,35 +404,24 @@ impl Peeker {
 mod tests {
     use super::*;
 
+    fn deliver(new: Range<usize>, take: usize) -> Step {
+        Step::Deliver { new, take }
+    }
+
     #[test]
     fn a_small_stream_is_delivered_whole_with_a_tail_left_in_the_socket() {
         let mut h = Hold::default();
         // 100 bytes: all delivered, none taken out.
-        assert_eq!(
-            h.after_peek(100, true),
-            Step::Deliver {
-                new: 0..100,
-                take: 0
-            }
-        );
+        assert_eq!(h.after_peek(100, true), deliver(0..100, 0));
         // 200 more: only the new ones delivered; 44 taken, 256 left.
-        assert_eq!(
-            h.after_peek(300, true),
-            Step::Deliver {
-                new: 100..300,
-                take: 44
-            }
-        );
+        assert_eq!(h.after_peek(300, true), deliver(100..300, 44));
         assert_eq!(h.held, TAIL);
         // A wake with nothing new delivers nothing.
         assert_eq!(h.after_peek(TAIL, true), Step::Wait);
         // Past DRAIN bytes taken, the socket is emptied.
         assert_eq!(
             h.after_peek(TAIL + 300, true),
-            Step::Deliver {
-                new: TAIL..TAIL + 300,
-                take: TAIL + 300
-            }
+            deliver(TAIL..TAIL + 300, TAIL + 300)
         );
         assert_eq!(h, Hold::default());
     }
@@ -477,25 +466,13 @@ mod tests {
     #[test]
     fn a_lone_message_is_not_held() {
         let mut h = Hold::default();
-        assert_eq!(
-            h.after_peek(30, false),
-            Step::Deliver {
-                new: 0..30,
-                take: 30
-            }
-        );
+        assert_eq!(h.after_peek(30, false), deliver(0..30, 30));
         assert_eq!(h, Hold::default());
         // Within a stream it would be.
         h.after_peek(30, true);
         assert_eq!(h.held, 30);
         // A late one takes the held bytes out with it.
-        assert_eq!(
-            h.after_peek(40, false),
-            Step::Deliver {
-                new: 30..40,
-                take: 40
-            }
-        );
+        assert_eq!(h.after_peek(40, false), deliver(30..40, 40));
         assert_eq!(h, Hold::default());
     }
 
@@ -506,13 +483,7 @@ mod tests {
         assert_eq!(h.after_peek(PEEK, true), Step::Read { skip: 10 });
         assert_eq!(h.held, 0);
         // After a large read the next small one empties the socket.
-        assert_eq!(
-            h.after_peek(20, true),
-            Step::Deliver {
-                new: 0..20,
-                take: 20
-            }
-        );
+        assert_eq!(h.after_peek(20, true), deliver(0..20, 20));
         h.after_peek(10, true);
         assert_eq!(h.plainly(), Step::Read { skip: 10 });
         assert_eq!(h, Hold::default());
