@@ -1808,7 +1808,7 @@ async fn run_inner(
     budget: &Semaphore,
     s: RunSettings,
 ) -> Result<(), DownReason> {
-    let mut reader = Reader::new(stream);
+    let mut reader = Reader::new();
     let (mut rd, mut wr) = stream.split();
     let mut out = WriteQueue::default();
     let mut received: VecDeque<Bytes> = VecDeque::new();

@@ -182,13 +182,12 @@ pub(crate) struct Reader {
 #[derive(Debug)]
 struct Peeker {
     hold: Hold,
-    /// When held bytes are given back if nothing new came.
-    release_at: Instant,
-    /// When the last bytes were delivered.
+    /// When the last bytes were delivered; held bytes go back at
+    /// `last + HOLD` if nothing new comes.
     last: Instant,
     /// [`STREAM_GAP`] (tests lengthen it, to hold whatever their pace).
     gap: Duration,
-    /// The timer for `release_at`, set only when the reader waits with
+    /// The timer for `last + HOLD`, set only when the reader waits with
     /// bytes held. Kept across reads: pushing its deadline later costs
     /// little.
     release: Pin<Box<Sleep>>,
@@ -200,10 +199,10 @@ struct Peeker {
 }
 
 impl Reader {
-    /// A reader for `stream`.
-    pub(crate) fn new(stream: &TcpStream) -> Reader {
+    /// A reader for a connection's socket.
+    pub(crate) fn new() -> Reader {
         Reader {
-            peek: Peeker::new(stream).map(Box::new),
+            peek: Peeker::new().map(Box::new),
             wrote: false,
         }
     }
@@ -256,10 +255,9 @@ fn io_down(e: io::Error) -> DownReason {
 
 impl Peeker {
     #[cfg(target_os = "linux")]
-    fn new(_: &TcpStream) -> Option<Peeker> {
+    fn new() -> Option<Peeker> {
         Some(Peeker {
             hold: Hold::default(),
-            release_at: Instant::now(),
             last: Instant::now(),
             gap: STREAM_GAP,
             release: Box::pin(tokio::time::sleep(HOLD)),
@@ -269,7 +267,7 @@ impl Peeker {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn new(_: &TcpStream) -> Option<Peeker> {
+    fn new() -> Option<Peeker> {
         None
     }
 
@@ -287,8 +285,9 @@ impl Peeker {
         }
         loop {
             let ready = if self.hold.held > 0 {
-                if self.release.deadline() != self.release_at {
-                    self.release.as_mut().reset(self.release_at);
+                let release_at = self.last + HOLD;
+                if self.release.deadline() != release_at {
+                    self.release.as_mut().reset(release_at);
                 }
                 let ready = tokio::select! {
                     r = s.ready(Interest::READABLE) => Some(r),
@@ -349,7 +348,6 @@ impl Peeker {
             let step = self.hold.after_peek(queued, streaming);
             if let Step::Deliver { .. } = step {
                 self.last = now;
-                self.release_at = now + HOLD;
             }
             if let Step::Deliver { new, .. } = &step {
                 rbuf.extend_from_slice(peeked.filled().get(new.clone()).unwrap_or_default());
@@ -502,8 +500,8 @@ mod tests {
 
     /// A reader that takes any pace for a stream, so the tests do not
     /// turn on the machine's speed.
-    fn streaming_reader(s: &TcpStream) -> Reader {
-        let mut r = Reader::new(s);
+    fn streaming_reader() -> Reader {
+        let mut r = Reader::new();
         if let Some(p) = r.peek.as_mut() {
             p.gap = Duration::from_secs(3600);
         }
@@ -523,7 +521,7 @@ mod tests {
     async fn small_writes_arrive_at_once_and_the_held_tail_is_given_back() {
         use tokio::io::AsyncWriteExt;
         let (mut w, mut r) = pair().await;
-        let mut reader = streaming_reader(&r);
+        let mut reader = streaming_reader();
         assert!(reader.peek.is_some(), "peeks on Linux");
         let (mut rd, _wr) = r.split();
         let mut rbuf = BytesMut::new();
@@ -560,7 +558,7 @@ mod tests {
     async fn after_this_side_writes_the_reader_holds_nothing() {
         use tokio::io::AsyncWriteExt;
         let (mut w, mut r) = pair().await;
-        let mut reader = streaming_reader(&r);
+        let mut reader = streaming_reader();
         let (mut rd, _wr) = r.split();
         let mut rbuf = BytesMut::new();
         w.write_all(b"ping").await.unwrap();
@@ -621,7 +619,7 @@ mod tests {
             // Closing with the last bytes held: the reader must still see
             // them and then the end.
         });
-        let mut reader = streaming_reader(&r);
+        let mut reader = streaming_reader();
         let (mut rd, _wr) = r.split();
         let mut rbuf = BytesMut::new();
         let end = loop {

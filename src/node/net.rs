@@ -680,7 +680,7 @@ impl PeerLink<'_> {
         settings: RunSettings,
         rx: &mut outq::Receiver<Out>,
     ) -> End {
-        let mut reader = Reader::new(stream);
+        let mut reader = Reader::new();
         let (mut rd, mut wr) = stream.split();
         let mut out = WriteQueue::default();
         let mut ticks = Ticks::new(&settings);
