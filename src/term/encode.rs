@@ -1235,18 +1235,28 @@ impl<O: Out, C: AtomRefs> Writer<'_, '_, O, C> {
         let ids = r.ids();
         let n = (ids.len() as u16).to_be_bytes();
         let head = [NEWER_REFERENCE_EXT, n[0], n[1]];
-        let mut words = [0u8; 4 + 4 * Reference::MAX_WORDS];
-        words[..4].copy_from_slice(&r.creation.to_be_bytes());
-        for (chunk, w) in words[4..].chunks_exact_mut(4).zip(ids) {
-            chunk.copy_from_slice(&w.to_be_bytes());
-        }
-        match (self.atom_out(r.node), words.first_chunk::<16>()) {
+        match (self.atom_out(r.node), ids) {
             // As OTP makes them (three words): one write for the whole
-            // reference.
-            (Some(node), Some(tail)) if ids.len() == 3 => Ok(self
-                .out
-                .window::<{ 3 + EXT_BLOCK + 16 }>(at, |w| head_atom_tail(w, head, node, *tail))),
+            // reference, its tail made in registers (built in memory with
+            // 4-byte stores, it would be read back with one 16-byte load,
+            // which waits for those stores to complete).
+            (Some(node), &[a, b, c]) => {
+                let h = (u64::from(r.creation) << 32 | u64::from(a)).to_be_bytes();
+                let l = (u64::from(b) << 32 | u64::from(c)).to_be_bytes();
+                let tail = [
+                    h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4],
+                    l[5], l[6], l[7],
+                ];
+                Ok(self
+                    .out
+                    .window::<{ 3 + EXT_BLOCK + 16 }>(at, |w| head_atom_tail(w, head, node, tail)))
+            }
             _ => {
+                let mut words = [0u8; 4 + 4 * Reference::MAX_WORDS];
+                words[..4].copy_from_slice(&r.creation.to_be_bytes());
+                for (chunk, w) in words[4..].chunks_exact_mut(4).zip(ids) {
+                    chunk.copy_from_slice(&w.to_be_bytes());
+                }
                 let at = self.out.put_array(at, head);
                 let at = self.atom(at, r.node)?;
                 Ok(self.out.put(at, &words[..4 + 4 * ids.len()]))
