@@ -20,10 +20,12 @@
 //! encode of erldist and eetf are timed again in alternating turns of a
 //! few milliseconds (41 pairs per scenario and direction, about 4 s in
 //! all), printed as
-//! `# interleaved scenario=<name>_<dir> ratio_eetf=<median> middle_half=<p25>..<p75>`
-//! (eetf's time / erldist's), and one more such line, `build_terms`, for
-//! building small terms whose atoms are made from strings (`Term::atom`
-//! against eetf's `Atom::from`). `cargo test --benches` (criterion's test mode) runs
+//! `# interleaved scenario=<name>_<dir> ratio_eetf=<median> middle_half=<p25>..<p75> erldist=<MB/s> eetf=<MB/s>`
+//! (the ratio is eetf's time / erldist's; the speeds are each side's
+//! median turn, so that a line shows which side moved), and one more such
+//! line, `build_terms`, for building small terms whose atoms are made
+//! from strings (`Term::atom` against eetf's `Atom::from`, in thousands
+//! of terms a second). `cargo test --benches` (criterion's test mode) runs
 //! every routine once and prints no figures.
 //!
 //! The APIs measured, each crate's fastest public one:
@@ -254,13 +256,36 @@ fn eetf_encode(terms: &[eetf::Term], buf: &mut Vec<u8>) {
     }
 }
 
+/// What [`alternate`] measured.
+struct Turns {
+    /// The 25th, 50th and 75th percentiles of the ratios `b`/`a` of
+    /// neighbouring turns.
+    ratios: [f64; 3],
+    /// The median time of one pass of `a` and of `b`, in seconds.
+    median_pass: [f64; 2],
+}
+
+impl Turns {
+    /// The `# interleaved` line for `name`, with each side's median speed
+    /// over `bytes` per pass (MB/s), so that a line shows which side moved.
+    fn line(&self, name: &str, bytes: u64) -> String {
+        let [lo, mid, hi] = self.ratios;
+        let mbs = |t: f64| bytes as f64 / t / 1e6;
+        format!(
+            "# interleaved scenario={name} ratio_eetf={mid:.2} middle_half={lo:.2}..{hi:.2} \
+             erldist={:.1} eetf={:.1}",
+            mbs(self.median_pass[0]),
+            mbs(self.median_pass[1]),
+        )
+    }
+}
+
 /// Times `a` and `b` in turn, `ROUNDS` times, each turn a batch of passes
-/// lasting a few milliseconds, and returns the 25th, 50th and 75th
-/// percentiles of the ratios `b`/`a` of neighbouring turns. Criterion
-/// measures one routine for seconds and then the next, so a change in the
-/// machine's speed between the two (common on a shared VM) moves its
-/// ratio; turns this short see the same machine.
-fn alternate(mut a: impl FnMut(), mut b: impl FnMut()) -> [f64; 3] {
+/// lasting a few milliseconds. Criterion measures one routine for seconds
+/// and then the next, so a change in the machine's speed between the two
+/// (common on a shared VM) moves its ratio; turns this short see the same
+/// machine.
+fn alternate(mut a: impl FnMut(), mut b: impl FnMut()) -> Turns {
     const ROUNDS: usize = 41;
     let turn = Duration::from_millis(4);
     let passes = |f: &mut dyn FnMut()| {
@@ -280,24 +305,32 @@ fn alternate(mut a: impl FnMut(), mut b: impl FnMut()) -> [f64; 3] {
         }
         start.elapsed().as_secs_f64() / f64::from(n)
     };
-    let mut ratios: Vec<f64> = (0..ROUNDS)
+    let mut pairs: Vec<(f64, f64)> = (0..ROUNDS)
         .map(|round| {
             // Each goes first in every other round.
             if round % 2 == 0 {
                 let ta = time(&mut a, na);
-                time(&mut b, nb) / ta
+                (ta, time(&mut b, nb))
             } else {
                 let tb = time(&mut b, nb);
-                tb / time(&mut a, na)
+                (time(&mut a, na), tb)
             }
         })
         .collect();
-    ratios.sort_by(f64::total_cmp);
-    [
-        ratios[ROUNDS / 4],
-        ratios[ROUNDS / 2],
-        ratios[3 * ROUNDS / 4],
-    ]
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[ROUNDS / 2]
+    };
+    let median_pass = [
+        median(pairs.iter().map(|p| p.0).collect()),
+        median(pairs.iter().map(|p| p.1).collect()),
+    ];
+    pairs.sort_by(|x, y| (x.1 / x.0).total_cmp(&(y.1 / y.0)));
+    let ratio = |i: usize| pairs[i].1 / pairs[i].0;
+    Turns {
+        ratios: [ratio(ROUNDS / 4), ratio(ROUNDS / 2), ratio(3 * ROUNDS / 4)],
+        median_pass,
+    }
 }
 
 /// `# interleaved` lines: erldist against eetf (the peer the goal names)
@@ -305,12 +338,7 @@ fn alternate(mut a: impl FnMut(), mut b: impl FnMut()) -> [f64; 3] {
 /// groups time.
 fn interleaved(s: &Scenario, peers: &Peers) -> Vec<String> {
     let slices: Vec<&[u8]> = s.encoded.iter().map(|b| &b[..]).collect();
-    let line = |dir: &str, [lo, mid, hi]: [f64; 3]| {
-        format!(
-            "# interleaved scenario={}_{dir} ratio_eetf={mid:.2} middle_half={lo:.2}..{hi:.2}",
-            s.name
-        )
-    };
+    let line = |dir: &str, t: Turns| t.line(&format!("{}_{dir}", s.name), s.total_bytes());
     let mut lines = Vec::new();
     if peers.eetf.decodes() {
         let r = alternate(|| erldist_decode(s), || eetf_decode(&slices));
@@ -338,7 +366,7 @@ fn interleaved(s: &Scenario, peers: &Peers) -> Vec<String> {
 /// `{hello, N, {get, key}}`, 1,000 times, with erldist's `Term::atom`
 /// against eetf's `Atom::from` (each builds and drops its own term).
 fn build_terms_line() -> String {
-    let [lo, mid, hi] = alternate(
+    let t = alternate(
         || {
             for n in 0..1000 {
                 black_box(Term::tuple(vec![
@@ -364,7 +392,15 @@ fn build_terms_line() -> String {
             }
         },
     );
-    format!("# interleaved scenario=build_terms ratio_eetf={mid:.2} middle_half={lo:.2}..{hi:.2}")
+    // MB/s has no meaning here: the figures are thousands of terms a second.
+    let [lo, mid, hi] = t.ratios;
+    let kterms = |secs: f64| 1000.0 / secs / 1e3;
+    format!(
+        "# interleaved scenario=build_terms ratio_eetf={mid:.2} middle_half={lo:.2}..{hi:.2} \
+         erldist_kterms={:.0} eetf_kterms={:.0}",
+        kterms(t.median_pass[0]),
+        kterms(t.median_pass[1]),
+    )
 }
 
 fn bench_scenario(c: &mut Criterion, s: &Scenario, peers: &Peers) {
