@@ -257,7 +257,7 @@ fn eetf_encode(terms: &[eetf::Term], buf: &mut Vec<u8>) {
 }
 
 /// What [`alternate`] measured.
-struct Turns {
+struct Alternated {
     /// The 25th, 50th and 75th percentiles of the ratios `b`/`a` of
     /// neighbouring turns.
     ratios: [f64; 3],
@@ -265,17 +265,17 @@ struct Turns {
     median_pass: [f64; 2],
 }
 
-impl Turns {
-    /// The `# interleaved` line for `name`, with each side's median speed
-    /// over `bytes` per pass (MB/s), so that a line shows which side moved.
-    fn line(&self, name: &str, bytes: u64) -> String {
+impl Alternated {
+    /// The `# interleaved` line for `name`: the ratio, then each side's
+    /// median speed, `per_pass` units a pass divided by `scale`, under the
+    /// keys `erldist{suffix}` and `eetf{suffix}` (so that a line shows
+    /// which side moved).
+    fn line(&self, name: &str, per_pass: f64, scale: f64, suffix: &str, digits: usize) -> String {
         let [lo, mid, hi] = self.ratios;
-        let mbs = |t: f64| bytes as f64 / t / 1e6;
+        let [a, b] = self.median_pass.map(|t| per_pass / t / scale);
         format!(
             "# interleaved scenario={name} ratio_eetf={mid:.2} middle_half={lo:.2}..{hi:.2} \
-             erldist={:.1} eetf={:.1}",
-            mbs(self.median_pass[0]),
-            mbs(self.median_pass[1]),
+             erldist{suffix}={a:.digits$} eetf{suffix}={b:.digits$}"
         )
     }
 }
@@ -285,7 +285,7 @@ impl Turns {
 /// and then the next, so a change in the machine's speed between the two
 /// (common on a shared VM) moves its ratio; turns this short see the same
 /// machine.
-fn alternate(mut a: impl FnMut(), mut b: impl FnMut()) -> Turns {
+fn alternate(mut a: impl FnMut(), mut b: impl FnMut()) -> Alternated {
     const ROUNDS: usize = 41;
     let turn = Duration::from_millis(4);
     let passes = |f: &mut dyn FnMut()| {
@@ -327,7 +327,7 @@ fn alternate(mut a: impl FnMut(), mut b: impl FnMut()) -> Turns {
     ];
     pairs.sort_by(|x, y| (x.1 / x.0).total_cmp(&(y.1 / y.0)));
     let ratio = |i: usize| pairs[i].1 / pairs[i].0;
-    Turns {
+    Alternated {
         ratios: [ratio(ROUNDS / 4), ratio(ROUNDS / 2), ratio(3 * ROUNDS / 4)],
         median_pass,
     }
@@ -338,7 +338,16 @@ fn alternate(mut a: impl FnMut(), mut b: impl FnMut()) -> Turns {
 /// groups time.
 fn interleaved(s: &Scenario, peers: &Peers) -> Vec<String> {
     let slices: Vec<&[u8]> = s.encoded.iter().map(|b| &b[..]).collect();
-    let line = |dir: &str, t: Turns| t.line(&format!("{}_{dir}", s.name), s.total_bytes());
+    // MB/s of ETF bytes.
+    let line = |dir: &str, t: Alternated| {
+        t.line(
+            &format!("{}_{dir}", s.name),
+            s.total_bytes() as f64,
+            1e6,
+            "",
+            1,
+        )
+    };
     let mut lines = Vec::new();
     if peers.eetf.decodes() {
         let r = alternate(|| erldist_decode(s), || eetf_decode(&slices));
@@ -392,15 +401,8 @@ fn build_terms_line() -> String {
             }
         },
     );
-    // MB/s has no meaning here: the figures are thousands of terms a second.
-    let [lo, mid, hi] = t.ratios;
-    let kterms = |secs: f64| 1000.0 / secs / 1e3;
-    format!(
-        "# interleaved scenario=build_terms ratio_eetf={mid:.2} middle_half={lo:.2}..{hi:.2} \
-         erldist_kterms={:.0} eetf_kterms={:.0}",
-        kterms(t.median_pass[0]),
-        kterms(t.median_pass[1]),
-    )
+    // Thousands of terms a second (1,000 a pass): MB/s has no meaning here.
+    t.line("build_terms", 1000.0, 1e3, "_kterms", 0)
 }
 
 fn bench_scenario(c: &mut Criterion, s: &Scenario, peers: &Peers) {
