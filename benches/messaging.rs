@@ -20,6 +20,13 @@
 //! edp, same direction); `edp=n/a` (with the reason on a `#` line) where it
 //! cannot, `edp=failed` (with the reason) where it failed. See
 //! `benches/messaging/edp.rs`.
+//!
+//! edp_node sends every message from no process (`SEND`, no sender on the
+//! wire), where erldist's and BEAM's processes name themselves
+//! (`SEND_SENDER`), which costs the receiving node a little more. So the
+//! streams that edp runs are also run from erldist without a sender
+//! (`Node::send_ref`), like for like with edp: `erldist_anon=<value>
+//! ratio_edp_anon=<r>` on the same line.
 //! Without `--bench` (as `cargo test --benches` runs it) every scenario runs
 //! once with small counts, as a smoke test.
 

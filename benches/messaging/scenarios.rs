@@ -181,6 +181,22 @@ fn report(
     SUMMARY.with(|s| s.borrow_mut().push(line));
 }
 
+/// The ` erldist_anon=<median> ratio_edp_anon=<r>` fields of a stream
+/// that edp ran (nothing otherwise), after a `#` line with their runs:
+/// erldist's streams from no process, which like edp's carry no sender
+/// (higher is better).
+fn anon_field(name: &str, unit: &str, anon: &[f64], edp: &Runs) -> String {
+    let Runs::Ok(e) = edp else {
+        return String::new();
+    };
+    if anon.is_empty() || e.is_empty() {
+        return String::new();
+    }
+    println!("# {name}: erldist_anon runs [{}] {unit}", fmt_runs(anon));
+    let (a, e) = (median(anon.to_vec()), median(e.clone()));
+    format!(" erldist_anon={a:.0} ratio_edp_anon={:.2}", a / e)
+}
+
 thread_local! {
     static SUMMARY: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -310,14 +326,33 @@ fn rust_sink(node: &Node, n: usize) -> Pid {
     })
 }
 
+/// Who an erldist stream's messages come from, on the wire.
+#[derive(Clone, Copy, PartialEq)]
+enum Sender {
+    /// The sending process (`Process::send_ref`: `SEND_SENDER`, as BEAM's
+    /// processes send): the streams compared with BEAM's.
+    Process,
+    /// No process (`Node::send_ref`: `SEND`, no sender on the wire, as
+    /// edp_node sends): the `erldist_anon` streams compared with edp's.
+    Nobody,
+}
+
 /// Streams `n` messages (cycling through `msgs`) from a new process on
 /// `node` to `sink` and waits for its `done`. With several `senders`, that
 /// process sends `start` and spawns them, each sending `n / senders`
 /// (`n` a multiple of `senders`, or the sink waits for ever). The process runs in a task
 /// on the runtime's workers, as one started with `node.spawn` does (the
 /// bench's own thread is not one of them, and a process there would be
-/// woken across threads at every message).
-async fn rust_stream(node: &Node, sink: &Pid, n: usize, msgs: &[Term], senders: usize) -> Duration {
+/// woken across threads at every message). `from` says whether the
+/// messages name their sender.
+async fn rust_stream(
+    node: &Node,
+    sink: &Pid,
+    n: usize,
+    msgs: &[Term],
+    senders: usize,
+    from: Sender,
+) -> Duration {
     let (mut p, sink) = (node.process(), *sink);
     let (node, msgs) = (node.clone(), Arc::new(msgs.to_vec()));
     tokio::spawn(async move {
@@ -328,16 +363,22 @@ async fn rust_stream(node: &Node, sink: &Pid, n: usize, msgs: &[Term], senders: 
         );
         if senders == 1 {
             for msg in msgs.iter().cycle().take(n) {
-                p.send_ref(sink, msg);
+                match from {
+                    Sender::Process => p.send_ref(sink, msg),
+                    Sender::Nobody => node.send_ref(sink, msg),
+                }
             }
         } else {
             // Spawned after `start` is queued, as BEAM's coordinator does
             // in `stream_k_to_new_sink`.
             for _ in 0..senders {
-                let msgs = Arc::clone(&msgs);
+                let (msgs, on) = (Arc::clone(&msgs), node.clone());
                 node.spawn(move |s| async move {
                     for msg in msgs.iter().cycle().take(n / senders) {
-                        s.send_ref(sink, msg);
+                        match from {
+                            Sender::Process => s.send_ref(sink, msg),
+                            Sender::Nobody => on.send_ref(sink, msg),
+                        }
                     }
                 });
             }
@@ -466,15 +507,15 @@ async fn send_scenario(
         unit_size,
         senders,
     } = load;
-    let mut rust = Vec::new();
-    let mut beam = Vec::new();
+    let (mut rust, mut beam, mut anon) = (Vec::new(), Vec::new(), Vec::new());
     let mut edp = edp_runs(env);
     let mut edp_s = edp_stream_setup(env, n, &mut edp).await;
     let edp_msg = [edp::owned(&rust_msg)];
     let a_name = env.a.name().to_owned();
     for _ in 0..runs {
         let sink = fresh_sink(env, n);
-        let d = rust_stream(&env.r1, &sink, n, std::slice::from_ref(&rust_msg), senders).await;
+        let one = std::slice::from_ref(&rust_msg);
+        let d = rust_stream(&env.r1, &sink, n, one, senders, Sender::Process).await;
         end_sink(env, sink);
         rust.push(per_sec(n * unit_size, d));
         let d = beam_stream(&mut env.b, &a_name, n, erl_msg, senders);
@@ -484,9 +525,19 @@ async fn send_scenario(
             if let Some(r) = edp_stream_run(env, &mut edp_s, n, &edp_msg, senders).await {
                 edp.push(r.map(|d| per_sec(n * unit_size, d)));
             }
+            let sink = fresh_sink(env, n);
+            let d = rust_stream(&env.r1, &sink, n, one, senders, Sender::Nobody).await;
+            end_sink(env, sink);
+            anon.push(per_sec(n * unit_size, d));
         }
     }
     edp_stream_end(env, edp_s);
+    let anon = anon_field(name, unit, &anon, &edp);
+    let counts = if senders == 1 {
+        format!(" n={n} runs={runs}")
+    } else {
+        format!(" n={n} senders={senders} runs={runs}")
+    };
     report(
         name,
         unit,
@@ -494,11 +545,7 @@ async fn send_scenario(
         beam,
         &edp,
         true,
-        &if senders == 1 {
-            format!(" n={n} runs={runs}")
-        } else {
-            format!(" n={n} senders={senders} runs={runs}")
-        },
+        &format!("{anon}{counts}"),
     );
 }
 
@@ -539,12 +586,13 @@ async fn mixed_terms(env: &mut Env, n: usize, runs: usize) {
 
     let (mut rust, mut beam) = (Vec::new(), Vec::new());
     let (mut rust_b, mut beam_b, mut edp_b) = (Vec::new(), Vec::new(), Vec::new());
+    let mut anon = Vec::new();
     let mut edp = edp_runs(env);
     let mut edp_s = edp_stream_setup(env, n, &mut edp).await;
     let a_name = env.a.name().to_owned();
     for _ in 0..runs {
         let sink = fresh_sink(env, n);
-        let d = rust_stream(&env.r1, &sink, n, &terms, 1).await;
+        let d = rust_stream(&env.r1, &sink, n, &terms, 1, Sender::Process).await;
         end_sink(env, sink);
         rust.push(per_sec(n, d));
         rust_b.push(per_sec(bytes, d));
@@ -564,6 +612,10 @@ async fn mixed_terms(env: &mut Env, n: usize, runs: usize) {
                 }
                 edp.push(r.map(|d| per_sec(n, d)));
             }
+            let sink = fresh_sink(env, n);
+            let d = rust_stream(&env.r1, &sink, n, &terms, 1, Sender::Nobody).await;
+            end_sink(env, sink);
+            anon.push(per_sec(n, d));
         }
     }
     edp_stream_end(env, edp_s);
@@ -586,6 +638,7 @@ async fn mixed_terms(env: &mut Env, n: usize, runs: usize) {
         terms.len(),
         bytes as f64 / n as f64,
     );
+    let anon = anon_field("mixed_terms", "msg/s", &anon, &edp);
     report(
         "mixed_terms",
         "msg/s",
@@ -593,7 +646,7 @@ async fn mixed_terms(env: &mut Env, n: usize, runs: usize) {
         beam,
         &edp,
         true,
-        &format!(" n={n} runs={runs}"),
+        &format!("{anon} n={n} runs={runs}"),
     );
 }
 
@@ -830,7 +883,8 @@ async fn rust_to_rust(env: &mut Env, n: usize, runs: usize) {
     let msg = Term::tuple(vec![Term::atom("hello"), Term::from(42)]);
     let (mut rust, mut beam) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        let d = rust_stream(&env.r1, &sink, n, std::slice::from_ref(&msg), 1).await;
+        let one = std::slice::from_ref(&msg);
+        let d = rust_stream(&env.r1, &sink, n, one, 1, Sender::Process).await;
         rust.push(per_sec(n, d));
         let d = beam_stream(&mut env.b, &a_name, n, "{hello, 42}", 1);
         beam.push(per_sec(n, d));
