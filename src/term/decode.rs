@@ -627,9 +627,8 @@ impl State<'_, '_> {
                     None => break,
                 }
             }
-            let got = run.get(..k).unwrap_or_default();
-            items.extend(got.iter().map(|&i| Term::Int(i)));
-            left -= got.len();
+            items.extend(run.iter().take(k).map(|&i| Term::Int(i)));
+            left -= k;
         }
         Ok(())
     }
