@@ -7,7 +7,8 @@
 //!
 //! - [`RealEpmd`]: the real `epmd -port N` on a free port;
 //! - [`ErlNode`]: a real `erl -sname` node registered with the EPMD on a
-//!   given port, which can evaluate Erlang expressions for you;
+//!   given port, which can evaluate Erlang expressions for you, and be
+//!   frozen for a while ([`ErlNode::freeze`]);
 //! - [`require_erl`]: whether to run such tests at all.
 //!
 //! Binaries are found through `PATH`.
@@ -738,6 +739,46 @@ impl ErlNode {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Freezes the node's OS process (`SIGSTOP`) until the returned guard
+    /// is dropped (`SIGCONT`), even when the test panics meanwhile: a node
+    /// that reads, answers and ticks no more, as one stalled by its
+    /// machine. What is sent to it waits in the sockets, then in the
+    /// sender's queue.
+    ///
+    /// # Errors
+    /// When `kill -STOP` cannot be run or fails.
+    pub fn freeze(&self) -> io::Result<Frozen> {
+        signal(self.pid(), "STOP")?;
+        Ok(Frozen { pid: self.pid() })
+    }
+}
+
+/// An [`ErlNode`] frozen by [`ErlNode::freeze`]; resumed when dropped.
+#[derive(Debug)]
+#[must_use = "the node resumes as soon as the guard is dropped"]
+pub struct Frozen {
+    pid: u32,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // Nothing to do if it fails: the node was killed meanwhile.
+        let _ = signal(self.pid, "CONT");
+    }
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to the OS process `pid` with `kill`.
+fn signal(pid: u32, signal: &str) -> io::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("kill -{signal} {pid}: {status}")))
     }
 }
 

@@ -234,17 +234,10 @@ async fn ticks_keep_an_idle_connection_up_and_a_frozen_peer_is_declared_down() {
     assert_eq!(up, "true");
     // Freeze the peer: no more ticks; down within the tick limit (4 s,
     // plus one interval of detection slack).
-    let pid = node.lock().unwrap().pid();
-    let stop = std::process::Command::new("kill")
-        .args(["-STOP", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(stop.success());
+    let frozen = node.lock().unwrap().freeze().expect("freeze the node");
     let started = std::time::Instant::now();
     let reason = tokio::time::timeout(Duration::from_secs(8), down).await;
-    let _ = std::process::Command::new("kill")
-        .args(["-CONT", &pid.to_string()])
-        .status();
+    drop(frozen);
     let reason = reason.expect("not declared down in time").unwrap();
     assert!(matches!(reason, DownReason::TickTimeout { .. }), "{reason}");
     assert!(

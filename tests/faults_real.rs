@@ -58,36 +58,6 @@ fn exit_msg(pid: Pid, reason: &str) -> Term {
     term!({(atom("EXIT")), (pid), (atom(reason))})
 }
 
-/// Sends `signal` (`STOP`, `CONT`) to an OS process.
-fn signal(pid: u32, signal: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{signal} {pid}");
-}
-
-/// A frozen (SIGSTOP) OS process, resumed when dropped, even if the test
-/// fails.
-struct Frozen(u32);
-
-impl Frozen {
-    fn new(pid: u32) -> Frozen {
-        signal(pid, "STOP");
-        Frozen(pid)
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-CONT")
-            .arg(self.0.to_string())
-            .status();
-    }
-}
-
 /// Registers `counter` on `slow`, which counts `{n, N, _}` in order
 /// (exiting on any other) and answers `{done, From}` with `{count, N}`, and
 /// `echo` on `healthy`, which answers `{From, M}` with `{echo, M}`.
@@ -264,7 +234,7 @@ async fn sigstop_past_the_tick_time_is_nodedown_and_heals_after_sigcont() {
     assert!(node.nodes().contains(&Atom::from(e_name.as_str())));
     assert_eq!(watcher.try_recv(), None);
 
-    let frozen = Frozen::new(e.pid());
+    let frozen = e.freeze().expect("freeze the node");
     let started = Instant::now();
     let reason = node_down(&mut events, &e_name).await;
     let took = started.elapsed();
@@ -874,7 +844,7 @@ async fn a_slow_consumer_grows_its_mailbox_and_a_frozen_peer_blocks_nobody() {
     let counter = (Atom::from("counter"), Atom::from(slow.name()));
     let echo = (Atom::from("echo"), Atom::from(healthy.name()));
     assert!(node.ping(slow.name()).await);
-    let frozen = Frozen::new(slow.pid());
+    let frozen = slow.freeze().expect("freeze the node");
 
     // 64 MiB to the frozen node: far more than the socket buffers hold.
     // Sending never blocks.
@@ -945,7 +915,7 @@ async fn a_frozen_backlogged_peer_can_be_disconnected_at_once() {
     let mut me = node.process();
     let r = me.monitor(target);
     assert!(node.ping(&slow_name).await);
-    let _frozen = Frozen::new(slow.pid());
+    let _frozen = slow.freeze().expect("freeze the node");
     let chunk = Term::binary(vec![0u8; 16 * 1024]);
     // 32 MiB, one at a time, so that they reach the connection one by one
     // and fill its queue (1024 writes), not in one batch.
@@ -1017,7 +987,7 @@ async fn a_paced_sender_waits_on_a_busy_connection_and_goes_on_when_it_drains() 
     assert!(node.ping(slow.name()).await);
     let mut other = node.process();
     assert!(other.send_nosuspend(nobody, term!(not_busy)));
-    let frozen = Frozen::new(slow.pid());
+    let frozen = slow.freeze().expect("freeze the node");
 
     // 64 MiB in 64 KiB messages, paced.
     const N: usize = 1024;

@@ -809,6 +809,11 @@ const ORDER_PROBE: &str = "register(probe, spawn(fun() -> \
     A = Take(), B = Take(), \
     receive {report, To} -> To ! {order, A, B} end end)), ok.";
 
+/// How long a node is frozen while a large message to it is sent: time
+/// for the sending node to fill the sockets and take the small message
+/// sent after it.
+const FROZEN_FOR: Duration = Duration::from_millis(200);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_message_overtakes_another_process_large_one() {
     if !require_erl() {
@@ -825,8 +830,14 @@ async fn a_small_message_overtakes_another_process_large_one() {
     // just after by another process, need not wait for all of them.
     let big = node.process();
     let small = node.process();
+    // `e` is frozen meanwhile, so that the large message is still going out
+    // when the small one is sent, however slow this machine is: the sockets
+    // hold a few MB of it, the sending node the rest.
+    let frozen = e.freeze().expect("freeze the node");
     big.send(probe.clone(), term!({big, (Term::binary(vec![1u8; BIG]))}));
     small.send(probe.clone(), term!({small, 1}));
+    tokio::time::sleep(FROZEN_FOR).await;
+    drop(frozen);
     let mut asker = node.process();
     asker.send(probe.clone(), term!({report, (asker.pid())}));
     let order = tokio::time::timeout(Duration::from_secs(60), asker.recv())
@@ -849,8 +860,11 @@ async fn a_small_message_overtakes_another_process_large_one() {
     // Built, and freed, outside the sends: freeing it between them would
     // hold the small one back by the time that takes.
     let big_msg = Term::tuple(vec![Term::atom("big"), list]);
+    let frozen = e.freeze().expect("freeze the node");
     big.send_ref(probe.clone(), &big_msg);
     small.send(probe.clone(), term!({small, 2}));
+    tokio::time::sleep(FROZEN_FOR).await;
+    drop(frozen);
     asker.send(probe, term!({report, (asker.pid())}));
     let order = tokio::time::timeout(Duration::from_secs(60), asker.recv())
         .await
