@@ -28,6 +28,15 @@
 //! of terms a second). `cargo test --benches` (criterion's test mode) runs
 //! every routine once and prints no figures.
 //!
+//! A process's speed at small terms turns on where its stack fell, which
+//! address-space randomization draws anew at each start (BENCHMARKS.md,
+//! *Codec*): one start can read a line at half the speed of the next.
+//! So the interleaved turns are then run again in fresh processes of the
+//! bench (`ERLDIST_CODEC_STARTS`, 5 starts in all unless set; 1 for this
+//! process only), and one more line per scenario gathers every start:
+//! `# starts scenario=<name>_<dir> ratio_eetf=<r1>,<r2>,.. median=<m> erldist=<s1>,<s2>,..`
+//! (each start's `ratio_eetf` and erldist's speed, in the order run).
+//!
 //! The APIs measured, each crate's fastest public one:
 //! - decode: erldist `Term::decode_bytes` (binaries share the input),
 //!   eetf `Term::decode(&[u8])`, erltf `decode_borrowed` (binaries and
@@ -582,6 +591,13 @@ fn main() {
         .configure_from_args();
 
     let scenarios = corpus::scenarios();
+    if std::env::var_os(ONLY_INTERLEAVED).is_some() {
+        let peers: Vec<Peers> = scenarios.iter().map(check_peers).collect();
+        for l in interleaved_lines(&scenarios, &peers) {
+            println!("{l}");
+        }
+        return;
+    }
     let mut notes = Vec::new();
     for s in &scenarios {
         notes.push(format!(
@@ -614,15 +630,111 @@ fn main() {
 
     if measuring() {
         print_summary(&scenarios, &out, since);
-        for (s, p) in scenarios.iter().zip(&peers) {
-            for l in interleaved(s, p) {
-                println!("{l}");
+        let mut lines = interleaved_lines(&scenarios, &peers);
+        for l in &lines {
+            println!("{l}");
+        }
+        for start in 2..=starts() {
+            match interleaved_elsewhere() {
+                Ok(more) => lines.extend(more),
+                Err(e) => println!("# starts: start {start} failed: {e}"),
             }
         }
-        println!("{}", build_terms_line());
+        for l in starts_lines(&lines) {
+            println!("{l}");
+        }
         // Repeat the notes next to the figures, criterion's output being long.
         for n in &notes {
             println!("{n}");
         }
     }
+}
+
+/// Set in a fresh process of the bench that is to run the interleaved
+/// turns only ([`interleaved_elsewhere`]).
+const ONLY_INTERLEAVED: &str = "ERLDIST_CODEC_ONLY_INTERLEAVED";
+
+/// How many starts run the interleaved turns: `ERLDIST_CODEC_STARTS`, or
+/// 5 (about 4 s each).
+fn starts() -> usize {
+    std::env::var("ERLDIST_CODEC_STARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
+
+/// Every `# interleaved` line, scenario by scenario, then `build_terms`.
+fn interleaved_lines(scenarios: &[Scenario], peers: &[Peers]) -> Vec<String> {
+    let mut lines: Vec<String> = scenarios
+        .iter()
+        .zip(peers)
+        .flat_map(|(s, p)| interleaved(s, p))
+        .collect();
+    lines.push(build_terms_line());
+    lines
+}
+
+/// The `# interleaved` lines of a fresh process of this bench, which
+/// draws its own stack address (and runs nothing else).
+fn interleaved_elsewhere() -> Result<Vec<String>, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe)
+        .env(ONLY_INTERLEAVED, "1")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("exited with {}", out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("# interleaved "))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// One `# starts` line per scenario seen in more than one start of
+/// `lines` (`# interleaved` lines, in the order run): each start's
+/// `ratio_eetf` and erldist's speed, and the median ratio (the upper of
+/// the middle two for an even number of starts).
+fn starts_lines(lines: &[String]) -> Vec<String> {
+    let field = |l: &str, key: &str| {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+            .map(str::to_owned)
+    };
+    let mut by_name: Vec<(String, Vec<f64>, Vec<String>)> = Vec::new();
+    for l in lines {
+        let (Some(name), Some(ratio)) = (field(l, "scenario"), field(l, "ratio_eetf")) else {
+            continue;
+        };
+        let Ok(ratio) = ratio.parse::<f64>() else {
+            continue;
+        };
+        let speed = field(l, "erldist")
+            .or_else(|| field(l, "erldist_kterms"))
+            .unwrap_or_default();
+        match by_name.iter_mut().find(|(n, _, _)| *n == name) {
+            Some((_, ratios, speeds)) => {
+                ratios.push(ratio);
+                speeds.push(speed);
+            }
+            None => by_name.push((name, vec![ratio], vec![speed])),
+        }
+    }
+    by_name
+        .into_iter()
+        .filter(|(_, ratios, _)| ratios.len() > 1)
+        .map(|(name, ratios, speeds)| {
+            let mut sorted = ratios.clone();
+            sorted.sort_by(f64::total_cmp);
+            let median = sorted[sorted.len() / 2];
+            let ratios: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            format!(
+                "# starts scenario={name} ratio_eetf={} median={median:.2} erldist={}",
+                ratios.join(","),
+                speeds.join(",")
+            )
+        })
+        .collect()
 }
