@@ -28,9 +28,10 @@
 //! of terms a second). `cargo test --benches` (criterion's test mode) runs
 //! every routine once and prints no figures.
 //!
-//! A process's speed at small terms turns on where its stack fell, which
-//! address-space randomization draws anew at each start (BENCHMARKS.md,
-//! *Codec*): one start can read a line at half the speed of the next.
+//! A process's speed at small terms can turn on where its stack fell,
+//! which address-space randomization draws anew at each start
+//! (BENCHMARKS.md, *Codec*: in a scratch encoder, one start in seven or
+//! so read `small_tuples` at 0.55–0.67 of the others' speed).
 //! So the interleaved turns are then run again in fresh processes of the
 //! bench (`ERLDIST_CODEC_STARTS`, 5 starts in all unless set; 1 for this
 //! process only), and one more line per scenario gathers every start:
