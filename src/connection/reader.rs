@@ -8,8 +8,8 @@
 //! leaves as a segment of its own, and the sender pays for each segment.
 //! When acknowledgements come later, the sender's writes wait in its
 //! socket and leave joined, several messages a segment, and it sends far
-//! more messages a second (BENCHMARKS.md, *`recv_small`: how the reader
-//! got ahead*).
+//! more messages a second (docs/benchmarks-log.md, *`recv_small`: how the
+//! reader got ahead*).
 //!
 //! [`Reader`] still takes what arrives at once: it *peeks* at the socket,
 //! so nothing waits to be delivered. But it leaves the last bytes it has

@@ -533,7 +533,8 @@ const MAX_ONE_FRAME: usize = 2 * 1024 * 1024;
 /// wait behind one fragment (and what the sockets hold), not the whole
 /// message: the messaging bench's `small_behind_large`. A real node (OTP
 /// 25) takes 16 and 64 MiB binaries faster in fragments of this size than
-/// of 2 MiB, and far slower in fragments of 512 KiB (BENCHMARKS, *Scale*).
+/// of 2 MiB, and far slower in fragments of 512 KiB (docs/benchmarks-log.md,
+/// *Scale*).
 /// The same size as the writer's limit while a fragment waits, so that it
 /// holds one fragment at a time.
 const MAX_FRAGMENT: usize = driver::FRAGMENT_HIGH_WATER;
