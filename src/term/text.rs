@@ -1432,7 +1432,9 @@ impl<'s> Parser<'s> {
                     Ok(())
                 } else {
                     let n = size.unwrap_or(8);
-                    if w.bits + n > MAX_BINARY_BITS {
+                    // Saturating: a size near `u64::MAX` must not wrap
+                    // past the limit.
+                    if w.bits.saturating_add(n) > MAX_BINARY_BITS {
                         return Err(too_long(p));
                     }
                     w.push_int(v, n);
@@ -2538,5 +2540,32 @@ mod tests {
         assert_eq!((b.bytes.len(), b.bits), (50_000_000, 7));
         assert_eq!(b.bytes.last(), Some(&0b10));
         assert!(b.bytes[..49_999_999].iter().all(|&x| x == 0));
+    }
+
+    /// A segment size near `u64::MAX` once wrapped the length check to
+    /// nothing, and the parser asked the allocator for 2^61 bytes (the
+    /// `parse` fuzzer found it). Every such size is refused as too long,
+    /// as OTP refuses it with `system_limit`, alone or after other
+    /// segments.
+    #[test]
+    fn segment_sizes_past_the_limit_are_refused_without_wrapping() {
+        let max = u64::MAX;
+        for text in [
+            format!("<<1:{max}>>"),
+            format!("<<-1:{}>>", max - 63),
+            format!("<<1:8,2:{max}>>"),
+            format!("<<1:3,\"ab\":{}>>", max - 2),
+            format!("<<1:{}>>", MAX_BINARY_BITS + 1),
+            // The fuzzer's input.
+            "<<-9999999999991999999999000000000006744073709551615,\
+             0000997792863:00000018446744073709551615,0000997792863:00000"
+                .to_string(),
+        ] {
+            let (_, _, message) = err(&text);
+            assert!(message.contains("too long"), "{text}: {message}");
+        }
+        // The limit itself still parses.
+        let t = parse(&format!("<<0:{MAX_BINARY_BITS}>>"));
+        assert!(matches!(&t, Term::Binary(b) if b.len() as u64 * 8 == MAX_BINARY_BITS));
     }
 }
