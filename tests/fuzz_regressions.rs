@@ -1,10 +1,11 @@
 //! The fuzz targets of `fuzz/` for hostile input (the EPMD request parser,
-//! the handshake in both roles, frames after the handshake), replayed as
-//! ordinary tests: every input kept under `fuzz/regressions/<target>/`
-//! (each once crashed that target) and every committed seed under
-//! `fuzz/seeds/<target>/` goes through the same checks the fuzzer runs
-//! (`fuzz/fuzz_targets/harness.rs`). The term targets (`decode`,
-//! `decode_body`, `parse`) are replayed by `tests/golden.rs`.
+//! the handshake in both roles, frames after the handshake) and for term
+//! text (`parse`), replayed as ordinary tests: every input kept under
+//! `fuzz/regressions/<target>/` (each once crashed that target) and every
+//! committed seed under `fuzz/seeds/<target>/` goes through the same
+//! checks the fuzzer runs (`fuzz/fuzz_targets/harness.rs`). The targets of
+//! the external format (`decode`, `decode_body`) are replayed by
+//! `tests/golden.rs`, against OTP.
 //!
 //! `cargo test --test fuzz_regressions -- --ignored write_seeds` rewrites
 //! the seeds of these targets.
@@ -27,11 +28,12 @@ use erldist::{Atom, Pid, Reference, Term};
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 4] = [
+const TARGETS: [(&str, Check); 5] = [
     ("epmd_request", harness::epmd_request),
     ("handshake_initiator", harness::handshake_initiator),
     ("handshake_acceptor", harness::handshake_acceptor),
     ("dist_frames", harness::dist_frames),
+    ("parse", harness::parse),
 ];
 
 fn fuzz_dir() -> PathBuf {

@@ -1,5 +1,6 @@
-//! The checks of the fuzz targets added for hostile input (issue #9), shared
-//! by the targets (`fuzz_targets/<name>.rs` declare `mod harness;`) and by
+//! The checks of the fuzz targets added for hostile input (issue #9) and of
+//! the text parser's, shared by the targets (`fuzz_targets/<name>.rs`
+//! declare `mod harness;`) and by
 //! the main crate's `tests/fuzz_regressions.rs`, which replays every input
 //! kept under `fuzz/regressions/<name>/` through the same function.
 #![allow(dead_code)]
@@ -14,7 +15,7 @@ use erldist::handshake::{
     ChallengeReply, Complement, Cookie, Cookies, HandshakeConfig, Initiator, LocalName,
     NameMessage, NodeName, Status, DEFAULT_FLAGS, REQUIRED_FLAGS,
 };
-use erldist::DecodeOptions;
+use erldist::{DecodeOptions, Term};
 
 /// Arbitrary bytes into the EPMD server's request parser, as a client
 /// would send them: `Request::decode` streaming over the input fed in
@@ -334,4 +335,30 @@ pub fn dist_frames(data: &[u8]) {
             _ => panic!("payload appeared or vanished"),
         }
     }
+}
+
+/// Arbitrary UTF-8 into `str::parse::<Term>()`; whatever parses must print
+/// (`Display`, `~w`) as text that parses back to an `exact_eq` term.
+/// Terms over 1 MiB in the external format are not printed: fifteen bytes
+/// of text can ask for a 64 MiB bitstring (`<<1:536870911>>`), and
+/// printing and parsing that back takes time in proportion to its size,
+/// which the fuzzer would report as a timeout.
+pub fn parse(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(term) = text.parse::<Term>() else {
+        return;
+    };
+    if term.encode().is_ok_and(|b| b.len() > 1 << 20) {
+        return;
+    }
+    let printed = term.to_string();
+    let again = printed
+        .parse::<Term>()
+        .unwrap_or_else(|e| panic!("printed term {printed:?} does not parse: {e}"));
+    assert!(
+        again.exact_eq(&term),
+        "text round trip changed the term: {printed:?}"
+    );
 }
