@@ -30,8 +30,9 @@
 //!
 //! A process's speed at small terms can turn on where its stack fell,
 //! which address-space randomization draws anew at each start
-//! (BENCHMARKS.md, *Lines that sit level*: in a scratch encoder, one start in seven or
-//! so read `small_tuples` at 0.55–0.67 of the others' speed).
+//! (BENCHMARKS.md, *Lines that sit level*: in a scratch encoder, one
+//! start in seven or so read `small_tuples` at 0.55–0.67 of the others'
+//! speed).
 //! So the interleaved turns are then run again in fresh processes of the
 //! bench (`ERLDIST_CODEC_STARTS`, 5 starts in all unless set; 1 for this
 //! process only), and one more line per scenario gathers every start:
