@@ -410,7 +410,7 @@ fn fuzz_regressions_decode_as_otp_does() {
         let dir = dir.expect("entry").path();
         // The other targets' inputs are not the external format (protocol
         // bytes, term text): tests/fuzz_regressions.rs replays them.
-        let protocol = [
+        let not_etf = [
             "epmd_request",
             "handshake_initiator",
             "handshake_acceptor",
@@ -420,7 +420,7 @@ fn fuzz_regressions_decode_as_otp_does() {
         if !dir.is_dir()
             || dir
                 .file_name()
-                .is_some_and(|n| protocol.iter().any(|p| n == *p))
+                .is_some_and(|n| not_etf.iter().any(|p| n == *p))
         {
             continue;
         }

@@ -2545,8 +2545,9 @@ mod tests {
     /// A segment size near `u64::MAX` once wrapped the length check to
     /// nothing, and the parser asked the allocator for 2^61 bytes (the
     /// `parse` fuzzer found it). Every such size is refused as too long,
-    /// as OTP refuses it with `system_limit`, alone or after other
-    /// segments.
+    /// alone or after other segments, as OTP refuses it with
+    /// `system_limit` (`<<1:18446744073709551615>>` in `erl`). So is one
+    /// bit past the parser's own 64 MiB limit, which is lower than OTP's.
     #[test]
     fn segment_sizes_past_the_limit_are_refused_without_wrapping() {
         let max = u64::MAX;
