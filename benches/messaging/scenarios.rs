@@ -40,6 +40,9 @@ struct Plan {
     /// `small_behind_large`: the large binary's size in bytes, and rounds
     /// per run.
     behind: (usize, usize),
+    /// `pingpong_rtt` in bursts: pairs of blocks, and timed round trips
+    /// per block.
+    bursts: (usize, usize),
 }
 
 const FULL: Plan = Plan {
@@ -56,6 +59,7 @@ const FULL: Plan = Plan {
     procs: 100_000,
     large: (1 << 20, 20),
     behind: (64 << 20, 5),
+    bursts: (20, 250),
 };
 
 const SMOKE: Plan = Plan {
@@ -72,6 +76,7 @@ const SMOKE: Plan = Plan {
     procs: 1_000,
     large: (64 << 10, 3),
     behind: (1 << 20, 2),
+    bursts: (2, 50),
 };
 
 struct Env {
@@ -1291,7 +1296,38 @@ async fn pingpong_rust_to_rust(env: &mut Env, rounds: usize, runs: usize) {
     );
 }
 
-async fn pingpong(env: &mut Env, rounds: usize, runs: usize) {
+/// `pingpong_rtt` in short bursts: `pairs` pairs of blocks of `rounds`
+/// timed round trips (after each side's 200 untimed), one block from r1
+/// and one from B to A's echo `echo`, the side that goes first taking
+/// turns. Returns the median of each block, erldist's and BEAM's.
+///
+/// The runs of 10,000 round trips mostly measure a later state of the
+/// machine: on this one, erldist's round trips to A take about 24 µs for
+/// the first thousand or so after a pause, then about three times as long
+/// on both legs, while on one CPU (`taskset -c 0`) they stay at about
+/// 24 µs throughout. A block this short is mostly over before that
+/// change (BENCHMARKS.md, *Lines that sit level*).
+async fn pingpong_bursts(
+    env: &mut Env,
+    echo: Pid,
+    echo_expr: &str,
+    pairs: usize,
+    rounds: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut rust, mut beam) = (Vec::new(), Vec::new());
+    for i in 0..pairs {
+        if i % 2 == 1 {
+            beam.push(beam_pingpong(&mut env.b, echo_expr, rounds).0);
+        }
+        rust.push(rust_pingpong(&env.r1, echo, rounds).await.0);
+        if i % 2 == 0 {
+            beam.push(beam_pingpong(&mut env.b, echo_expr, rounds).0);
+        }
+    }
+    (rust, beam)
+}
+
+async fn pingpong(env: &mut Env, rounds: usize, runs: usize, bursts: (usize, usize)) {
     let echo = erl_pid(&mut env.a, "whereis(bench_echo).");
     let echo_expr = erl_expr(echo);
     let mut t = RoundTrips::default();
@@ -1317,6 +1353,21 @@ async fn pingpong(env: &mut Env, rounds: usize, runs: usize) {
             edp.push(r.map(|(m, _, _)| m));
         }
     }
+    let (pairs, burst_rounds) = bursts;
+    let (rb, bb) = pingpong_bursts(env, echo, &echo_expr, pairs, burst_rounds).await;
+    let pair_ratios: Vec<f64> = bb.iter().zip(&rb).map(|(b, r)| b / r).collect();
+    println!(
+        "# pingpong_rtt bursts: erldist blocks [{}] beam blocks [{}] ns_median \
+         ({pairs} pairs of blocks of {burst_rounds} timed round trips, in turns)",
+        fmt_runs(&rb),
+        fmt_runs(&bb),
+    );
+    let bursts_field = format!(
+        " erldist_bursts={:.0} beam_bursts={:.0} ratio_bursts={:.2}",
+        median(rb),
+        median(bb),
+        median(pair_ratios)
+    );
     let (rp99, bp99) = (median(t.rust_p99.clone()), median(t.beam_p99.clone()));
     let edp_p99 = match &edp {
         Runs::Ok(_) if !ep.is_empty() => format!(" edp_p99={:.0}", median(ep.clone())),
@@ -1344,7 +1395,7 @@ async fn pingpong(env: &mut Env, rounds: usize, runs: usize) {
         &edp,
         false,
         &format!(
-            " erldist_p99={rp99:.0} beam_p99={bp99:.0} ratio_p99={:.2}{edp_p99} rounds={rounds} runs={runs}",
+            " erldist_p99={rp99:.0} beam_p99={bp99:.0} ratio_p99={:.2}{edp_p99}{bursts_field} rounds={rounds} runs={runs}",
             bp99 / rp99
         ),
     );
@@ -1650,7 +1701,7 @@ pub async fn run(full: bool) {
         mixed_terms(&mut env, plan.mixed, plan.runs).await;
     }
     if wanted("pingpong_rtt") {
-        pingpong(&mut env, plan.rounds, plan.runs).await;
+        pingpong(&mut env, plan.rounds, plan.runs, plan.bursts).await;
     }
     if wanted("pingpong_rust_to_rust") {
         pingpong_rust_to_rust(&mut env, plan.rounds, plan.runs).await;
