@@ -505,12 +505,6 @@ trait Sink {
     fn put(&mut self, t: Term) {
         self.put_with(|| t);
     }
-
-    /// Puts `Term::Tuple(items)`.
-    #[inline(always)]
-    fn put_tuple(&mut self, items: Vec<Term>) {
-        self.put_with(|| Term::Tuple(items));
-    }
 }
 
 impl Sink for Vec<Term> {
@@ -519,16 +513,6 @@ impl Sink for Vec<Term> {
         // `OnceWith` has an exact length, so `extend` makes room first and
         // then writes what `f` returns straight into it.
         self.extend(std::iter::once_with(f));
-    }
-
-    /// Room first, then a plain `push`. Through [`put_with`](Sink::put_with)
-    /// the closure holds `items`, and moving them out of it stalled as a
-    /// copy does; decoding a list of 40,329 three-element tuples took
-    /// 16 % longer so.
-    #[inline(always)]
-    fn put_tuple(&mut self, items: Vec<Term>) {
-        self.reserve(1);
-        self.push(Term::Tuple(items));
     }
 }
 
@@ -711,7 +695,7 @@ impl State<'_, '_> {
         } else {
             self.elems(&mut items, n, d)?;
         }
-        out.put_tuple(items);
+        out.put_with(|| Term::Tuple(items));
         Ok(())
     }
 
@@ -871,7 +855,7 @@ impl State<'_, '_> {
 
     /// The next `n` bytes as a binary: held in place when they are few,
     /// else as [`take_bytes`](Self::take_bytes) gives them.
-    #[inline(always)]
+    #[inline]
     fn take_binary(&mut self, n: usize) -> Result<Binary, Fail> {
         if n <= INLINE_BINARY {
             // One fixed-size copy where the input has that many bytes left
