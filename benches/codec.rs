@@ -39,6 +39,16 @@
 //! `# starts scenario=<name>_<dir> ratio_eetf=<r1>,<r2>,.. median=<m> erldist=<s1>,<s2>,..`
 //! (each start's `ratio_eetf` and erldist's speed, in the order run).
 //!
+//! Each encode scenario also times, in turns with eetf's encoder, the
+//! least work any encoder into a reused `Vec<u8>` does: the finished bytes
+//! of each message copied in with one `extend_from_slice` (the copy
+//! floor). Its line,
+//! `# floor scenario=<name>_encode ceiling_eetf=<median> middle_half=<p25>..<p75> floor=<MB/s> eetf=<MB/s>`,
+//! gives eetf's time over the floor's: the highest `ratio_eetf` an encoder
+//! could read where a message is mostly one block of bytes, which it must
+//! copy. The `# starts` lines gather the floors too (`ceiling_eetf=`,
+//! `floor=`).
+//!
 //! The APIs measured, each crate's fastest public one:
 //! - decode: erldist `Term::decode_bytes` (binaries share the input),
 //!   eetf `Term::decode(&[u8])`, erltf `decode_borrowed` (binaries and
@@ -267,6 +277,21 @@ fn eetf_encode(terms: &[eetf::Term], buf: &mut Vec<u8>) {
     }
 }
 
+/// One pass of the least work any encoder into a reused `buf` does: each
+/// message's finished bytes (erldist's, the same as eetf's wherever the
+/// `# check` line says `identical`) copied in with one
+/// `extend_from_slice`. An encoder must at least write every byte; where a
+/// message is mostly one block of bytes taken from the term, it must copy
+/// that block too, so it cannot beat this pass by more than the header's
+/// few bytes.
+fn copy_floor(s: &Scenario, buf: &mut Vec<u8>) {
+    for m in &s.encoded {
+        buf.clear();
+        buf.extend_from_slice(black_box(&m[..]));
+        black_box(&buf);
+    }
+}
+
 /// What [`alternate`] measured.
 struct Alternated {
     /// The 25th, 50th and 75th percentiles of the ratios `b`/`a` of
@@ -282,12 +307,29 @@ impl Alternated {
     /// keys `erldist{suffix}` and `eetf{suffix}` (so that a line shows
     /// which side moved).
     fn line(&self, name: &str, per_pass: f64, scale: f64, suffix: &str, digits: usize) -> String {
-        let [lo, mid, hi] = self.ratios;
         let [a, b] = self.median_pass.map(|t| per_pass / t / scale);
         format!(
-            "# interleaved scenario={name} ratio_eetf={mid:.2} middle_half={lo:.2}..{hi:.2} \
-             erldist{suffix}={a:.digits$} eetf{suffix}={b:.digits$}"
+            "# interleaved scenario={name} {} erldist{suffix}={a:.digits$} eetf{suffix}={b:.digits$}",
+            self.ratio_fields("ratio_eetf")
         )
+    }
+
+    /// The `# floor` line for `name`, where `a` was [`copy_floor`]: eetf's
+    /// time over the floor's is the highest `ratio_eetf` any encoder
+    /// writing the same bytes could read (`ceiling_eetf`); speeds in MB/s
+    /// of the `per_pass` ETF bytes.
+    fn floor_line(&self, name: &str, per_pass: f64) -> String {
+        let [a, b] = self.median_pass.map(|t| per_pass / t / 1e6);
+        format!(
+            "# floor scenario={name} {} floor={a:.1} eetf={b:.1}",
+            self.ratio_fields("ceiling_eetf")
+        )
+    }
+
+    /// `<key>=<median> middle_half=<p25>..<p75>`.
+    fn ratio_fields(&self, key: &str) -> String {
+        let [lo, mid, hi] = self.ratios;
+        format!("{key}={mid:.2} middle_half={lo:.2}..{hi:.2}")
     }
 }
 
@@ -377,6 +419,12 @@ fn interleaved(s: &Scenario, peers: &Peers) -> Vec<String> {
             || eetf_encode(&peers.eetf_terms, &mut out.borrow_mut()),
         );
         lines.push(line("encode", r));
+        // The same turns with the copy floor in erldist's place.
+        let r = alternate(
+            || copy_floor(s, &mut out.borrow_mut()),
+            || eetf_encode(&peers.eetf_terms, &mut out.borrow_mut()),
+        );
+        lines.push(r.floor_line(&format!("{}_encode", s.name), s.total_bytes() as f64));
     }
     lines
 }
@@ -690,50 +738,61 @@ fn interleaved_elsewhere() -> Result<Vec<String>, String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.starts_with("# interleaved "))
+        .filter(|l| l.starts_with("# interleaved ") || l.starts_with("# floor "))
         .map(str::to_owned)
         .collect())
 }
 
 /// One `# starts` line per scenario seen in more than one start of
-/// `lines` (`# interleaved` lines, in the order run): each start's
-/// `ratio_eetf` and erldist's speed, and the median ratio (the upper of
-/// the middle two for an even number of starts).
+/// `lines` (`# interleaved` and `# floor` lines, in the order run): each
+/// start's ratio (`ratio_eetf`, or `ceiling_eetf` for a floor) and
+/// erldist's speed (the floor's for a floor), and the median ratio (the
+/// upper of the middle two for an even number of starts).
 fn starts_lines(lines: &[String]) -> Vec<String> {
     let field = |l: &str, key: &str| {
         l.split_whitespace()
             .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
             .map(str::to_owned)
     };
-    let mut by_name: Vec<(String, Vec<f64>, Vec<String>)> = Vec::new();
+    // (name, ratio key, speed key, ratios, speeds)
+    type Seen = (String, &'static str, &'static str, Vec<f64>, Vec<String>);
+    let mut seen: Vec<Seen> = Vec::new();
     for l in lines {
-        let (Some(name), Some(ratio)) = (field(l, "scenario"), field(l, "ratio_eetf")) else {
+        // The ratio's key, the speed's key as printed, the keys it is read from.
+        let (ratio_key, speed_key, speed_keys): (_, _, &[&str]) = if l.starts_with("# floor ") {
+            ("ceiling_eetf", "floor", &["floor"])
+        } else {
+            ("ratio_eetf", "erldist", &["erldist", "erldist_kterms"])
+        };
+        let (Some(name), Some(ratio)) = (field(l, "scenario"), field(l, ratio_key)) else {
             continue;
         };
         let Ok(ratio) = ratio.parse::<f64>() else {
             continue;
         };
-        let speed = field(l, "erldist")
-            .or_else(|| field(l, "erldist_kterms"))
-            .unwrap_or_default();
-        match by_name.iter_mut().find(|(n, _, _)| *n == name) {
-            Some((_, ratios, speeds)) => {
+        let Some(speed) = speed_keys.iter().find_map(|k| field(l, k)) else {
+            continue;
+        };
+        match seen
+            .iter_mut()
+            .find(|(n, k, ..)| *n == name && *k == ratio_key)
+        {
+            Some((.., ratios, speeds)) => {
                 ratios.push(ratio);
                 speeds.push(speed);
             }
-            None => by_name.push((name, vec![ratio], vec![speed])),
+            None => seen.push((name, ratio_key, speed_key, vec![ratio], vec![speed])),
         }
     }
-    by_name
-        .into_iter()
-        .filter(|(_, ratios, _)| ratios.len() > 1)
-        .map(|(name, ratios, speeds)| {
+    seen.into_iter()
+        .filter(|(.., ratios, _)| ratios.len() > 1)
+        .map(|(name, ratio_key, speed_key, ratios, speeds)| {
             let mut sorted = ratios.clone();
             sorted.sort_by(f64::total_cmp);
             let median = sorted[sorted.len() / 2];
             let ratios: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
             format!(
-                "# starts scenario={name} ratio_eetf={} median={median:.2} erldist={}",
+                "# starts scenario={name} {ratio_key}={} median={median:.2} {speed_key}={}",
                 ratios.join(","),
                 speeds.join(",")
             )
