@@ -19,7 +19,7 @@
 //! next and this machine's speed drifts over seconds, the same decode and
 //! encode of erldist and eetf are timed again in alternating turns of a
 //! few milliseconds (41 pairs per scenario and direction, about 4 s in
-//! all), printed as
+//! all; about 6 s with the copy floors below), printed as
 //! `# interleaved scenario=<name>_<dir> ratio_eetf=<median> middle_half=<p25>..<p75> erldist=<MB/s> eetf=<MB/s>`
 //! (the ratio is eetf's time / erldist's; the speeds are each side's
 //! median turn, so that a line shows which side moved), and one more such
@@ -705,7 +705,7 @@ fn main() {
 const ONLY_INTERLEAVED: &str = "ERLDIST_CODEC_ONLY_INTERLEAVED";
 
 /// How many starts run the interleaved turns: `ERLDIST_CODEC_STARTS`, or
-/// 5 (about 4 s each).
+/// 5 (about 6 s each, copy floors included).
 fn starts() -> usize {
     std::env::var("ERLDIST_CODEC_STARTS")
         .ok()
